@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine; each sets up .venv on first use.
+#   make report   run `interp report` on the embedded default model -> report.html
+#   make test     run the test suite (the same command CI runs)
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed
+
+.PHONY: report test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(VENV)/bin/interp report --out report.html
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check interp tests benchmarks
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) report.html

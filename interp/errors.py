@@ -1,0 +1,35 @@
+"""Error types raised at interp's public boundary.
+
+Each subclasses a built-in exception, so ``except ValueError`` keeps working, and each
+message names the parameter, the value received and the fix.
+"""
+
+from __future__ import annotations
+
+
+class InterpError(Exception):
+    """Base class for interp's own errors."""
+
+
+class NonAdditiveModelError(InterpError, ValueError):
+    """The model's residual stream is not the sum of the writes interp records."""
+
+
+class ModelNotFoundError(InterpError, FileNotFoundError):
+    """A model directory or hub name could not be found offline."""
+
+
+class UnsafeCheckpointError(InterpError, ValueError):
+    """A checkpoint needs pickle (or remote code) and the caller did not opt in."""
+
+
+class ModelMismatchError(InterpError, ValueError):
+    """Writes recorded on one model were passed together with another model."""
+
+
+class ChromiumNotFoundError(InterpError, RuntimeError):
+    """Static image export needs a Chromium browser and none was found."""
+
+
+class IndexOutOfRangeError(InterpError, IndexError, ValueError):
+    """A layer, head or neuron index outside the model (``except ValueError`` catches it)."""

@@ -1,0 +1,244 @@
+"""``interp.load``: build a ``Model`` from the default model, a directory, a hub name, or a
+model already in memory. Offline first: only a hub name may touch the network."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import socket
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp._checks import check_choice
+from interp.errors import ModelNotFoundError, UnsafeCheckpointError
+from interp.model import PROCESSING, Model
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def load(
+    name_or_path: Any = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    processing: str = "compat",
+    tokenizer: Any = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    device_map: Any = None,
+    n_devices: int | None = None,
+    max_memory: dict | None = None,
+    fast: bool = True,
+) -> Model:
+    """Load a model for analysis.
+
+    Args:
+        name_or_path: None for the embedded default model (offline); a local directory with
+            a Hugging Face checkpoint (offline); a hub name (needs the network or the local
+            cache); or a Hugging Face model or TransformerLens bridge already in memory (it is
+            copied, never modified).
+        device: "cpu", "cuda", ... (default: cuda when available, else cpu).
+        dtype: torch.float32 (default), float16, bfloat16 or float64.
+        processing: "compat" (default): TransformerLens compatibility processing, folded
+            LayerNorm and centred writing weights, the convention of published numbers.
+            "raw": the checkpoint's own weights.
+        tokenizer: a tokenizer for an in-memory model (else it is found from the model's path).
+        allow_pickle: permit ``.bin``/``.pt`` checkpoints, which run pickle. Default False.
+        trust_remote_code: permit a checkpoint's own Python code. Default False.
+        device_map / n_devices / max_memory: Hugging Face accelerate placement across several
+            devices, passed through to TransformerLens.
+        fast: keep an unprocessed copy of the checkpoint to record writes from its own forward
+            (SDPA attention, about the cost of a plain forward; twice the weights' memory).
+            The copy is checked against TransformerLens on the first batch. False: record
+            through the bridge only.
+    Raises:
+        ModelNotFoundError: a missing directory, or a hub name with no network and no cache.
+        UnsafeCheckpointError: a pickle-only checkpoint without ``allow_pickle=True``.
+        ValueError: a checkpoint that is not a causal language model, or is corrupted.
+    Example:
+        >>> model = interp.load()
+    """
+    check_choice("processing", processing, PROCESSING)
+    given_dtype = _dtype(dtype) if dtype is not None else None
+    dtype = given_dtype or torch.float32
+    if device is None and device_map is None and n_devices is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    sharded = device_map is not None or n_devices is not None or max_memory is not None
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if name_or_path is None:
+        from interp.models import DEFAULT_MODEL_DIR
+
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise ModelNotFoundError(
+                f"the embedded default model is missing from {DEFAULT_MODEL_DIR}; reinstall interp "
+                "or rebuild it with `python -m interp.models.train --out <dir>`"
+            )
+        name_or_path = DEFAULT_MODEL_DIR
+    if isinstance(name_or_path, TransformerBridge):
+        return _from_bridge(name_or_path, processing)
+    if isinstance(name_or_path, torch.nn.Module):
+        if getattr(name_or_path, "config", None) is None:
+            raise TypeError(
+                f"name_or_path is a {type(name_or_path).__name__} without a Hugging Face config; pass "
+                "a transformers causal LM (e.g. AutoModelForCausalLM.from_pretrained(...))"
+            )
+        hf = copy.deepcopy(name_or_path)
+        if given_dtype is not None:
+            hf = hf.to(given_dtype)
+        name = hf.config._name_or_path or type(hf).__name__
+        return _from_hf(hf, f"in-memory/{name}", name, tokenizer, processing, device, fast)
+    if isinstance(name_or_path, (str, Path)):
+        path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            _check_dir(path, allow_pickle)
+            source = str(path.resolve())
+            if sharded:
+                bridge = TransformerBridge.boot_transformers(
+                    source, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
+                    device_map=device_map, n_devices=n_devices, max_memory=max_memory,
+                )
+                return _finish(bridge, processing, path.name, None)
+            hf = _from_pretrained(source, dtype, allow_pickle, trust_remote_code, local_only=True)
+            return _from_hf(hf, source, path.name, tokenizer, processing, device, fast)
+        if _looks_like_path(str(name_or_path)):
+            raise ModelNotFoundError(
+                f"name_or_path={str(name_or_path)!r} is not a directory; pass a directory holding "
+                "config.json and *.safetensors, or a hub name such as 'gpt2'"
+            )
+        _check_hub(str(name_or_path))
+        if sharded:
+            bridge = TransformerBridge.boot_transformers(
+                str(name_or_path), dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
+                device_map=device_map, n_devices=n_devices, max_memory=max_memory,
+            )
+            return _finish(bridge, processing, str(name_or_path), None)
+        hf = _from_pretrained(str(name_or_path), dtype, allow_pickle, trust_remote_code, local_only=False)
+        return _from_hf(hf, str(name_or_path), str(name_or_path), tokenizer, processing, device, fast)
+    raise TypeError(
+        f"name_or_path must be None, a path, a hub name, a Hugging Face model or a "
+        f"TransformerBridge; got {type(name_or_path).__name__}"
+    )
+
+
+def _dtype(dtype: Any) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype={dtype} is not supported; use torch.float32, float16, bfloat16 or float64")
+    return dtype
+
+
+def _looks_like_path(s: str) -> bool:
+    """Hub names look like ``gpt2`` or ``org/name``; anything else is meant as a path."""
+    return s.startswith((".", "/", "~", "\\")) or Path(s).exists() or s.count("/") > 1
+
+
+def _check_dir(path: Path, allow_pickle: bool) -> None:
+    """Refuse what would silently misbehave: no config, not a causal LM, pickle, corruption."""
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise ModelNotFoundError(
+            f"name_or_path={str(path)!r} has no config.json; pass a Hugging Face checkpoint directory"
+        )
+    try:
+        archs = json.loads(cfg_file.read_text()).get("architectures") or []
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}); repair or re-save the checkpoint") from e
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ValueError(
+            f"name_or_path={str(path)!r} holds a {archs[0]}, not a causal language model; "
+            "interp needs a *ForCausalLM / *LMHeadModel checkpoint"
+        )
+    shards = sorted(path.glob("*.safetensors"))
+    pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    if not shards and pickles and not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"name_or_path={str(path)!r} holds only pickle weights ({pickles[0].name}), which can run "
+            "arbitrary code; convert them to safetensors, or pass allow_pickle=True if you trust them"
+        )
+    if not shards and not pickles:
+        raise ModelNotFoundError(f"name_or_path={str(path)!r} holds no weights (*.safetensors)")
+    from safetensors import safe_open
+
+    for shard in shards:
+        try:
+            with safe_open(str(shard), "pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(
+                f"{shard} is not a readable safetensors file ({e}); re-download or re-save it"
+            ) from e
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_hub(name: str) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if not cached and not _hub_reachable():
+        raise ModelNotFoundError(
+            f"name_or_path={name!r} is not in the local Hugging Face cache and the hub cannot be "
+            "reached; pass a local checkpoint directory instead, e.g. interp.load('path/to/model'), "
+            "or interp.load() for the embedded default model"
+        )
+
+
+def _from_pretrained(source: str, dtype, allow_pickle: bool, trust_remote_code: bool, *, local_only: bool):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
+        trust_remote_code=trust_remote_code,
+    ).eval()
+
+
+def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, device: Any, fast: bool) -> Model:
+    """Bridge one copy of ``hf``; keep the other, untouched, for the fast capture path."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not getattr(hf.config, "architectures", None):
+        hf.config.architectures = [type(hf).__name__]
+    hf = hf.to(device)
+    raw = copy.deepcopy(hf) if fast else None
+    bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
+    return _finish(bridge, processing, name, raw)
+
+
+def _finish(bridge: Any, processing: str, name: str, raw_hf: Any) -> Model:
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=processing == "raw")
+    return Model(bridge, processing=processing, name=name, raw_hf=raw_hf)
+
+
+def _from_bridge(bridge: Any, processing: str) -> Model:
+    """Wrap a caller's bridge. One already in compatibility mode is used as it is; any other
+    is copied first, so the caller's object is never changed."""
+    if getattr(bridge, "compatibility_mode", False):
+        used = "compat" if getattr(bridge, "_weights_processed", False) else "raw"
+        if used != processing:
+            log.warning("bridge is already in %r processing; using that, not %r", used, processing)
+        return Model(bridge, processing=used, name=str(bridge.cfg.model_name))
+    return _finish(copy.deepcopy(bridge), processing, str(bridge.cfg.model_name), None)

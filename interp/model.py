@@ -1,0 +1,384 @@
+"""``load()`` and ``Model``: the one place interp talks to TransformerLens.
+
+A ``Model`` wraps a TransformerLens 4 ``TransformerBridge`` in compatibility mode. It
+tokenizes, records residual writes (``run_with_writes``, ``stream_writes``), exposes
+weights in TransformerLens's stacked shapes, and runs temporary hooks that are always
+removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from interp._checks import check_choice, check_indices
+from interp.capture import FastCapture, hf_module_paths
+from interp.errors import NonAdditiveModelError
+from interp.tokens import Tokens, check_token_tensor, encode_texts
+from interp.writes import ResidualWrites, WriteWeights
+
+log = logging.getLogger(__name__)
+
+PROCESSING = ("compat", "raw")
+#: Reconstruction tolerance, as max abs error over the stream's RMS, by model dtype.
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The numbers analyses need, independent of TransformerLens's config class."""
+
+    name: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    normalization: str  # "LN" or "RMS" (TransformerLens's normalization_type)
+    positional: str  # "standard", "rotary", ...
+    parallel: bool
+    gated: bool
+    eps: float
+    processing: str  # "compat" (folded LN, centred writing weights) or "raw"
+    dtype: torch.dtype
+
+
+class Weights:
+    """Stacked weights in TransformerLens shapes, built on first use and cached.
+
+    ``W_Q/W_K/W_V``: ``[layer, head, d_model, d_head]`` (K/V expanded for grouped-query
+    attention), ``W_O``: ``[layer, head, d_head, d_model]``, ``W_in``/``W_gate``:
+    ``[layer, d_model, d_mlp]``, ``W_out``: ``[layer, d_mlp, d_model]``, ``W_E``:
+    ``[d_vocab, d_model]``, ``W_pos``: ``[n_ctx, d_model]`` or None, ``W_U``:
+    ``[d_model, d_vocab]``. Missing biases are zeros. ``mlp_in(l)``/``mlp_out(l)`` give one
+    layer as views of the model's own parameters, without copying.
+    """
+
+    def __init__(self, bridge: Any, cfg: Config):
+        self._bridge, self._cfg = bridge, cfg
+
+    def _get(self, name: str, zeros_shape: tuple[int, ...] | None = None) -> Tensor | None:
+        try:
+            t = getattr(self._bridge, name)
+        except AttributeError:
+            t = None
+        if t is None and zeros_shape is not None:
+            t = torch.zeros(zeros_shape, dtype=self._cfg.dtype, device=self._bridge.W_E.device)
+        return None if t is None else t.detach()
+
+    def __getattr__(self, name: str) -> Tensor | None:
+        c = self._cfg
+        zeros = {
+            "b_Q": (c.n_layers, c.n_heads, c.d_head), "b_K": (c.n_layers, c.n_heads, c.d_head),
+            "b_V": (c.n_layers, c.n_heads, c.d_head), "b_O": (c.n_layers, c.d_model),
+            "b_in": (c.n_layers, c.d_mlp), "b_out": (c.n_layers, c.d_model), "b_U": (c.d_vocab,),
+        }
+        known = {"W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out", "W_U"}
+        if name not in known and name not in zeros:
+            raise AttributeError(name)
+        t = self._get(name, zeros.get(name))
+        if name == "W_pos" and c.positional != "standard":
+            t = None
+        self.__dict__[name] = t  # cache
+        return t
+
+    def _block(self, layer: int, path: str) -> Tensor | None:
+        obj = self._bridge.blocks[layer]
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        return None if obj is None else obj.detach()
+
+    def mlp_in(self, layer: int) -> Tensor:
+        """``W_in[layer]``: ``[d_model, d_mlp]``, a view."""
+        return self._block(layer, "mlp.W_in")
+
+    def mlp_gate(self, layer: int) -> Tensor | None:
+        """``W_gate[layer]``: ``[d_model, d_mlp]`` for gated MLPs, else None."""
+        return self._block(layer, "mlp.W_gate") if self._cfg.gated else None
+
+    def mlp_out(self, layer: int) -> Tensor:
+        """``W_out[layer]``: ``[d_mlp, d_model]``, a view."""
+        return self._block(layer, "mlp.W_out")
+
+
+class Model:
+    """A transformer language model ready for residual-stream analysis.
+
+    Build one with ``interp.load``. Attributes: ``cfg`` (``Config``), ``weights``
+    (``Weights``), ``tokenizer``, ``bridge`` (the TransformerLens bridge, for anything
+    interp does not cover), ``model_id`` (a fingerprint that ties writes to this model).
+    """
+
+    def __init__(self, bridge: Any, *, processing: str, name: str, raw_hf: Any = None):
+        check_choice("processing", processing, PROCESSING)
+        self.bridge = bridge.eval()
+        self.tokenizer = bridge.tokenizer
+        c = bridge.cfg
+        gated = bool(getattr(c, "gated_mlp", False))
+        d_mlp = c.d_mlp if c.d_mlp else bridge.blocks[0].mlp.W_out.shape[0]
+        self.cfg = Config(
+            name=name, n_layers=c.n_layers, n_heads=c.n_heads,
+            n_kv_heads=getattr(c, "n_key_value_heads", None) or c.n_heads, d_model=c.d_model,
+            d_head=c.d_head, d_mlp=d_mlp, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
+            normalization=str(c.normalization_type), positional=str(c.positional_embedding_type),
+            parallel=bool(getattr(c, "parallel_attn_mlp", False)), gated=gated,
+            eps=float(getattr(c, "eps", 1e-5)), processing=processing,
+            dtype=bridge.W_E.dtype,
+        )
+        self.weights = Weights(bridge, self.cfg)
+        self._verified = False
+        self._fast: FastCapture | None = None
+        self._fast_ready = False
+        if raw_hf is not None:
+            self._fast = FastCapture(
+                raw_hf, hf_module_paths(bridge), n_heads=self.cfg.n_heads, d_head=self.cfg.d_head,
+                normalization=self.cfg.normalization, eps=self.cfg.eps,
+            )
+
+    @property
+    def capture_path(self) -> str:
+        """``"fast"`` once the plain-forward path is calibrated, else ``"bridge"``."""
+        return "fast" if self._fast_ready else "bridge"
+
+    # ---- identity ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.bridge.W_E.device
+
+    @cached_property
+    def model_id(self) -> str:
+        """Fingerprint of name, config and a sample of the weights."""
+        h = hashlib.sha256(repr(self.cfg).encode())
+        for t in (self.weights.W_E[:4], self.weights.W_U[:, :4], self.weights.mlp_out(0)[:4]):
+            h.update(t.float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @cached_property
+    def write_weights(self) -> WriteWeights:
+        w, ln = self.weights, self.bridge.ln_final
+        raw = self.cfg.processing == "raw"
+        orig = getattr(ln, "_original_component", ln)
+        return WriteWeights(
+            W_O=w.W_O, b_O=w.b_O, W_out=w.W_out, b_out=w.b_out, W_U=w.W_U, b_U=w.b_U,
+            ln_final_w=getattr(orig, "weight", None).detach() if raw and getattr(orig, "weight", None) is not None else None,
+            ln_final_b=getattr(orig, "bias", None).detach() if raw and getattr(orig, "bias", None) is not None else None,
+        )
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (
+            f"Model({c.name!r}, layers={c.n_layers}, heads={c.n_heads}, d_model={c.d_model}, "
+            f"d_mlp={c.d_mlp}, vocab={c.d_vocab}, n_ctx={c.n_ctx}, processing={c.processing!r}, "
+            f"device={self.device}, dtype={c.dtype})"
+        )
+
+    # ---- tokens ------------------------------------------------------------------------
+    @property
+    def bos_id(self) -> int | None:
+        tok = self.tokenizer
+        if tok is None:
+            return None
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def decode_token(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False) -> Tokens:
+        """A right-padded ``Tokens`` batch from a str, list of str, or LongTensor ``[batch, pos]``.
+
+        ``prepend_bos`` defaults to True for strings and False for token tensors (used exactly
+        as given), as in TransformerLens. ``chunk=True`` splits long inputs into ``n_ctx`` rows.
+        """
+        if isinstance(inputs, torch.Tensor):
+            if prepend_bos:
+                bos = torch.full((inputs.shape[0] if inputs.dim() == 2 else 1, 1), self.bos_id)
+                inputs = torch.cat([bos, inputs.reshape(bos.shape[0], -1).long()], dim=1)
+            return check_token_tensor(inputs, self.cfg.d_vocab, self.cfg.n_ctx, chunk=chunk)
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)) or not inputs:
+            raise TypeError(
+                f"inputs must be a str, a non-empty list of str or a LongTensor [batch, pos], "
+                f"got {type(inputs).__name__}{'' if inputs else ' (empty)'}"
+            )
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer; pass token ids as a LongTensor")
+        use_bos = True if prepend_bos is None else prepend_bos
+        return encode_texts(
+            self.tokenizer, inputs, bos_id=self.bos_id if use_bos else None,
+            n_ctx=self.cfg.n_ctx, chunk=chunk, pad_id=self.bos_id or 0,
+        )
+
+    def to_str_tokens(self, inputs: Any, **kw: Any) -> list[list[str]]:
+        """Token strings ``[batch][pos]`` for ``inputs`` (see ``to_tokens``)."""
+        toks = self.to_tokens(inputs, **kw)
+        return [[self.decode_token(int(t)) for t, m in zip(r, mr) if m] for r, mr in zip(toks.tokens, toks.mask)]
+
+    # ---- forward passes ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, Any]]) -> Iterator[Model]:
+        """Temporarily add TransformerLens forward hooks ``(hook_name, fn(tensor, hook))``;
+        they are removed in ``finally``, even when the body raises."""
+        ctx = self.bridge.hooks(fwd_hooks=list(fwd_hooks))
+        with ctx:
+            yield self
+
+    def _forward(self, tokens: Tensor, fwd_hooks: Sequence[tuple[str, Any]] = (), return_type: str | None = None) -> Any:
+        with torch.no_grad(), self.hooks(fwd_hooks):
+            return self.bridge(tokens.to(self.device), return_type=return_type)
+
+    def logits(self, inputs: Any, **kw: Any) -> Tensor:
+        """Logits ``[batch, pos, d_vocab]`` (centred unembedding under ``"compat"``)."""
+        return self._forward(self.to_tokens(inputs, **kw).tokens, return_type="logits")
+
+    def attention_patterns(self, inputs: Any, *, layers: Sequence[int] | None = None, **kw: Any) -> dict[int, Tensor]:
+        """Attention patterns per layer, ``[batch, head, query_pos, key_pos]``."""
+        layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
+        out: dict[int, Tensor] = {}
+
+        def keep(layer: int):
+            def hook(t: Tensor, hook: Any) -> None:
+                out[layer] = t.detach()
+            return hook
+
+        toks = inputs.tokens if isinstance(inputs, Tokens) else self.to_tokens(inputs, **kw).tokens
+        self._forward(toks, [(f"blocks.{ly}.attn.hook_pattern", keep(ly)) for ly in layers])
+        return out
+
+    def run_with_writes(
+        self,
+        inputs: Any,
+        *,
+        prepend_bos: bool | None = None,
+        chunk: bool = False,
+        layers: Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        verify: bool | None = None,
+    ) -> ResidualWrites:
+        """Run the model once and record every residual-stream write.
+
+        Args:
+            inputs: a str, a list of str (a right-padded batch), a LongTensor ``[batch, pos]``,
+                or a ``Tokens`` batch.
+            prepend_bos: default True for strings, False for tensors (as TransformerLens).
+            chunk: split inputs longer than ``n_ctx`` into rows instead of raising.
+            layers: layers to record (default all; ``resid`` needs all earlier layers).
+            dtype / device: storage dtype (fp32, bf16, fp16) and device (default: the model's).
+            verify: check the reconstruction invariant against the model's own
+                ``hook_resid_*``. Default: on the first call for this model only. Raises
+                ``NonAdditiveModelError`` when the writes do not sum to the stream.
+        Returns:
+            ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
+        """
+        toks = inputs if isinstance(inputs, Tokens) else self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk)
+        layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
+        if dtype is not None:
+            check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
+        verify = (not self._verified and len(layers) == self.cfg.n_layers) if verify is None else verify
+        store_dtype = dtype or self.cfg.dtype
+        store_device = torch.device(device) if device is not None else self.device
+        if verify or not self._fast_ready:
+            rec_layers = range(self.cfg.n_layers) if verify else layers
+            rec, ref = self._bridge_record(toks.tokens, rec_layers, verify)
+            if verify:
+                self._check_reconstruction(self._make_writes(toks, rec, rec_layers, prepend_bos), ref)
+                self._verified = True
+                if self._fast is not None and not self._fast_ready:
+                    self._fast_ready = self._fast.calibrate(toks.tokens, toks.mask, rec, self.cfg.n_layers)
+                    if not self._fast_ready:
+                        self._fast = None
+                        log.warning("%s: the plain-forward capture disagrees with TransformerLens; "
+                                    "recording through the bridge", self.cfg.name)
+            rec = {k: v.to(device=store_device, dtype=store_dtype) for k, v in rec.items()}
+        else:
+            rec = self._fast.capture(toks.tokens, layers, dtype=store_dtype, device=store_device)
+        return self._make_writes(toks, rec, layers, prepend_bos)
+
+    def _make_writes(self, toks: Tokens, rec: dict[Any, Tensor], layers: Sequence[int], prepend_bos: Any) -> ResidualWrites:
+        return ResidualWrites(
+            tokens=toks.tokens, mask=toks.mask, embed=rec["embed"], pos_embed=rec.get("pos"),
+            z={ly: rec[("z", ly)] for ly in layers}, acts={ly: rec[("mlp", ly)] for ly in layers},
+            final_scale=rec["scale"], weights=self.write_weights,
+            meta=dict(
+                model_id=self.model_id, model_name=self.cfg.name, processing=self.cfg.processing,
+                n_layers=self.cfg.n_layers, parallel=self.cfg.parallel, normalization=self.cfg.normalization,
+                eps=self.cfg.eps, prepend_bos=prepend_bos, d_model=self.cfg.d_model,
+            ),
+            decode_=self.decode_token if self.tokenizer is not None else None,
+        )
+
+    def _bridge_record(self, tokens: Tensor, layers: Sequence[int], verify: bool) -> tuple[dict, dict]:
+        """Record through TransformerLens hooks (model dtype); with ``verify``, also the
+        model's own ``hook_resid_*`` for the reconstruction check."""
+        rec: dict[Any, Tensor] = {}
+        ref: dict[str, Tensor] = {}
+
+        def keep(store: dict, key: Any):
+            def hook(t: Tensor, hook: Any) -> None:
+                store[key] = t.detach()
+            return hook
+
+        hooks = [("hook_embed", keep(rec, "embed")), ("ln_final.hook_scale", keep(rec, "scale"))]
+        if self.cfg.positional == "standard":
+            hooks.append(("hook_pos_embed", keep(rec, "pos")))
+        for ly in layers:
+            hooks += [(f"blocks.{ly}.attn.hook_z", keep(rec, ("z", ly))),
+                      (f"blocks.{ly}.mlp.hook_post", keep(rec, ("mlp", ly)))]
+        if verify:
+            wheres = ("pre", "post") if self.cfg.parallel else ("pre", "mid", "post")
+            hooks += [(f"blocks.{ly}.hook_resid_{w}", keep(ref, f"{ly}.{w}"))
+                      for ly in range(self.cfg.n_layers) for w in wheres]
+        self._forward(tokens, hooks)
+        return rec, ref
+
+    def _check_reconstruction(self, writes: ResidualWrites, ref: dict[str, Tensor]) -> None:
+        tol = TOLERANCE.get(self.cfg.dtype, 1e-4)
+        mask = writes.mask.to(writes.embed.device)
+        for key, want in ref.items():
+            ly, where = key.split(".")
+            got = writes.resid(int(ly), where)
+            want = want.to(got.dtype)
+            rms = want[mask].pow(2).mean().sqrt().clamp_min(1e-12)
+            err = (got - want)[mask].abs().max() / rms
+            if not torch.isfinite(err) or err > tol:
+                raise NonAdditiveModelError(
+                    f"model={self.cfg.name!r}: the recorded writes do not sum to the model's own "
+                    f"blocks.{ly}.hook_resid_{where} (max error {float(err):.2e} of the stream's RMS, "
+                    f"tolerance {tol:.0e}). This architecture writes to the residual stream in a way "
+                    "interp does not record (e.g. post-block norms); its decompositions would be wrong"
+                )
+
+    def stream_writes(
+        self,
+        data: Any = "stdlib:val",
+        *,
+        batch_size: int = 8,
+        n_ctx: int | None = None,
+        max_tokens: int | None = None,
+        progress: bool = True,
+        **kw: Any,
+    ) -> Iterator[ResidualWrites]:
+        """Yield ``ResidualWrites`` batch by batch over a corpus (see ``interp.data``), in
+        bounded memory. ``data``: a list of strings, a file, a directory, or ``"stdlib"``.
+        Each record's ``meta["doc_ids"]`` names the document of every row."""
+        from interp.data import token_batches
+
+        n_ctx = min(n_ctx or self.cfg.n_ctx, self.cfg.n_ctx)
+        for batch in token_batches(
+            self.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+        ):
+            w = self.run_with_writes(Tokens(batch.tokens, batch.mask), **kw)
+            w.meta["doc_ids"] = list(batch.doc_ids)
+            yield w

@@ -1,0 +1,109 @@
+"""Turning user inputs (a string, a list of strings, a token tensor) into token batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A right-padded token batch.
+
+    tokens: ``[batch, pos]`` ids; mask: ``[batch, pos]`` True on real tokens.
+    Right padding keeps every real position exact under causal attention.
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.mask.sum(-1).tolist()
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tokens:
+    """Right-pad lists of ids into a ``Tokens`` batch."""
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = True
+    return Tokens(tokens, mask)
+
+
+def encode_texts(
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    bos_id: int | None,
+    n_ctx: int,
+    chunk: bool,
+    pad_id: int,
+) -> Tokens:
+    """Tokenize strings (no special tokens added by the tokenizer), prepend ``bos_id`` when
+    given, and either refuse texts longer than ``n_ctx`` or split them into rows."""
+    rows: list[list[int]] = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"inputs[{i}] is a {type(text).__name__}; a list of inputs must hold only strings"
+            )
+        if text == "":
+            where = "inputs" if len(texts) == 1 else f"inputs[{i}]"
+            raise ValueError(f"{where} is an empty string; pass at least one character of text")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prefix = [] if bos_id is None else [bos_id]
+        room = n_ctx - len(prefix)
+        if len(ids) <= room:
+            rows.append(prefix + ids)
+        elif chunk:
+            rows.extend(prefix + ids[s : s + room] for s in range(0, len(ids), room))
+        else:
+            where = "text" if len(texts) == 1 else f"inputs[{i}]"
+            raise ValueError(
+                f"{where} is {len(ids) + len(prefix):,} tokens but the model's context is "
+                f"{n_ctx:,}; pass chunk=True or a shorter text"
+            )
+    return pad_rows(rows, pad_id)
+
+
+def check_token_tensor(tokens: object, d_vocab: int, n_ctx: int, *, chunk: bool) -> Tokens:
+    """Validate a LongTensor ``[batch, pos]`` (or ``[pos]``) of ids; used exactly as given."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"inputs must be a str, a list of str or a LongTensor, got {type(tokens).__name__}")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError(
+            f"inputs is a {tokens.dtype} tensor; token ids must be integers "
+            "(pass tokens.long())"
+        )
+    if tokens.dim() == 1:
+        tokens = tokens.unsqueeze(0)
+    if tokens.dim() != 2:
+        raise ValueError(
+            f"inputs has shape {tuple(tokens.shape)}; token ids must be [batch, pos] or [pos]"
+        )
+    if tokens.numel() == 0:
+        raise ValueError(f"inputs has shape {tuple(tokens.shape)}; pass at least one token")
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= d_vocab:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"inputs holds token id {bad}, outside the vocabulary 0..{d_vocab - 1}; "
+            "pass ids from this model's tokenizer"
+        )
+    tokens = tokens.long().cpu()
+    if tokens.shape[1] > n_ctx:
+        if not chunk:
+            raise ValueError(
+                f"inputs is {tokens.shape[1]:,} tokens long but the model's context is "
+                f"{n_ctx:,}; pass chunk=True or fewer tokens"
+            )
+        rows = [r[s : s + n_ctx].tolist() for r in tokens for s in range(0, r.shape[0], n_ctx)]
+        return pad_rows(rows, pad_id=0)
+    return Tokens(tokens, torch.ones_like(tokens, dtype=torch.bool))

@@ -1,0 +1,312 @@
+"""ResidualWrites: every write into the residual stream, stored factored.
+
+A head's write is ``z[l][..., h, :] @ W_O[l, h]`` and a neuron's write is
+``act[l][..., n] * W_out[l, n]``; both are computed on demand, so a record costs about
+``d_head * n_heads + d_mlp`` numbers per layer and position instead of ``d_model`` per
+component. Summing the writes before layer ``L`` reproduces the model's ``resid_pre[L]``.
+
+The record is data; analyses live in their own modules and take it as an argument.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from interp._checks import check_choice, check_index
+from interp.errors import ModelMismatchError
+
+Where = Literal["pre", "mid", "post"]
+WRITE_WEIGHTS = ("W_O", "b_O", "W_out", "b_out", "W_U", "b_U")
+
+
+@dataclass(frozen=True)
+class WriteWeights:
+    """The weights that turn the factored record into writes and logits.
+
+    W_O: ``[layer, head, d_head, d_model]``, b_O: ``[layer, d_model]``,
+    W_out: ``[layer, d_mlp, d_model]``, b_out: ``[layer, d_model]``,
+    W_U: ``[d_model, d_vocab]``, b_U: ``[d_vocab]``, and the final norm's own affine
+    ``ln_final_w``/``ln_final_b`` (``None`` when folded into W_U / b_U).
+    """
+
+    W_O: Tensor
+    b_O: Tensor
+    W_out: Tensor
+    b_out: Tensor
+    W_U: Tensor
+    b_U: Tensor
+    ln_final_w: Tensor | None
+    ln_final_b: Tensor | None
+
+
+@dataclass(eq=False)
+class ResidualWrites:
+    """Every write into the residual stream for one batch of tokens.
+
+    Attributes:
+        tokens: ``[batch, pos]`` token ids; mask: ``[batch, pos]`` True on real tokens.
+        embed: ``[batch, pos, d_model]`` token-embedding write.
+        pos_embed: ``[batch, pos, d_model]`` positional write, or None (rotary models).
+        z: layer -> ``[batch, pos, head, d_head]`` attention head outputs before W_O.
+        acts: layer -> ``[batch, pos, d_mlp]`` MLP activations (after gating).
+        final_scale: ``[batch, pos, 1]`` the final norm's scale in this forward pass.
+        weights: the ``WriteWeights`` shared with the model (not copied).
+        meta: model id, name, weight processing, config numbers, options used.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    embed: Tensor
+    pos_embed: Tensor | None
+    z: dict[int, Tensor]
+    acts: dict[int, Tensor]
+    final_scale: Tensor | None
+    weights: WriteWeights
+    meta: dict[str, Any]
+    str_tokens_: list[list[str]] | None = field(default=None, repr=False)
+    decode_: Any = field(default=None, repr=False)
+
+    # ---- shape and bookkeeping -------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return int(self.meta["n_layers"])
+
+    @property
+    def layers(self) -> list[int]:
+        """The layers recorded, ascending."""
+        return sorted(self.z)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(batch, pos)``."""
+        return tuple(self.tokens.shape)  # type: ignore[return-value]
+
+    @property
+    def processing(self) -> str:
+        """Weight convention: ``"compat"`` (folded LN, centred writes) or ``"raw"``."""
+        return self.meta["processing"]
+
+    @property
+    def model_id(self) -> str:
+        return self.meta["model_id"]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the record's own tensors (shared weights not counted)."""
+        ts = [self.tokens, self.mask, self.embed, self.pos_embed, self.final_scale]
+        ts += list(self.z.values()) + list(self.acts.values())
+        return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+    @property
+    def str_tokens(self) -> list[list[str]]:
+        """Per-row token strings, ``[batch][pos]`` (padding included)."""
+        if self.str_tokens_ is None:
+            if self.decode_ is None:
+                raise ValueError("these writes carry no tokenizer; load them with model=...")
+            self.str_tokens_ = [[self.decode_(int(t)) for t in row] for row in self.tokens]
+        return self.str_tokens_
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Accessors compute in at least float32 (float64 when the record is float64)."""
+        return torch.promote_types(self.embed.dtype, torch.float32)
+
+    def _w(self, t: Tensor) -> Tensor:
+        return t.to(device=self.embed.device, dtype=self.compute_dtype)
+
+    def _layer(self, layer: int, name: str = "layer") -> int:
+        layer = check_index(name, layer, self.n_layers, "layer")
+        if layer not in self.z:
+            raise ValueError(
+                f"{name}={layer} was not recorded (recorded: {self.layers}); "
+                "run run_with_writes with layers=None to record every layer"
+            )
+        return layer
+
+    # ---- single writes ---------------------------------------------------------------
+    def head_writes(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
+        """Each head's write in ``layer`` (excluding b_O)."""
+        layer = self._layer(layer)
+        return torch.einsum(
+            "bphd,hdm->bphm", self.z[layer].to(self.compute_dtype), self._w(self.weights.W_O[layer])
+        )
+
+    def head_write(self, layer: int, head: int) -> Float[Tensor, "batch pos d_model"]:
+        """One head's write (excluding b_O)."""
+        layer = self._layer(layer)
+        head = check_index("head", head, self.z[layer].shape[2], "head")
+        return self.z[layer][:, :, head].to(self.compute_dtype) @ self._w(self.weights.W_O[layer, head])
+
+    def attn_write(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
+        """The attention layer's whole write: all heads plus b_O."""
+        layer = self._layer(layer)
+        z = self.z[layer].to(self.compute_dtype).flatten(-2)
+        W_O = self._w(self.weights.W_O[layer]).flatten(0, 1)
+        return z @ W_O + self._w(self.weights.b_O[layer])
+
+    def mlp_write(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
+        """The MLP layer's whole write: all neurons plus b_out."""
+        layer = self._layer(layer)
+        return self.acts[layer].to(self.compute_dtype) @ self._w(self.weights.W_out[layer]) + self._w(
+            self.weights.b_out[layer]
+        )
+
+    def neuron_write(self, layer: int, neuron: int) -> Float[Tensor, "batch pos d_model"]:
+        """One neuron's write ``act * W_out[neuron]``; never builds ``[pos, d_mlp, d_model]``."""
+        layer = self._layer(layer)
+        neuron = check_index("neuron", neuron, self.acts[layer].shape[-1], "neuron")
+        act = self.acts[layer][..., neuron, None].to(self.compute_dtype)
+        return act * self._w(self.weights.W_out[layer, neuron])
+
+    # ---- the stream ------------------------------------------------------------------
+    def resid(self, layer: int, where: Where = "pre") -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream at ``layer`` (``pre``, ``mid`` or ``post``), summed from writes.
+
+        ``layer`` may equal ``n_layers`` with ``where="pre"``: the stream entering the final
+        norm. For parallel attention+MLP blocks, ``mid`` is ``pre`` plus the attention write.
+        """
+        check_choice("where", where, ("pre", "mid", "post"))
+        if layer == self.n_layers and where == "pre":
+            stop = self.n_layers
+        else:
+            layer = check_index("layer", layer, self.n_layers, "layer")
+            stop = layer
+        missing = [ly for ly in range(stop + (where != "pre")) if ly not in self.z]
+        if missing:
+            raise ValueError(
+                f"resid(layer={layer}, where={where!r}) needs layers {missing}, which were not "
+                "recorded; run run_with_writes with layers=None"
+            )
+        x = self.embed.to(self.compute_dtype)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed.to(self.compute_dtype)
+        for ly in range(stop):
+            x = x + self.attn_write(ly) + self.mlp_write(ly)
+        if where in ("mid", "post") and stop < self.n_layers:
+            x = x + self.attn_write(stop)
+            if where == "post":
+                x = x + self.mlp_write(stop)
+        return x
+
+    def accumulated_resid(self) -> Float[Tensor, "layer_plus_1 batch pos d_model"]:
+        """``resid_pre`` for every layer plus the final stream, stacked (one pass)."""
+        x = self.embed.to(self.compute_dtype)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed.to(self.compute_dtype)
+        out = [x]
+        for ly in range(self.n_layers):
+            self._layer(ly)
+            x = x + self.attn_write(ly) + self.mlp_write(ly)
+            out.append(x)
+        return torch.stack(out)
+
+    def components(
+        self, *, layer: int | None = None, where: Where = "pre", mlp: str = "layer"
+    ) -> tuple[list[str], Float[Tensor, "component batch pos d_model"]]:
+        """Stack every write that makes up ``resid(layer, where)`` (default: the final stream).
+
+        Labels follow TransformerLens: ``embed``, ``pos_embed``, ``L0H3``, ``L0_attn_bias``,
+        ``L0_mlp`` (all neurons plus b_out) or, with ``mlp="neuron"``, ``L0N123`` for every
+        neuron plus ``L0_mlp_bias``. The stack sums to ``resid(layer, where)``.
+        Per-neuron stacks are ``[n_layers * d_mlp, batch, pos, d_model]``: small models only.
+        """
+        check_choice("mlp", mlp, ("layer", "neuron"))
+        check_choice("where", where, ("pre", "mid", "post"))
+        stop = self.n_layers if layer is None else layer
+        if layer is not None and not (layer == self.n_layers and where == "pre"):
+            stop = check_index("layer", layer, self.n_layers, "layer")
+        labels, parts = ["embed"], [self.embed.to(self.compute_dtype)]
+        if self.pos_embed is not None:
+            labels.append("pos_embed")
+            parts.append(self.pos_embed.to(self.compute_dtype))
+        for ly in range(self.n_layers):
+            if ly > stop or (ly == stop and where == "pre"):
+                break
+            hw = self.head_writes(ly)
+            labels += [f"L{ly}H{h}" for h in range(hw.shape[2])] + [f"L{ly}_attn_bias"]
+            parts += list(hw.unbind(2))
+            parts.append(self._w(self.weights.b_O[ly]).expand_as(parts[0]))
+            if ly == stop and where == "mid":
+                break
+            if mlp == "layer":
+                labels.append(f"L{ly}_mlp")
+                parts.append(self.mlp_write(ly))
+            else:
+                acts = self.acts[ly].to(self.compute_dtype)
+                W_out = self._w(self.weights.W_out[ly])
+                labels += [f"L{ly}N{n}" for n in range(acts.shape[-1])] + [f"L{ly}_mlp_bias"]
+                parts += list(torch.einsum("bpn,nm->nbpm", acts, W_out).unbind(0))
+                parts.append(self._w(self.weights.b_out[ly]).expand_as(parts[0]))
+        return labels, torch.stack(parts)
+
+    # ---- persistence -----------------------------------------------------------------
+    def save(self, path: str | Path, *, weights: bool = True) -> Path:
+        """Write the record as safetensors plus a JSON sidecar (no pickle).
+
+        With ``weights=True`` the write-side weights travel too, so ``load(path)`` works
+        without the model. Returns the safetensors path.
+        """
+        path = Path(path).with_suffix(".safetensors")
+        tensors = {"tokens": self.tokens, "mask": self.mask, "embed": self.embed}
+        if self.pos_embed is not None:
+            tensors["pos_embed"] = self.pos_embed
+        if self.final_scale is not None:
+            tensors["final_scale"] = self.final_scale
+        for ly in self.z:
+            tensors[f"z.{ly}"] = self.z[ly]
+            tensors[f"acts.{ly}"] = self.acts[ly]
+        if weights:
+            for name in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b"):
+                t = getattr(self.weights, name)
+                if t is not None:
+                    tensors[f"weights.{name}"] = t
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+        meta = dict(self.meta, str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, model: Any = None) -> ResidualWrites:
+        """Read a record written by ``save``. With ``model``, its weights are used (and
+        must be the model the writes came from); without, the saved weights are."""
+        path = Path(path).with_suffix(".safetensors")
+        if not path.exists():
+            raise FileNotFoundError(f"path={str(path)!r} does not exist; pass a file written by writes.save()")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        t = load_file(str(path))
+        str_tokens = meta.pop("str_tokens", None)
+        if model is not None:
+            if model.model_id != meta["model_id"]:
+                raise ModelMismatchError(
+                    f"model={model.cfg.name!r} is not the model these writes were recorded on "
+                    f"({meta['model_name']!r}); pass that model or model=None"
+                )
+            weights, decode = model.write_weights, model.decode_token
+        else:
+            if "weights.W_O" not in t:
+                raise ValueError(f"{path} was saved with weights=False; pass model=... to load it")
+            weights = WriteWeights(**{n: t.get(f"weights.{n}") for n in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b")})
+            decode = None
+        layers = sorted(int(k.split(".")[1]) for k in t if k.startswith("z."))
+        return cls(
+            tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
+            z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
+            final_scale=t.get("final_scale"), weights=weights, meta=meta,
+            str_tokens_=str_tokens, decode_=decode,
+        )
+
+    def __repr__(self) -> str:
+        b, p = self.shape
+        return (
+            f"ResidualWrites(model={self.meta['model_name']!r}, batch={b}, pos={p}, "
+            f"layers={len(self.z)}/{self.n_layers}, processing={self.processing!r}, "
+            f"nbytes={self.nbytes:,})"
+        )

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny seeded random models of each architecture family, and the
+embedded default model. Session-scoped: each is built once per test run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import interp
+from interp.testing import FAMILIES, random_model
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny_model(request) -> interp.Model:
+    """One tiny random model per family: gpt2 (LayerNorm, learned positions), neox (rotary,
+    parallel attention+MLP), llama (RMSNorm, gated MLP, grouped-query attention)."""
+    return random_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, interp.Model]:
+    return {f: random_model(f) for f in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def gpt2_model() -> interp.Model:
+    return random_model("gpt2")
+
+
+@pytest.fixture(scope="session")
+def default_model() -> interp.Model:
+    return interp.load()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
