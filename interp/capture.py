@@ -78,7 +78,7 @@ class FastCapture:
         def out_hook(key: str):
             def hook(mod, args, out):
                 t = out - out.mean(-1, keepdim=True) if center else out
-                rec[key] = store(t)
+                rec[key] = store(t).expand(b, p, -1)  # positions broadcast over the batch: a view
             return hook
 
         def z_hook(layer: int):
@@ -118,18 +118,19 @@ class FastCapture:
     def _device(self) -> torch.device:
         return next(self.hf.parameters()).device
 
-    def calibrate(self, tokens: Tensor, mask: Tensor, processed: dict[Any, Tensor], n_layers: int) -> bool:
+    def calibrate(self, tokens: Tensor, mask: Tensor, processed: dict[Any, Tensor], n_layers: int,
+                  tol: float = 1e-4) -> bool:
         """Learn the raw → processed mapping from one batch recorded both ways.
 
         ``processed`` holds the bridge's tensors for the same tokens. Returns True when the
-        mapped record matches it (to 1e-4 of each tensor's RMS), False otherwise.
+        mapped record matches it (to ``tol`` of each tensor's RMS), False otherwise.
         """
         raw = self.capture(tokens, range(n_layers), dtype=torch.float32, device=processed["embed"].device, raw=True)
         m = mask.to(raw["embed"].device)
 
         def close(a: Tensor, b: Tensor) -> bool:
             rms = b[m].float().pow(2).mean().sqrt().clamp_min(1e-12)
-            return bool(((a.float() - b.float())[m].abs().max() / rms) <= 1e-4)
+            return bool(((a.float() - b.float())[m].abs().max() / rms) <= tol)
 
         emb = raw["embed"]
         if close(emb, processed["embed"]):

@@ -100,10 +100,12 @@ class ResidualWrites:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the record's own tensors (shared weights not counted)."""
+        """Bytes of memory the record's tensors keep alive (each storage counted once; the
+        shared weights are not counted)."""
         ts = [self.tokens, self.mask, self.embed, self.pos_embed, self.final_scale]
         ts += list(self.z.values()) + list(self.acts.values())
-        return sum(t.numel() * t.element_size() for t in ts if t is not None)
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts if t is not None}
+        return sum(storages.values())
 
     @property
     def str_tokens(self) -> list[list[str]]:
@@ -226,7 +228,7 @@ class ResidualWrites:
         labels, parts = ["embed"], [self.embed.to(self.compute_dtype)]
         if self.pos_embed is not None:
             labels.append("pos_embed")
-            parts.append(self.pos_embed.to(self.compute_dtype))
+            parts.append(self.pos_embed.to(self.compute_dtype).expand_as(parts[0]))
         for ly in range(self.n_layers):
             if ly > stop or (ly == stop and where == "pre"):
                 break

@@ -144,3 +144,29 @@ def test_stream_writes_over_texts_in_batches(gpt2_model):
         assert len(w.meta["doc_ids"]) == w.shape[0]
         seen += w.meta["doc_ids"]
     assert set(seen) == {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_fast_capture_path_matches_the_bridge(family):
+    model = random_model(family, seed=3)
+    first = model.run_with_writes(TEXTS)  # through the bridge, verified, then calibrated
+    assert model.capture_path == "fast"
+    fast = model.run_with_writes(TEXTS)
+    ref = _reference(model, fast.tokens)
+    for name, want in ref.items():
+        layer, where = int(name.split(".")[1]), name.rsplit("_", 1)[1]
+        assert _rel_err(fast.resid(layer, where), want, fast.mask) <= 1e-4, name
+    m = fast.mask
+    for ly in range(model.cfg.n_layers):
+        assert _rel_err(fast.z[ly], first.z[ly], m) <= 1e-4
+        assert _rel_err(fast.acts[ly], first.acts[ly], m) <= 1e-4
+    assert _rel_err(fast.final_scale, first.final_scale, m) <= 1e-4
+    assert _rel_err(fast.embed, first.embed, m) <= 1e-6
+
+
+def test_fast_path_off_records_through_the_bridge(tmp_path):
+    from interp.testing import random_hf_model, tiny_tokenizer
+
+    model = interp.load(random_hf_model("gpt2"), tokenizer=tiny_tokenizer(), fast=False)
+    model.run_with_writes(TEXTS)
+    assert model.capture_path == "bridge"

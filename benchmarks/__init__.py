@@ -1,0 +1,1 @@
+"""interp's benchmark suite: ratios measured side by side in one run (``python -m benchmarks``)."""

@@ -1,0 +1,58 @@
+"""Numerics: the reconstruction invariant in every dtype, an fp64 verification path, and
+deterministic results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import interp
+from interp.model import TOLERANCE
+from interp.testing import random_hf_model, tiny_tokenizer
+
+TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(3):\n    print(i)"]
+
+
+def _resid_refs(model, tokens):
+    ref = {}
+
+    def keep(name):
+        def hook(t, hook):
+            ref[name] = t.detach().clone()
+        return hook
+
+    names = [f"blocks.{ly}.hook_resid_{w}" for ly in range(model.cfg.n_layers) for w in ("pre", "post")]
+    model._forward(tokens, [(n, keep(n)) for n in names])
+    return ref
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_reconstruction_holds_within_the_documented_tolerance(family, dtype):
+    model = interp.load(random_hf_model(family), tokenizer=tiny_tokenizer(), dtype=dtype)
+    assert model.cfg.dtype == dtype
+    model.run_with_writes(TEXTS)  # verified (raises NonAdditiveModelError past the tolerance)
+    w = model.run_with_writes(TEXTS)  # whichever capture path the model settled on
+    for name, want in _resid_refs(model, w.tokens).items():
+        layer, where = int(name.split(".")[1]), name.rsplit("_", 1)[1]
+        got = w.resid(layer, where)
+        assert got.dtype == torch.promote_types(dtype, torch.float32)
+        want = want.to(got.dtype)[w.mask]
+        err = (got[w.mask] - want).abs().max() / want.pow(2).mean().sqrt()
+        assert err <= TOLERANCE[dtype], (name, float(err))
+
+
+def test_fp64_verification_path_is_exact_to_1e_9():
+    model = interp.load(random_hf_model("gpt2"), tokenizer=tiny_tokenizer(), dtype=torch.float64)
+    w = model.run_with_writes(TEXTS, verify=True)
+    assert w.embed.dtype == torch.float64 and w.resid(1).dtype == torch.float64
+    assert TOLERANCE[torch.float64] <= 1e-9
+
+
+def test_same_inputs_give_identical_records(gpt2_model):
+    a = gpt2_model.run_with_writes(TEXTS)
+    b = gpt2_model.run_with_writes(TEXTS)
+    assert torch.equal(a.tokens, b.tokens)
+    for ly in a.layers:
+        assert torch.equal(a.z[ly], b.z[ly]) and torch.equal(a.acts[ly], b.acts[ly])
+    assert torch.equal(a.resid(2), b.resid(2))
