@@ -21,11 +21,11 @@ def run(repeats: int = 5, shapes=((8, 256), (1, 1024))) -> list[dict]:
         toks = torch.randint(0, c.d_vocab, shape)
         model.run_with_writes(toks)  # first call: verified against TransformerLens, then calibrated
         fns = {
-            "plain HF forward": lambda: hf(toks),
-            "interp run_with_writes": lambda: model.run_with_writes(toks),
-            "interp run_with_writes (bf16 storage)": lambda: model.run_with_writes(toks, dtype=torch.bfloat16),
-            "TL run_with_cache, all hooks": lambda: model.bridge.run_with_cache(toks),
-            "TL run_with_cache, residual-writes filter": lambda: model.bridge.run_with_cache(
+            "plain HF forward": lambda toks=toks: hf(toks),
+            "interp run_with_writes": lambda toks=toks: model.run_with_writes(toks),
+            "interp run_with_writes (bf16 storage)": lambda toks=toks: model.run_with_writes(toks, dtype=torch.bfloat16),
+            "TL run_with_cache, all hooks": lambda toks=toks: model.bridge.run_with_cache(toks),
+            "TL run_with_cache, residual-writes filter": lambda toks=toks: model.bridge.run_with_cache(
                 toks, names_filter=lambda n: n.endswith(WRITE_HOOKS)
             ),
         }

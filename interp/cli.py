@@ -1,0 +1,362 @@
+"""The ``interp`` command: ``interp report`` and subcommands that mirror the Python API.
+
+Each analysis subcommand prints a readable table (the first ``--rows`` rows), writes the
+whole table with ``--format csv|json`` (to stdout) or ``--table FILE``, and its figure with
+``--out FILE`` (``.html``, ``.png``, ``.svg``, ``.pdf``). Errors print one line,
+``interp: error: ...``, and exit with status 2.
+
+    interp report --out report.html
+    interp decompose "def add(a, b):" --by head
+    interp neurons --out neurons.png
+    interp probe --label previous_token --tokens 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.report.resolve import find
+
+EXIT_ERROR = 2
+_EPILOG = "Errors print one line, 'interp: error: ...', and exit with status 2."
+
+
+@dataclass
+class Command:
+    """One analysis subcommand: how to compute its table and draw its figure."""
+
+    name: str
+    help: str
+    description: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    table: Callable[[Any, argparse.Namespace], Any]  # (model, args) -> DataFrame
+    figure: Callable[[Any, argparse.Namespace], Any]  # (DataFrame, args) -> Figure
+
+
+# ---- the analyses ---------------------------------------------------------------------
+def _writes(model: Any, args: argparse.Namespace) -> Any:
+    return model.run_with_writes(args.text, chunk=True)
+
+
+def _decompose(model, args):
+    return find("decompose")(_writes(model, args), by=args.by, top_k=args.top, model=model)
+
+
+def _attribute(model, args):
+    return find("logit_attribution")(_writes(model, args), args.target, by=args.by, model=model)
+
+
+def _lens(model, args):
+    return find("logit_lens")(_writes(model, args), k=args.k, model=model)
+
+
+def _norms(model, args):
+    return find("stream_norms")(_writes(model, args), model=model)
+
+
+def _neurons(model, args):
+    kw: dict[str, Any] = {"layers": args.layers}
+    if args.threshold is not None:
+        kw["threshold"] = args.threshold
+    if args.all:
+        return find("neuron_in_out_cosines")(model, **kw)
+    return find("find_deleting_neurons")(model, **kw)
+
+
+def _heads(model, args):
+    return find("find_deleting_heads")(model, layers=args.layers)
+
+
+def _probe(model, args):
+    return find("probe_layers")(
+        model, args.data, label=args.label, max_tokens=args.tokens, progress=not args.quiet,
+    )
+
+
+def _plot(name: str) -> Callable[[Any, argparse.Namespace], Any]:
+    """The plot function ``interp.plots.<name>``, looked up when the figure is drawn."""
+
+    def draw(df: Any, args: argparse.Namespace) -> Any:
+        return find(f"plots.{name}")(df)
+
+    return draw
+
+
+def _text_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="the text to run the model on (a line of code; use $'...\\n...' for newlines)")
+
+
+def _args_decompose(p):
+    _text_arg(p)
+    p.add_argument("--by", default="layer", choices=["layer", "head", "neuron", "component"],
+                   help="unit of a row: whole layers, heads, neurons, or every single write (default: layer)")
+    p.add_argument("--top", type=int, default=None, metavar="K",
+                   help="keep only the K largest-norm writes at each position")
+
+
+def _args_attribute(p):
+    _text_arg(p)
+    p.add_argument("--target", default=None,
+                   help="the token whose logit to explain (default: the actual next token at each position)")
+    p.add_argument("--by", default="head", choices=["layer", "head", "neuron", "component"],
+                   help="unit of a row (default: head)")
+
+
+def _args_lens(p):
+    _text_arg(p)
+    p.add_argument("--k", type=int, default=5, help="top tokens kept per layer and position (default: 5)")
+
+
+def _args_layers(p):
+    p.add_argument("--layers", type=int, nargs="+", default=None, metavar="L",
+                   help="layers to scan (default: all; negative counts from the end)")
+
+
+def _args_neurons(p):
+    _args_layers(p)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="flag neurons whose in/out cosine is below this (default: from the null baseline)")
+    p.add_argument("--all", action="store_true", help="list every neuron's cosine, not only the flagged ones")
+
+
+def _args_probe(p):
+    p.add_argument("--label", default="previous_token",
+                   help="what to decode: current_token, previous_token, line_start_distance, ... "
+                        "(default: previous_token)")
+    p.add_argument("--data", default="stdlib:val",
+                   help="corpus: a file, a directory, 'stdlib', 'stdlib:train' or 'stdlib:val' (default)")
+    p.add_argument("--tokens", type=int, default=20_000, help="tokens to stream (default: 20000)")
+
+
+COMMANDS: list[Command] = [
+    Command("decompose", "who wrote what into the residual stream of a text",
+            "Take the residual stream of TEXT apart into its writes (embeddings, heads, MLPs, "
+            "neurons, biases): one row per (position, component) with the write's norm and its "
+            "share of the stream. The figure: write norms per layer, stacked by kind.",
+            _args_decompose, _decompose, _plot("write_norms")),
+    Command("attribute", "direct logit attribution of each component",
+            "Each component's direct contribution to a logit, through the final norm (its scale "
+            "frozen from the forward pass). The figure: a layer x head heatmap.",
+            _args_attribute, _attribute, _plot("head_attribution")),
+    Command("lens", "logit lens: the prediction after every layer",
+            "Apply the final norm and unembedding to the stream after every layer: top tokens, "
+            "the probability and rank of the actual next token, KL to the final distribution.",
+            _args_lens, _lens, _plot("logit_lens")),
+    Command("norms", "the stream's norm through the layers",
+            "The accumulated residual stream's norm at every layer and position (norm growth, "
+            "the first-token outlier).",
+            _text_arg, _norms, _plot("stream_norms")),
+    Command("neurons", "deleting neurons (in/out cosine against the null)",
+            "Neurons whose output vector points against their input vector (cosine of "
+            "W_in[:, n] and W_out[n] significantly negative against a random-vector null), most "
+            "negative first. The figure: per-layer strip plot of all cosines.",
+            _args_neurons, _neurons, _plot("deleting_neurons")),
+    Command("heads", "deleting heads (OV-circuit signature)",
+            "A per-head weight signature of erasing what the head reads, from its OV circuit.",
+            _args_layers, _heads, _plot("deleting_heads")),
+    Command("probe", "linear probes per layer for one label",
+            "Train a linear probe on every layer's residual stream to decode LABEL; held-out "
+            "accuracy, the majority baseline and a control task (Hewitt & Liang 2019).",
+            _args_probe, _probe, _plot("probe_accuracy")),
+]
+
+
+# ---- parser -------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and output")
+    g.add_argument("--model", default=None, metavar="DIR|NAME",
+                   help="a Hugging Face checkpoint directory or hub name (default: the embedded model)")
+    g.add_argument("--rows", type=int, default=20, metavar="N", help="rows printed to the terminal (default: 20)")
+    g.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table: readable text (default); csv / json: the whole table on stdout")
+    g.add_argument("--table", default=None, metavar="FILE",
+                   help="also write the whole table to FILE (.csv, .json or .parquet)")
+    g.add_argument("--out", default=None, metavar="FILE", help="write the figure to FILE (.html, .png, .svg, .pdf)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interp",
+        description="Mechanistic interpretability of transformer language models: the residual "
+                    "stream as shared memory.",
+        epilog=_EPILOG,
+    )
+    from interp import __version__
+
+    parser.add_argument("--version", action="version", version=f"interp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    r = sub.add_parser(
+        "report", help="run everything on one model and write one self-contained HTML report",
+        description="Run decomposition, logit lens, probes, subspace writers/readers and memory "
+                    "management on one model, and write one self-contained HTML file (plotly.js "
+                    "inlined; opens offline) with every figure, the key tables, the model card and "
+                    "the settings used. With no options: the embedded default model on stdlib:val.",
+        epilog=_EPILOG,
+    )
+    r.add_argument("--model", default=None, metavar="DIR|NAME",
+                   help="a Hugging Face checkpoint directory or hub name (default: the embedded model)")
+    r.add_argument("--data", default="stdlib:val", metavar="FILE|DIR|stdlib",
+                   help="corpus for probes and deletion evidence: a file, a directory, 'stdlib', "
+                        "'stdlib:train' or 'stdlib:val' (default)")
+    r.add_argument("--tokens", type=int, default=32_768, metavar="N",
+                   help="tokens streamed by each data-based analysis (default: 32768)")
+    r.add_argument("--example", default=None, metavar="TEXT",
+                   help="the code the per-position figures are drawn on (default: a small function)")
+    r.add_argument("--out", default="report.html", metavar="FILE", help="the HTML file to write (default: report.html)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description, epilog=_EPILOG)
+        cmd.add_args(p)
+        _common(p)
+    return parser
+
+
+# ---- running ------------------------------------------------------------------------
+def _report(args: argparse.Namespace) -> int:
+    from interp.report import build_report
+
+    report = build_report(
+        args.model, out=args.out, data=args.data, tokens=args.tokens, example=args.example,
+        progress=not args.quiet,
+    )
+    unavailable = sum(s.n_unavailable for s in report.sections)
+    note = f"; {unavailable} part(s) unavailable (see the report)" if unavailable else ""
+    sys.stdout.write(
+        f"wrote {report.path} ({report.nbytes / 1e6:.1f} MB, {len(report.sections)} sections){note}\n"
+    )
+    return 0
+
+
+def _write_table(df: Any, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif suffix == ".json":
+        df.to_json(path, orient="records", indent=1, default_handler=str)
+    elif suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        raise ValueError(f"--table {str(path)!r}: use a .csv, .json or .parquet file")
+
+
+def _listy(df: Any) -> list[str]:
+    """Columns holding lists or arrays (e.g. the logit lens's top_tokens)."""
+    import numpy as np
+
+    return [c for c in df.columns if df[c].dtype == object and len(df)
+            and isinstance(df[c].iloc[0], (list, tuple, np.ndarray))]
+
+
+def _tidy(df: Any) -> Any:
+    """Arrays in cells become lists, so csv / json hold ``[0.1, 0.2]`` rather than numpy's repr."""
+    cols = _listy(df)
+    if not cols:
+        return df
+    return df.assign(**{c: df[c].map(lambda v: v.tolist() if hasattr(v, "tolist") else list(v)) for c in cols})
+
+
+def _print_table(df: Any, rows: int) -> None:
+    import pandas as pd
+
+    shown = df.head(rows)
+    short = {c: shown[c].map(lambda v: ", ".join(f"{x:.3g}" if isinstance(x, float) else str(x) for x in v))
+             for c in _listy(shown)}
+    with pd.option_context("display.width", 160, "display.max_columns", 30, "display.max_colwidth", 40):
+        text = shown.assign(**short).to_string(index=False, float_format=lambda x: f"{x:.4g}")
+    sys.stdout.write(text + "\n")
+    if len(df) > rows:
+        sys.stdout.write(f"... {len(df) - rows:,} more rows ({len(df):,} in all; --rows N shows more, "
+                         "--format csv or --table FILE gives them all)\n")
+
+
+def _analysis(cmd: Command, args: argparse.Namespace) -> int:
+    if args.rows < 1:
+        raise ValueError(f"--rows {args.rows} must be at least 1")
+    table_path = Path(args.table) if args.table else None
+    if table_path is not None and table_path.suffix.lower() not in (".csv", ".json", ".parquet"):
+        raise ValueError(f"--table {args.table!r}: use a .csv, .json or .parquet file")
+    if args.out is not None:
+        from interp.export import IMAGE_SUFFIXES, SUFFIXES, _require_chromium
+
+        suffix = Path(args.out).suffix.lower()
+        if suffix not in SUFFIXES:
+            raise ValueError(f"--out {args.out!r}: use one of {', '.join(SUFFIXES)}")
+        if suffix in IMAGE_SUFFIXES:
+            _require_chromium()  # before the analysis runs, not after
+    import torch
+
+    from interp.load import load
+    from interp.report.build import auto_threads
+
+    model = load(args.model)
+    before = torch.get_num_threads()
+    torch.set_num_threads(auto_threads(model))
+    try:
+        df = _tidy(cmd.table(model, args))
+    finally:
+        torch.set_num_threads(before)
+    if args.format == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(df.to_json(orient="records", default_handler=str) + "\n")
+    else:
+        _print_table(df, args.rows)
+    if table_path is not None:
+        _write_table(df, table_path)
+    if args.out is not None:
+        from interp.export import export
+
+        export(cmd.figure(df, args), args.out)
+        sys.stderr.write(f"interp: wrote {args.out}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``interp`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="interp: %(message)s")
+    saved = _silence_progress() if quiet else {}
+    try:
+        if args.command == "report":
+            return _report(args)
+        cmd = next(c for c in COMMANDS if c.name == args.command)
+        return _analysis(cmd, args)
+    except KeyboardInterrupt:
+        sys.stderr.write("interp: interrupted\n")
+        return 130
+    except BrokenPipeError:  # e.g. `interp neurons | head`
+        return 0
+    except (ValueError, TypeError, LookupError, OSError, RuntimeError, ImportError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        sys.stderr.write(f"interp: error: {msg}\n")
+        return EXIT_ERROR
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def _silence_progress() -> dict[str, str | None]:
+    """Turn progress bars off through the environment; returns the values to restore."""
+    saved = {key: os.environ.get(key) for key in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
+    return saved
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Corpora and token streaming.
+
+The built-in corpus is the running interpreter's own standard library source
+(``*.py`` under ``sysconfig.get_paths()["stdlib"]``, without ``site-packages`` and
+the ``test`` / ``tests`` / ``idle_test`` directories), so every machine has it.
+About 5% of the files are held out for validation, chosen by a hash of the path
+relative to the stdlib root, so the split does not depend on the machine.
+
+Example:
+    >>> from interp.data import stdlib_files, token_batches
+    >>> len(stdlib_files("val")) < len(stdlib_files("train"))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sysconfig
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+EXCLUDED_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
+TEXT_SUFFIXES = (".py", ".txt", ".md")
+VAL_FRACTION = 0.05
+_SPLITS = ("train", "val", "all")
+_STDLIB_SOURCES = ("stdlib", "stdlib:train", "stdlib:val")
+
+
+def stdlib_root() -> Path:
+    """Directory of the running interpreter's standard library."""
+    return Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+
+def _is_val(relative: str) -> bool:
+    """Stable validation membership from a hash of the relative posix path."""
+    digest = hashlib.sha256(relative.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < VAL_FRACTION
+
+
+def stdlib_files(split: str = "all") -> list[Path]:
+    """Sorted stdlib ``*.py`` files of one split.
+
+    Args:
+        split: ``"train"`` (~95% of files), ``"val"`` (~5%) or ``"all"``.
+    Raises:
+        ValueError: an unknown split.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split={split!r} is not one of {_SPLITS}; use 'train', 'val' or 'all'")
+    root = stdlib_root()
+    files = []
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root)
+        if EXCLUDED_DIRS.intersection(relative.parts[:-1]) or not path.is_file():
+            continue
+        if split == "all" or (split == "val") == _is_val(relative.as_posix()):
+            files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _read(path: Path) -> str:
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def iter_texts(source: str | Path | Sequence[str]) -> Iterator[tuple[str, str]]:
+    """Yield ``(doc_id, text)`` pairs from a source, one document at a time.
+
+    Args:
+        source: ``"stdlib"``, ``"stdlib:train"`` or ``"stdlib:val"`` (doc ids are
+            paths relative to the stdlib root); a text file (doc id: its path); a
+            directory (all ``*.py``, ``*.txt``, ``*.md`` files below it, sorted, doc
+            ids relative to it); or a list/tuple of strings (doc ids ``"0"``, ``"1"``, ...).
+    Raises:
+        TypeError: a source of another type, or a list holding non-strings.
+        FileNotFoundError: a path that does not exist.
+        ValueError: an unknown ``stdlib:`` split or an empty directory.
+    """
+    if isinstance(source, (list, tuple)):
+        bad = [i for i, s in enumerate(source) if not isinstance(s, str)]
+        if bad:
+            raise TypeError(
+                f"source[{bad[0]}] is {type(source[bad[0]]).__name__}, expected str; pass a list of strings"
+            )
+        for i, text in enumerate(source):
+            yield str(i), text
+        return
+    if not isinstance(source, (str, Path)):
+        raise TypeError(
+            f"source={source!r} of type {type(source).__name__} is not supported; pass "
+            "'stdlib', 'stdlib:train', 'stdlib:val', a file or directory path, or a list of strings"
+        )
+    if isinstance(source, str) and source.startswith("stdlib"):
+        if source not in _STDLIB_SOURCES:
+            raise ValueError(f"source={source!r} is not one of {_STDLIB_SOURCES}")
+        split = "all" if source == "stdlib" else source.split(":", 1)[1]
+        root = stdlib_root()
+        for path in stdlib_files(split):
+            yield path.relative_to(root).as_posix(), _read(path)
+        return
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"source={str(source)!r} does not exist; pass an existing file or directory, "
+            "a list of strings, or 'stdlib'"
+        )
+    if path.is_file():
+        yield str(path), _read(path)
+        return
+    files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(
+            f"source={str(source)!r} holds no {', '.join(TEXT_SUFFIXES)} files; "
+            "point it at a directory with text files"
+        )
+    for file in files:
+        yield file.relative_to(path).as_posix(), _read(file)
+
+
+@dataclass
+class TokenBatch:
+    """A batch of token windows, one document per row.
+
+    tokens: LongTensor [batch, n_ctx]; padded positions hold the pad id.
+    mask: BoolTensor [batch, n_ctx]; True where the token is real (BOS included).
+    doc_ids: list[str] of length batch; the document each row came from.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    doc_ids: list[str]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _pad_id(tokenizer) -> int:
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _windows(ids: list[int], bos: int | None, n_ctx: int) -> Iterator[list[int]]:
+    step = n_ctx - 1 if bos is not None else n_ctx
+    for start in range(0, len(ids), step):
+        chunk = ids[start : start + step]
+        yield [bos, *chunk] if bos is not None else chunk
+
+
+def token_batches(
+    tokenizer,
+    source: str | Path | Sequence[str],
+    *,
+    n_ctx: int,
+    batch_size: int,
+    prepend_bos: bool = True,
+    max_tokens: int | None = None,
+    min_tokens: int = 16,
+    progress: bool = True,
+) -> Iterator[TokenBatch]:
+    """Stream a source as batches of token windows, document by document.
+
+    Each document is tokenized and cut into windows of ``n_ctx`` tokens (BOS then
+    ``n_ctx - 1`` text tokens when ``prepend_bos``); a short trailing window is
+    right-padded with ``mask`` False. Windows with fewer than ``min_tokens`` real
+    tokens are dropped. Memory holds one document and one batch at a time.
+
+    Args:
+        tokenizer: a ``transformers.PreTrainedTokenizerFast``.
+        source: anything :func:`iter_texts` accepts.
+        n_ctx: tokens per row.
+        batch_size: rows per batch (the last batch may be smaller).
+        prepend_bos: start every row with ``tokenizer.bos_token_id``.
+        max_tokens: stop after the batch that brings the real-token count to this.
+        min_tokens: drop windows with fewer real tokens.
+        progress: show a tqdm bar over real tokens.
+    Yields:
+        TokenBatch with tokens/mask ``[batch, n_ctx]``.
+    Raises:
+        ValueError: a non-positive size, or prepend_bos with a tokenizer lacking BOS.
+    """
+    for name, value, low in (
+        ("n_ctx", n_ctx, 2),
+        ("batch_size", batch_size, 1),
+        ("min_tokens", min_tokens, 1),
+    ):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r} must be an int >= {low}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens!r} must be positive or None")
+    bos = None
+    if prepend_bos:
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            raise ValueError("prepend_bos=True but the tokenizer has no bos_token_id; pass prepend_bos=False")
+    pad = _pad_id(tokenizer)
+    rows: list[list[int]] = []
+    row_docs: list[str] = []
+    seen = 0
+    bar = tqdm(total=max_tokens, unit="tok", desc="tokens", disable=not progress)
+
+    def flush() -> TokenBatch:
+        tokens = torch.full((len(rows), n_ctx), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), n_ctx), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = True
+        batch = TokenBatch(tokens, mask, list(row_docs))
+        rows.clear()
+        row_docs.clear()
+        return batch
+
+    try:
+        for doc_id, text in iter_texts(source):
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            for window in _windows(ids, bos, n_ctx):
+                if len(window) < min_tokens:
+                    continue
+                rows.append(window)
+                row_docs.append(doc_id)
+                if len(rows) == batch_size:
+                    batch = flush()
+                    real = int(batch.mask.sum())
+                    seen += real
+                    bar.update(real)
+                    yield batch
+                    if max_tokens is not None and seen >= max_tokens:
+                        return
+        if rows:
+            batch = flush()
+            bar.update(int(batch.mask.sum()))
+            yield batch
+    finally:
+        bar.close()

@@ -1,0 +1,20 @@
+"""Figures: each function takes an analysis's DataFrame and returns a plotly Figure, so any
+figure can be rebuilt from a saved table. Export with ``interp.export(fig, path)``."""
+
+from interp.plots.decomposition import head_attribution, logit_lens, stream_norms, top_neurons, write_norms
+from interp.plots.memory import deleting_heads, deleting_neurons, deletion_graph
+from interp.plots.probes import probe_accuracy, subspace_angles, subspace_writers
+
+__all__ = [
+    "deleting_heads",
+    "deleting_neurons",
+    "deletion_graph",
+    "head_attribution",
+    "logit_lens",
+    "probe_accuracy",
+    "stream_norms",
+    "subspace_angles",
+    "subspace_writers",
+    "top_neurons",
+    "write_norms",
+]

@@ -1,0 +1,234 @@
+"""Figures for stream decomposition, logit attribution and the logit lens.
+
+Every function takes the DataFrame of the matching analysis and returns a
+``plotly.graph_objects.Figure``, so any figure can be rebuilt from a saved table.
+
+>>> fig = write_norms(interp.decompose(w, by="head"))
+>>> fig = logit_lens(interp.logit_lens(w))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, PALETTE, SEQUENTIAL, apply
+
+KIND_ORDER = ("embed", "pos_embed", "attn", "head", "attn_bias", "mlp", "neuron", "mlp_bias", "unembed_bias")
+
+
+def _need(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame from {source}, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"df lacks the column(s) {missing} that {fn} needs; pass the DataFrame from {source}")
+    if df.empty:
+        raise ValueError(f"df is empty; {fn} needs at least one row from {source}")
+
+
+def _rows(df: pd.DataFrame, batch: int | None) -> pd.DataFrame:
+    if batch is None or "batch" not in df.columns:
+        return df
+    out = df[df["batch"] == batch]
+    if out.empty:
+        raise ValueError(f"batch={batch} has no rows; df holds batches {sorted(df['batch'].unique().tolist())}")
+    return out
+
+
+def _show(token: str) -> str:
+    """A token as cell text: control characters escaped, blank tokens made visible."""
+    s = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in token)
+    return s if s.strip() else s.replace(" ", "\u2423") or "\u2205"
+
+
+def _layer_label(layer: object) -> str:
+    return "embed" if pd.isna(layer) else f"L{int(layer)}"
+
+
+def write_norms(df: pd.DataFrame, *, batch: int | None = None) -> go.Figure:
+    """Per-layer write norms stacked by kind, from ``interp.decompose``.
+
+    Each bar segment is a kind's summed write norm in that layer (each component's norm
+    averaged over positions, then summed over the components of that kind); hover names
+    the largest components in the segment.
+    """
+    _need(df, ("component", "kind", "layer", "norm"), "write_norms", "interp.decompose")
+    d = _rows(df, batch)
+    per = d.groupby(["component", "kind", "layer"], observed=True, dropna=False)["norm"].mean().reset_index()
+    per["x"] = per["layer"].map(_layer_label)
+    xs = ["embed"] if per["layer"].isna().any() else []
+    xs += [f"L{int(v)}" for v in sorted(per["layer"].dropna().unique())]
+    fig = go.Figure()
+    for kind in [k for k in KIND_ORDER if k in set(per["kind"].astype(str))]:
+        sub = per[per["kind"].astype(str) == kind]
+        ys, hover = [], []
+        for x in xs:
+            cell = sub[sub["x"] == x].sort_values("norm", ascending=False)
+            ys.append(float(cell["norm"].sum()))
+            pairs = list(zip(cell["component"].astype(str), cell["norm"], strict=True))[:3]
+            top = ", ".join(f"{c} ({v:.3g})" for c, v in pairs)
+            hover.append(f"{x} {kind}: {ys[-1]:.3g}<br>largest: {top or 'none'}")
+        fig.add_trace(go.Bar(x=xs, y=ys, name=kind, hovertext=hover, hoverinfo="text",
+                             marker_color=KIND_COLOURS.get(kind, HIGHLIGHT)))
+    fig.update_layout(
+        barmode="stack", title="Write norms per layer, by kind",
+        xaxis_title="layer", yaxis_title="mean write norm (summed over components)", legend_title="kind",
+    )
+    return apply(fig)
+
+
+def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | None = None) -> go.Figure:
+    """Layer x head heatmap of direct logit attribution, from ``interp.logit_attribution``
+    with ``by="head"`` or ``"component"``; each cell is the mean over the selected positions
+    (``pos=None``: all of them)."""
+    _need(df, ("component", "kind", "layer", "head", "attribution"), "head_attribution", "interp.logit_attribution")
+    d = _rows(df, batch)
+    d = d[d["kind"].astype(str) == "head"]
+    if pos is not None:
+        d = d[d["pos"] == pos]
+    if d.empty:
+        raise ValueError("df has no head rows for this selection; use logit_attribution(w, by='head') and a present pos")
+    grid = d.groupby(["layer", "head"], observed=True)["attribution"].mean().unstack("head")
+    z = grid.to_numpy(dtype=float)
+    layers, heads = [int(v) for v in grid.index], [int(v) for v in grid.columns]
+    hover = [[f"L{ly}H{h}<br>attribution {z[i, j]:.4g}" for j, h in enumerate(heads)] for i, ly in enumerate(layers)]
+    lim = float(np.nanmax(np.abs(z))) or 1.0
+    where = "all positions" if pos is None else f"position {pos}"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=heads, y=layers, colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim,
+        hovertext=hover, hoverinfo="text", colorbar=dict(title="logit"),
+    ))
+    fig.update_layout(title=f"Direct logit attribution per head (mean over {where})",
+                      xaxis_title="head", yaxis_title="layer")
+    fig.update_yaxes(autorange="reversed", dtick=1)
+    fig.update_xaxes(dtick=1)
+    return apply(fig)
+
+
+def top_neurons(df: pd.DataFrame, *, k: int = 20, value: str | None = None, batch: int | None = None) -> go.Figure:
+    """Bar chart of the ``k`` neurons with the largest mean ``|value|`` over positions.
+
+    ``value``: ``"attribution"`` (from ``interp.logit_attribution``) or ``"norm"`` (from
+    ``interp.decompose``); default whichever the frame has. Needs ``by="neuron"`` or
+    ``"component"`` rows.
+    """
+    value = value or ("attribution" if "attribution" in df.columns else "norm")
+    _need(df, ("component", "kind", value), "top_neurons", "interp.decompose or interp.logit_attribution")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive int (the number of neurons to show)")
+    d = _rows(df, batch)
+    d = d[d["kind"].astype(str) == "neuron"]
+    if d.empty:
+        raise ValueError("df has no neuron rows; decompose or attribute with by='neuron' or by='component'")
+    agg = d.groupby("component", observed=True)[value].agg(["mean", "count"])
+    agg["key"] = agg["mean"].abs()
+    agg = agg.sort_values("key", ascending=False).head(k).iloc[::-1]
+    names = [str(c) for c in agg.index]
+    hover = [f"{c}<br>mean {value} {m:.4g} over {n} positions" for c, m, n in
+             zip(names, agg["mean"], agg["count"], strict=True)]
+    colours = [PALETTE[1] if m > 0 else PALETTE[0] for m in agg["mean"]]
+    fig = go.Figure(go.Bar(x=agg["mean"], y=names, orientation="h", hovertext=hover, hoverinfo="text",
+                           marker_color=colours))
+    fig.update_layout(title=f"Top {len(names)} neurons by mean |{value}|", xaxis_title=f"mean {value}",
+                      yaxis_title="neuron")
+    return apply(fig)
+
+
+def _stream_labels(df: pd.DataFrame) -> pd.Series:
+    top = int(df["layer"].max())
+    only_pre = set(df.loc[df["layer"] == top, "where"]) == {"pre"}
+    return pd.Series(
+        ["final" if (ly == top and w == "pre" and only_pre) else f"L{ly} {w}" for ly, w in
+         zip(df["layer"], df["where"], strict=True)],
+        index=df.index,
+    )
+
+
+def _stream_order(df: pd.DataFrame) -> list[str]:
+    rank = {"pre": 0, "mid": 1, "post": 2}
+    keys = df[["layer", "where"]].drop_duplicates()
+    keys = keys.assign(r=keys["where"].map(rank)).sort_values(["layer", "r"])
+    return list(dict.fromkeys(_stream_labels(df).loc[keys.index]))
+
+
+def logit_lens(df: pd.DataFrame, *, batch: int = 0) -> go.Figure:
+    """Logit-lens heatmap from ``interp.logit_lens``: stream x position, cell text = the
+    top token, colour = the probability of the actual next token."""
+    _need(df, ("layer", "where", "pos", "token", "top_token", "top_prob", "next_token", "next_prob"),
+          "logit_lens", "interp.logit_lens")
+    d = _rows(df, batch).copy()
+    d["stream"] = _stream_labels(d)
+    order = _stream_order(d)
+    positions = sorted(d["pos"].unique())
+    toks = d.drop_duplicates("pos").set_index("pos")["token"].astype(str)
+    xs = [f"{p}: {toks[p]!r}" for p in positions]
+    cell = d.set_index(["stream", "pos"])
+    z = np.full((len(order), len(positions)), np.nan)
+    text = [["" for _ in positions] for _ in order]
+    hover = [["" for _ in positions] for _ in order]
+    for i, s in enumerate(order):
+        for j, p in enumerate(positions):
+            if (s, p) not in cell.index:
+                continue
+            r = cell.loc[(s, p)]
+            z[i, j] = r["next_prob"]
+            text[i][j] = _show(str(r["top_token"]))
+            nxt = "none (last position)" if pd.isna(r["next_prob"]) else f"{r['next_token']!r} p={r['next_prob']:.3g}"
+            hover[i][j] = (f"{s}, pos {p} {toks[p]!r}<br>top {r['top_token']!r} p={r['top_prob']:.3g}"
+                           f"<br>next {nxt}" + (f"<br>KL to final {r['kl_to_final']:.3g}" if "kl_to_final" in r else ""))
+    fig = go.Figure(go.Heatmap(
+        z=z, x=xs, y=order, text=text, texttemplate="%{text}", colorscale=SEQUENTIAL, zmin=0, zmax=1,
+        hovertext=hover, hoverinfo="text", colorbar=dict(title="p(next)"),
+    ))
+    fig.update_layout(title="Logit lens: top token per stream (colour: probability of the actual next token)",
+                      xaxis_title="position", yaxis_title="stream")
+    fig.update_yaxes(autorange="reversed")
+    return apply(fig)
+
+
+def stream_norms(df: pd.DataFrame, *, batch: int = 0, max_lines: int = 24) -> go.Figure:
+    """Stream norm growth through the layers, from ``interp.stream_norms``: one line per
+    position (up to ``max_lines`` positions; beyond that the first position, the median of
+    the others and their range)."""
+    _need(df, ("layer", "where", "pos", "token", "norm"), "stream_norms", "interp.stream_norms")
+    d = _rows(df, batch).copy()
+    d["stream"] = _stream_labels(d)
+    order = _stream_order(d)
+    fig = go.Figure()
+    positions = sorted(d["pos"].unique())
+    by_pos = {p: g.set_index("stream").reindex(order) for p, g in d.groupby("pos")}
+    if len(positions) <= max_lines:
+        for p in positions:
+            g = by_pos[p]
+            tok = str(g["token"].dropna().iloc[0])
+            fig.add_trace(go.Scatter(
+                x=order, y=g["norm"], mode="lines+markers", name=f"{p}: {tok!r}",
+                hovertext=[f"pos {p} {tok!r}, {s}: norm {v:.4g}" for s, v in zip(order, g["norm"], strict=True)],
+                hoverinfo="text",
+            ))
+    else:
+        first, rest = positions[0], positions[1:]
+        wide = d[d["pos"].isin(rest)].groupby("stream")["norm"].agg(["median", "min", "max"]).reindex(order)
+        g = by_pos[first]
+        tok = str(g["token"].dropna().iloc[0])
+        fig.add_trace(go.Scatter(x=order, y=wide["max"], mode="lines", line=dict(width=0), showlegend=False,
+                                 hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=order, y=wide["min"], mode="lines", line=dict(width=0), fill="tonexty",
+                                 name="range of other positions", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=order, y=wide["median"], mode="lines+markers", name=f"median of {len(rest)} positions",
+            hovertext=[f"{s}: median norm {v:.4g} over positions {rest[0]}..{rest[-1]}"
+                       for s, v in zip(order, wide["median"], strict=True)], hoverinfo="text",
+        ))
+        fig.add_trace(go.Scatter(
+            x=order, y=g["norm"], mode="lines+markers", name=f"{first}: {tok!r}",
+            hovertext=[f"pos {first} {tok!r}, {s}: norm {v:.4g}" for s, v in zip(order, g["norm"], strict=True)],
+            hoverinfo="text",
+        ))
+    fig.update_layout(title="Residual stream norm through the layers", xaxis_title="stream",
+                      yaxis_title="L2 norm", legend_title="position")
+    return apply(fig)

@@ -1,0 +1,161 @@
+"""Figures for subspace probes: probe accuracy per layer, the writers of a subspace, and
+principal angles between subspaces.
+
+Every function takes the DataFrame of the matching analysis and returns a
+``plotly.graph_objects.Figure``.
+
+>>> fig = probe_accuracy(interp.probe_layers(model, texts, label="previous_token"))
+>>> fig = subspace_writers(interp.writers(sub, w))
+>>> fig = subspace_angles(interp.probes.overlap_matrix({"prev": a, "cur": b}))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from interp.plots.style import NULL_BAND, PALETTE, SEQUENTIAL, apply
+
+
+def _need(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame from {source}, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"df lacks the column(s) {missing} that {fn} needs; pass the DataFrame from {source}")
+    if df.empty:
+        raise ValueError(f"df is empty; {fn} needs at least one row from {source}")
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def probe_accuracy(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Held-out probe accuracy per layer, from ``interp.probe_layers``.
+
+    One solid line per label (several ``probe_layers`` frames can be concatenated); the
+    control task is a dashed line with the band between it and the accuracy shaded (the
+    selectivity), and the majority-class baseline a grey band from zero. Hover names the
+    site and gives accuracy, train accuracy, control, baseline and selectivity.
+    """
+    _need(df, ["layer", "accuracy", "control_accuracy", "baseline"], "probe_accuracy", "interp.probe_layers")
+    df = df.copy()
+    if "label" not in df.columns:
+        df["label"] = "probe"
+    if "site" not in df.columns:
+        df["site"] = [f"L{int(ly)}" for ly in df["layer"]]
+    fig = go.Figure()
+    for i, (label, d) in enumerate(df.groupby("label", sort=False)):
+        d = d.sort_values("layer")
+        colour = PALETTE[i % len(PALETTE)]
+        x = d["layer"].astype(int).tolist()
+        fig.add_trace(go.Scatter(
+            x=x + x[::-1], y=[0.0] * len(x) + d["baseline"].tolist()[::-1], fill="toself", fillcolor=NULL_BAND,
+            line=dict(width=0), hoverinfo="skip", name=f"{label}: majority baseline", legendgroup=str(label),
+        ))
+        fig.add_trace(go.Scatter(
+            x=x + x[::-1], y=d["accuracy"].tolist() + d["control_accuracy"].tolist()[::-1], fill="toself",
+            fillcolor=_rgba(colour, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
+            legendgroup=str(label),
+        ))
+        fig.add_trace(go.Scatter(
+            x=x, y=d["control_accuracy"], mode="lines+markers", line=dict(color=colour, dash="dash"),
+            name=f"{label}: control task", legendgroup=str(label), customdata=d[["site"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>control accuracy %{y:.3f}<extra>" + str(label) + "</extra>",
+        ))
+        train = d["train_accuracy"] if "train_accuracy" in d else d["accuracy"]
+        sel = d["selectivity"] if "selectivity" in d else d["accuracy"] - d["control_accuracy"]
+        custom = np.stack([d["site"].to_numpy(), train.to_numpy(), d["control_accuracy"].to_numpy(),
+                           d["baseline"].to_numpy(), sel.to_numpy()], axis=1)
+        fig.add_trace(go.Scatter(
+            x=x, y=d["accuracy"], mode="lines+markers", line=dict(color=colour, width=2.5),
+            name=f"{label}: held-out accuracy", legendgroup=str(label), customdata=custom,
+            hovertemplate=(
+                "%{customdata[0]}<br>accuracy %{y:.3f}<br>train %{customdata[1]:.3f}"
+                "<br>control %{customdata[2]:.3f}<br>baseline %{customdata[3]:.3f}"
+                "<br>selectivity %{customdata[4]:.3f}<extra>" + str(label) + "</extra>"
+            ),
+        ))
+    n_layers = int(df["layer"].max())
+    fig.update_layout(
+        title=title or "Linear probe accuracy by layer",
+        xaxis=dict(title="layer (stream entering the block; last = final stream)", tickmode="linear", dtick=1,
+                   range=[-0.3, n_layers + 0.3]),
+        yaxis=dict(title="held-out accuracy", range=[0, 1.02]),
+    )
+    return apply(fig)
+
+
+def subspace_writers(df: pd.DataFrame, *, value: str = "norm", title: str | None = None) -> go.Figure:
+    """Heatmap layer × head of how much each head writes into a subspace, from ``interp.writers``.
+
+    ``value``: a column of the writers frame (``norm``, ``share``, ``fraction`` or
+    ``signed_share``). Hover names the head (``L1H3``) and gives norm, share and fraction.
+    The other components (embeddings, MLPs, biases) are listed in the subtitle's top five.
+    """
+    _need(df, ["component", "kind", "layer", "head", value], "subspace_writers", "interp.writers")
+    heads = df[df["kind"] == "head"]
+    if heads.empty:
+        raise ValueError("df has no head rows; pass the DataFrame from interp.writers")
+    L, H = int(heads["layer"].max()) + 1, int(heads["head"].max()) + 1
+    z = np.full((L, H), np.nan)
+    text = np.full((L, H), "", dtype=object)
+    for r in heads.itertuples(index=False):
+        z[int(r.layer), int(r.head)] = getattr(r, value)
+        text[int(r.layer), int(r.head)] = (
+            f"{r.component}<br>norm {r.norm:.3g}<br>share {getattr(r, 'share', float('nan')):.3f}"
+            f"<br>fraction {getattr(r, 'fraction', float('nan')):.3f}"
+        )
+    top = df[df["kind"] != "neuron"].nlargest(5, value)
+    sub = ", ".join(f"{c} {v:.3g}" for c, v in zip(top["component"], top[value]))
+    signed = value == "signed_share"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[f"H{h}" for h in range(H)], y=[f"L{ly}" for ly in range(L)], text=text,
+        hovertemplate="%{text}<extra></extra>", colorscale="RdBu_r" if signed else SEQUENTIAL,
+        zmid=0 if signed else None, colorbar=dict(title=value),
+    ))
+    fig.update_layout(
+        title=dict(text=(title or "Heads writing into the subspace") + f"<br><sup>top writers: {sub}</sup>"),
+        xaxis=dict(title="head", showgrid=False), yaxis=dict(title="layer", autorange="reversed", showgrid=False),
+    )
+    return apply(fig)
+
+
+def subspace_angles(df: pd.DataFrame, *, value: str = "min_angle", title: str | None = None) -> go.Figure:
+    """Matrix of principal angles between several subspaces, from
+    ``interp.probes.overlap_matrix``.
+
+    ``value``: ``"min_angle"`` (degrees, the smallest principal angle; default) or
+    ``"mean_cos2"`` (mean squared cosine; the chance level is in the hover). Hover names
+    both subspaces and their dimensions.
+    """
+    _need(df, ["a", "b", value, "k_a", "k_b"], "subspace_angles", "interp.probes.overlap_matrix")
+    names = list(dict.fromkeys(df["a"].tolist() + df["b"].tolist()))
+    idx = {n: i for i, n in enumerate(names)}
+    z = np.full((len(names), len(names)), np.nan)
+    text = np.full(z.shape, "", dtype=object)
+    for r in df.itertuples(index=False):
+        i, j = idx[r.a], idx[r.b]
+        z[i, j] = getattr(r, value)
+        chance = f"<br>chance mean cos² {r.random_cos2:.3f}" if hasattr(r, "random_cos2") else ""
+        text[i, j] = (
+            f"{r.a} (k={r.k_a}) vs {r.b} (k={r.k_b})<br>smallest angle "
+            f"{getattr(r, 'min_angle', float('nan')):.1f}°<br>mean cos² {getattr(r, 'mean_cos2', float('nan')):.3f}"
+            + chance
+        )
+    angle = value == "min_angle"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=names, y=names, text=text, hovertemplate="%{text}<extra></extra>",
+        colorscale=SEQUENTIAL + ("_r" if angle else ""), zmin=0, zmax=90 if angle else 1,
+        colorbar=dict(title="degrees" if angle else "mean cos²"),
+    ))
+    fig.update_layout(
+        title=title or ("Smallest principal angle between subspaces" if angle else "Overlap between subspaces"),
+        xaxis=dict(title="subspace", showgrid=False), yaxis=dict(title="subspace", autorange="reversed", showgrid=False),
+    )
+    return apply(fig)

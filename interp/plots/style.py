@@ -1,0 +1,77 @@
+"""The look shared by every interp figure: a plotly template and colour constants.
+
+Importing this module registers the template ``"interp"`` with ``plotly.io.templates``.
+Plot functions pass ``template=TEMPLATE`` to ``fig.update_layout`` (or call ``apply``),
+and colour traces by component kind with ``KIND_COLOURS``.
+
+Example:
+    >>> import plotly.graph_objects as go
+    >>> from interp.plots.style import TEMPLATE, apply
+    >>> fig = apply(go.Figure(go.Bar(x=["L0H1"], y=[1.0])))
+    >>> fig.layout.template.layout.font.family.startswith("Inter")
+    True
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+TEMPLATE = "interp"
+
+#: Qualitative palette (colour-blind-safe, Okabe-Ito order, without yellow on white).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#999999")
+
+#: One colour per component kind, used for stacked bars and legends across analyses.
+KIND_COLOURS = {
+    "embed": "#7F7F7F",
+    "pos_embed": "#BDBDBD",
+    "head": "#0072B2",
+    "attn": "#0072B2",
+    "attn_bias": "#56B4E9",
+    "mlp": "#D55E00",
+    "neuron": "#D55E00",
+    "mlp_bias": "#E69F00",
+    "bias": "#E69F00",
+}
+
+#: Diverging scale centred on zero (negative blue, positive red): attributions, cosines.
+DIVERGING = "RdBu_r"
+#: Sequential scale for non-negative quantities: norms, probabilities, accuracies.
+SEQUENTIAL = "Viridis"
+#: Highlight colour for flagged items (deleting neurons, top writers) and the null band fill.
+HIGHLIGHT = "#D55E00"
+NULL_BAND = "rgba(120, 120, 120, 0.18)"
+
+_FONT = "Inter, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+
+
+def _template() -> go.layout.Template:
+    axis = dict(
+        showgrid=True, gridcolor="#ECECEC", zeroline=False, linecolor="#BBBBBB", ticks="outside",
+        tickcolor="#BBBBBB", title=dict(standoff=8),
+    )
+    return go.layout.Template(
+        layout=dict(
+            font=dict(family=_FONT, size=13, color="#222222"),
+            title=dict(x=0.0, xanchor="left", font=dict(size=16)),
+            colorway=list(PALETTE),
+            paper_bgcolor="white",
+            plot_bgcolor="white",
+            xaxis=axis,
+            yaxis=axis,
+            margin=dict(l=64, r=24, t=56, b=56),
+            hoverlabel=dict(font=dict(family=_FONT, size=12)),
+            legend=dict(bgcolor="rgba(255,255,255,0.8)"),
+            coloraxis=dict(colorbar=dict(thickness=12, outlinewidth=0)),
+        )
+    )
+
+
+pio.templates[TEMPLATE] = _template()
+
+
+def apply(fig: go.Figure) -> go.Figure:
+    """Give ``fig`` the interp template (in place) and return it."""
+    fig.update_layout(template=TEMPLATE)
+    return fig

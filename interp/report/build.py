@@ -1,0 +1,317 @@
+"""``build_report``: run every analysis on one model and write one HTML file.
+
+Stages run in order, each with its own progress bar: load the model, decompose the
+stream, probe its subspaces, find its memory-management components, then the model card
+and the settings. A stage (or one figure in it) that fails leaves a visible "section
+unavailable: <reason>" note; the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.report.document import Section
+
+log = logging.getLogger(__name__)
+
+#: The line of code the per-token figures (logit lens, attributions) are drawn on.
+DEFAULT_EXAMPLE = (
+    "def mean(values):\n"
+    "    total = 0\n"
+    "    for value in values:\n"
+    "        total += value\n"
+    "    return total / len(values)\n"
+)
+
+
+#: Models with fewer parameters run single-threaded (see ``auto_threads``).
+SMALL_MODEL = 20_000_000
+
+
+@dataclass
+class ReportSettings:
+    """Everything that decides the report's numbers; printed in its Settings section.
+
+    model: what ``interp.load`` got (None: the embedded default model).
+    data: corpus for the data-based stages (``interp.data.iter_texts`` sources).
+    tokens: real tokens streamed by each data-based analysis (probes, deletion evidence).
+    example: the text the per-position figures are drawn on.
+    n_ctx: window length for streamed data (None: the model's context).
+    batch_size: rows per streamed batch.
+    top_k: rows kept in top-k tables and bar charts.
+    seed: seed for probe splits and control labels.
+    threads: torch CPU threads while the report runs (restored after). None: 1 for models
+        under 20M parameters, whose small matrix operations run fastest on one thread (probe
+        fitting is several times slower with two threads on a busy machine), else torch's own.
+    """
+
+    model: str | None = None
+    data: Any = "stdlib:val"
+    tokens: int = 32_768
+    example: str = DEFAULT_EXAMPLE
+    n_ctx: int | None = 128
+    batch_size: int = 16
+    top_k: int = 20
+    seed: int = 0
+    threads: int | None = None
+
+    def check(self) -> None:
+        if not isinstance(self.tokens, int) or self.tokens < 256:
+            raise ValueError(f"tokens={self.tokens!r} is too small; pass an int >= 256 (default 32768)")
+        if self.n_ctx is not None and (not isinstance(self.n_ctx, int) or self.n_ctx < 8):
+            raise ValueError(f"n_ctx={self.n_ctx!r} must be an int >= 8 or None (the model's context)")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be a positive int")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k!r} must be a positive int")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads={self.threads!r} must be a positive int or None (automatic)")
+        if not isinstance(self.example, str) or not self.example.strip():
+            raise ValueError("example='' is empty; pass a line or two of code")
+
+
+@dataclass
+class Context:
+    """What stages share: the model, the settings, and results later stages reuse."""
+
+    model: Any
+    settings: ReportSettings
+    progress: bool = True
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def stream_kw(self, tokens: int | None = None) -> dict[str, Any]:
+        s = self.settings
+        return dict(max_tokens=tokens or s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx)
+
+
+@dataclass
+class Report:
+    """A written report: where it is, its sections, and the time each stage took."""
+
+    path: Path | None
+    sections: list[Section]
+    timings: dict[str, float]
+    html: str = field(repr=False, default="")
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+    @property
+    def titles(self) -> list[str]:
+        return [s.title for s in self.sections]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per section: title, figures, tables, unavailable parts, seconds."""
+        from interp.report.document import Figure, Table, Unavailable
+
+        rows = [
+            dict(
+                section=s.title,
+                figures=sum(isinstance(b, Figure) for b in s.blocks),
+                tables=sum(isinstance(b, Table) for b in s.blocks),
+                unavailable=sum(isinstance(b, Unavailable) for b in s.blocks),
+                seconds=s.seconds,
+            )
+            for s in self.sections
+        ]
+        return pd.DataFrame(rows)
+
+
+StageFn = Callable[[Context, Section, tqdm], None]
+
+
+def build_report(
+    model: Any = None,
+    *,
+    out: str | Path | None = "report.html",
+    data: Any = "stdlib:val",
+    tokens: int = 32_768,
+    example: str | None = None,
+    n_ctx: int | None = 128,
+    batch_size: int = 16,
+    top_k: int = 20,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> Report:
+    """Run decomposition, probes and memory management on ``model``; write one HTML file.
+
+    Args:
+        model: an ``interp.Model``, a name or directory for ``interp.load``, or None for the
+            embedded default model.
+        out: the ``.html`` file to write (None: build the page without writing it).
+        data / tokens / example / n_ctx / batch_size / top_k / seed / threads: see
+            ``ReportSettings``.
+        progress: show a progress bar per stage.
+    Returns:
+        ``Report`` with ``path``, ``sections``, ``timings`` (seconds per stage) and ``html``.
+    Raises:
+        ValueError: a bad option (e.g. ``tokens`` below 256, ``out`` not ending in .html).
+        ModelNotFoundError: a model name or directory that cannot be found.
+    Example:
+        >>> report = build_report(out="report.html")   # doctest: +SKIP
+    """
+    from interp.report import stages
+
+    settings = ReportSettings(
+        model=None if model is None else getattr(getattr(model, "cfg", None), "name", None) or str(model),
+        data=data, tokens=tokens, example=example or DEFAULT_EXAMPLE, n_ctx=n_ctx,
+        batch_size=batch_size, top_k=top_k, seed=seed, threads=threads,
+    )
+    settings.check()
+    if out is not None:
+        out = Path(out).expanduser()
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise ValueError(f"out={str(out)!r} must end in .html (the report is one HTML file)")
+        if not out.parent.exists():
+            raise FileNotFoundError(f"out={str(out)!r}: the directory {str(out.parent)!r} does not exist")
+    _check_data(settings.data)
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    with _stage_bar("load model", 1, progress) as bar:
+        t0 = time.perf_counter()
+        model = _load(model)
+        bar.update(1)
+        timings["load model"] = time.perf_counter() - t0
+    ctx = Context(model=model, settings=settings, progress=progress)
+    before = torch.get_num_threads()
+    settings.threads = settings.threads or auto_threads(model)
+    torch.set_num_threads(settings.threads)
+    try:
+        sections = _run_stages(ctx, timings, progress)
+    finally:
+        torch.set_num_threads(before)
+    total = time.perf_counter() - t_start
+    settings_section = Section("Settings")
+    stages.settings_table(ctx, settings_section, timings, total)
+    sections.append(settings_section)
+    return _write(sections, ctx, out, total, timings)
+
+
+def _run_stages(ctx: Context, timings: dict[str, float], progress: bool) -> list[Section]:
+    from interp.report import stages
+
+    sections: list[Section] = []
+    plan: list[tuple[Section, StageFn, int]] = [
+        (Section("Residual-stream decomposition", stages.DECOMPOSITION_INTRO), stages.decomposition, 6),
+        (Section("Subspace probes and the shared-memory map", stages.PROBES_INTRO), stages.probes, 7),
+        (Section("Memory management", stages.MEMORY_INTRO), stages.memory, 5),
+    ]
+    for section, fn, steps in plan:
+        with _stage_bar(section.title, steps, progress) as bar:
+            t0 = time.perf_counter()
+            try:
+                fn(ctx, section, bar)
+            except Exception as e:  # a stage that cannot start at all degrades as a whole
+                log.debug("report stage %s failed", section.title, exc_info=True)
+                section.unavailable(section.title, e)
+            section.seconds = time.perf_counter() - t0
+            timings[section.title] = section.seconds
+        sections.append(section)
+    card = Section("Model card")
+    stages.model_card(ctx, card)
+    sections.append(card)
+    return sections
+
+
+def _write(sections: list[Section], ctx: Context, out: Path | None, total: float,
+           timings: dict[str, float]) -> Report:
+    from interp.report.html import Page, render
+
+    model, settings = ctx.model, ctx.settings
+    cfg = model.cfg
+    page = Page(
+        title=f"interp report: {cfg.name}",
+        subtitle=f"model id {model.model_id}",
+        lede=(
+            "The residual stream as shared memory: who writes what into it, which subspaces carry "
+            "which information, and which components delete it."
+        ),
+        cards={
+            "layers": str(cfg.n_layers), "heads": f"{cfg.n_heads}", "d_model": str(cfg.d_model),
+            "d_mlp": str(cfg.d_mlp), "vocab": f"{cfg.d_vocab:,}", "context": str(cfg.n_ctx),
+            "tokens analysed": f"{settings.tokens:,}", "built in": f"{total:.0f} s",
+        },
+        footer=(
+            f"Built by interp {_version()} on {time.strftime('%Y-%m-%d %H:%M')} "
+            f"(Python {platform.python_version()}, {platform.system()}). Self-contained: opens offline."
+        ),
+        version=_version(),
+    )
+    text = render(sections, page)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        log.info("report written to %s (%.1f MB)", out, len(text) / 1e6)
+    return Report(path=out, sections=sections, timings=timings, html=text)
+
+
+def auto_threads(model: Any) -> int:
+    """1 for a model under 20M parameters (its small operations run fastest on one thread,
+    several times faster on a busy machine), else torch's current setting."""
+    n_params = sum(p.numel() for p in model.bridge.parameters())
+    return 1 if n_params < SMALL_MODEL else torch.get_num_threads()
+
+
+class _stage_bar:
+    """A tqdm bar for one stage that always closes, and reaches its total on success."""
+
+    def __init__(self, name: str, steps: int, enabled: bool):
+        self.bar = tqdm(total=steps, desc=name, unit="step", disable=not enabled, leave=True)
+
+    def __enter__(self) -> tqdm:
+        return self.bar
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None and self.bar.n < (self.bar.total or 0):
+            self.bar.update(self.bar.total - self.bar.n)
+        self.bar.close()
+
+
+def _load(model: Any) -> Any:
+    from interp.model import Model
+
+    if isinstance(model, Model):
+        return model
+    from interp.load import load
+
+    return load(model)
+
+
+def _check_data(data: Any) -> None:
+    """Fail before the model loads when the corpus cannot be read."""
+    from interp.data import iter_texts
+
+    try:
+        next(iter(iter_texts(data)))
+    except StopIteration:
+        raise ValueError(f"data={data!r} holds no documents; pass a file, a directory or 'stdlib:val'") from None
+
+
+def _version() -> str:
+    from interp import __version__
+
+    return __version__
+
+
+def settings_frame(settings: ReportSettings) -> pd.DataFrame:
+    """The settings as a two-column table."""
+    rows = [(f.name, repr(getattr(settings, f.name))) for f in dataclasses.fields(settings)]
+    if settings.model is None:
+        rows[0] = ("model", "the embedded default model (interp.load())")
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+__all__ = ["DEFAULT_EXAMPLE", "Report", "ReportSettings", "build_report", "settings_frame"]

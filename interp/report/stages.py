@@ -1,0 +1,339 @@
+"""The report's stages: each fills one ``Section`` with figures and tables.
+
+Every analysis and figure is looked up by name (``resolve.find``) and run through
+``section.attempt``, so a part that is missing or fails shows as "section unavailable:
+<reason>" and the other parts are still built.
+"""
+
+from __future__ import annotations
+
+import html
+import platform
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.report.document import Html, Section, Text
+from interp.report.resolve import find
+
+DECOMPOSITION_INTRO = (
+    "Every component writes into the residual stream by addition. Here the stream is taken "
+    "apart on one short piece of code: how much each layer writes, which heads and neurons "
+    "push the model's prediction directly (logit attribution through the final norm, its "
+    "scale frozen from the forward pass), what the stream would predict after each layer "
+    "(logit lens, the final norm's scale recomputed for each partial stream), and how the "
+    "stream's norm grows through the layers."
+)
+PROBES_INTRO = (
+    "Linear probes read information out of the stream at each layer. Accuracy is measured on "
+    "held-out documents and compared with the majority-class baseline and a control task "
+    "(fixed random labels per token type, Hewitt & Liang 2019): selectivity = accuracy - "
+    "control accuracy. The previous-token probe's top directions define a subspace; the "
+    "components that write into it and read from it form the stream's shared-memory map, and "
+    "removing the subspace measures what the model loses."
+)
+MEMORY_INTRO = (
+    "The stream has limited bandwidth, so some components delete what others wrote. A neuron "
+    "whose input and output vectors point in clearly opposite directions (in/out cosine well "
+    "below the spread of random vector pairs, about 1/sqrt(d_model)) is a candidate; on data, "
+    "its write should remove the stream's component along its input direction. Heads are "
+    "scored from their OV circuits."
+)
+PROBE_LABELS = ("current_token", "previous_token", "line_start_distance")
+#: Directions kept from a probe to define its subspace.
+SUBSPACE_K = 8
+
+
+def _lens_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The logit lens without its list columns, for an HTML table."""
+    return df.drop(columns=[c for c in ("top_tokens", "top_probs") if c in df.columns])
+
+
+def _layer_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean write norm and share of the stream per component, over positions."""
+    g = df.groupby("component", observed=True, sort=False)[["norm", "frac"]].mean().reset_index()
+    return g.rename(columns={"norm": "mean_norm", "frac": "mean_frac"})
+
+
+def _top_heads(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    heads = df[df["kind"] == "head"] if "kind" in df.columns else df
+    g = heads.groupby("component", observed=True)["attribution"].agg(["mean", "sum"]).reset_index()
+    g = g.rename(columns={"mean": "mean_attribution", "sum": "total_attribution"})
+    return g.reindex(g["mean_attribution"].abs().sort_values(ascending=False).index).head(k)
+
+
+def decomposition(ctx: Any, section: Section, bar: tqdm) -> None:
+    """Write norms, head logit attribution, top neurons, logit lens and stream norms."""
+    model, s = ctx.model, ctx.settings
+    writes = model.run_with_writes(s.example, chunk=True)
+    ctx.shared["example_writes"] = writes
+    bar.update(1)
+    section.add(Html(f"Example ({writes.shape[1]} tokens)", f"<pre><code>{html.escape(s.example)}</code></pre>"))
+
+    by_layer = _run(section, "Write norms per layer", lambda: find("decompose")(writes, by="layer", model=model))
+    if by_layer is not None:
+        section.attempt("Write norms per layer", lambda: find("plots.write_norms")(by_layer),
+                        caption="Norm of each write into the stream, averaged over the example's positions, "
+                                "stacked by kind (embeddings, attention, MLP, biases).")
+        section.attempt("Mean write norm per component", lambda: _layer_summary(by_layer))
+    bar.update(1)
+
+    dla = _run(section, "Head logit attribution",
+               lambda: find("logit_attribution")(writes, None, by="head", model=model))
+    if dla is not None:
+        section.attempt("Head logit attribution", lambda: find("plots.head_attribution")(dla),
+                        caption="Direct contribution of each head to the logit of the actual next token, "
+                                "through the final norm (its scale frozen from the forward pass), "
+                                "averaged over the example's positions.")
+        section.attempt("Top heads by direct logit attribution", lambda: _top_heads(dla, s.top_k))
+    bar.update(1)
+
+    neurons = _run(section, "Top neurons",
+                   lambda: find("logit_attribution")(writes, None, by="neuron", model=model))
+    if neurons is not None:
+        section.attempt("Top neurons", lambda: find("plots.top_neurons")(neurons, k=s.top_k),
+                        caption="Neurons with the largest mean direct logit attribution to the actual "
+                                "next token over the example's positions.")
+    bar.update(1)
+
+    lens = _run(section, "Logit lens", lambda: find("logit_lens")(writes, k=5, model=model))
+    if lens is not None:
+        section.attempt("Logit lens", lambda: find("plots.logit_lens")(lens),
+                        caption="Top token (cell text) and the probability of the actual next token "
+                                "(colour) if the stream stopped before each layer; the final norm's "
+                                "scale is recomputed for every partial stream.")
+        section.attempt("Logit lens per layer: KL to the final prediction, probability of the next token",
+                        lambda: lens.groupby(["layer", "where"], sort=False)[["kl_to_final", "next_prob"]]
+                        .mean().reset_index())
+    bar.update(1)
+
+    norms = _run(section, "Stream norms", lambda: _stream_norms(ctx))
+    if norms is not None:
+        section.attempt("Stream norms", lambda: find("plots.stream_norms")(norms),
+                        caption="Norm of the accumulated stream entering each layer, on one window of the "
+                                "corpus: growth through the layers, and the first-token outlier.")
+    bar.update(1)
+
+
+def _stream_norms(ctx: Any) -> pd.DataFrame:
+    """Stream norms on the first window of the corpus (one row of the first batch)."""
+    model, s = ctx.model, ctx.settings
+    n_ctx = min(s.n_ctx or model.cfg.n_ctx, model.cfg.n_ctx)
+    writes = next(iter(model.stream_writes(s.data, batch_size=1, n_ctx=n_ctx, max_tokens=n_ctx, progress=False)))
+    return find("stream_norms")(writes, model=model)
+
+
+def _run(section: Section, title: str, fn: Any) -> Any:
+    """Compute a table without adding it; on error add the note and return None."""
+    try:
+        return fn()
+    except Exception as e:
+        section.unavailable(title, e)
+        return None
+
+
+def probes(ctx: Any, section: Section, bar: tqdm) -> None:
+    """Probe accuracy per layer for three labels, the previous-token subspace's writers and
+    readers, and the effect of removing it."""
+    model, s = ctx.model, ctx.settings
+    probe_layers = find("probe_layers")
+    kw = dict(max_tokens=s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed, progress=ctx.progress)
+    results: dict[str, pd.DataFrame] = {}
+    for label in PROBE_LABELS:
+        df = _run(section, f"Probe: {label}", lambda label=label: probe_layers(model, s.data, label=label, **kw))
+        if df is not None:
+            results[label] = df
+        bar.update(1)
+    if results:
+        table = pd.concat([df.assign(label=k) for k, df in results.items()], ignore_index=True)
+        section.attempt("Probe accuracy per layer", lambda: find("plots.probe_accuracy")(table),
+                        caption="Held-out accuracy of a linear probe at each layer's stream (solid), the "
+                                "control task (dashed; the shaded gap is the selectivity) and the "
+                                "majority-class baseline (grey).")
+        cols = [c for c in ("label", "layer", "where", "accuracy", "train_accuracy", "baseline",
+                            "control_accuracy", "selectivity", "r2", "control_r2", "n_classes", "n_train",
+                            "n_test") if c in table.columns]
+        section.attempt("Probe accuracy and selectivity per layer", lambda: table[cols], max_rows=60)
+
+    prev = results.get("previous_token")
+    if prev is None:
+        section.unavailable("Previous-token subspace", "the previous-token probe is unavailable (see above)")
+        return
+    picked = _run(section, "Previous-token subspace", lambda: _previous_token_subspace(prev))
+    if picked is None:
+        return
+    subspace, site = picked
+    ctx.shared["previous_token_subspace"] = subspace
+    layer = int(prev["layer"].iloc[site])
+    where = prev["site"].iloc[site] if "site" in prev.columns else f"layer {layer}"
+    section.add(Text(
+        f"The previous-token subspace: the top {subspace.k} right-singular directions of the previous-token "
+        f"probe's weights at {where}, the site where it is most accurate after the embedding "
+        f"(k = {subspace.k} of d_model = {model.cfg.d_model} dimensions)."
+    ))
+
+    def overlaps() -> Any:
+        subspaces = {"previous_token": subspace}
+        for label, df in results.items():
+            if label != "previous_token":
+                subspaces[label] = _subspace(df, int((df["layer"] == layer).to_numpy().argmax()), label)
+        return find("plots.subspace_angles")(find("overlap_matrix")(subspaces))
+
+    if len(results) > 1:
+        section.attempt("Overlap of the probe subspaces", overlaps,
+                        caption=f"Smallest principal angle between the probes' subspaces at layer {layer} "
+                                "(90 degrees: orthogonal; 0: sharing a direction).")
+    bar.update(1)
+
+    small = max(256, s.tokens // 4)
+    stream = dict(batch_size=s.batch_size, n_ctx=s.n_ctx, max_tokens=small, progress=False)
+    w = _run(section, "Writers of the previous-token subspace",
+             lambda: find("writers")(subspace, model.stream_writes(s.data, **stream)))
+    if w is not None:
+        section.attempt("Writers of the previous-token subspace", lambda: find("plots.subspace_writers")(w),
+                        caption="Mean norm of each head's write projected onto the previous-token subspace.")
+        section.attempt("Top writers of the previous-token subspace", lambda: w.head(s.top_k))
+    bar.update(1)
+    section.attempt("Readers of the previous-token subspace", lambda: find("readers")(subspace, model).head(s.top_k),
+                    caption="How strongly each head's W_Q, W_K, W_V and each MLP's W_in read from the "
+                            "subspace; ratio > 1 reads it more than a random subspace of the same size.")
+    bar.update(1)
+    section.attempt(
+        "Ablating the previous-token subspace",
+        lambda: find("ablation_effect")(model, s.data, subspace, at=layer, mode="mean", label="previous_token",
+                                        max_tokens=s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed,
+                                        progress=ctx.progress),
+        caption=f"Next-token loss and downstream previous-token probe accuracy when the subspace is "
+                f"replaced by its mean at layer {layer}, against a random subspace of the same size.",
+    )
+    bar.update(1)
+
+
+def _subspace(df: pd.DataFrame, row: int, name: str) -> Any:
+    if "probe" not in df.attrs:
+        raise ValueError(f"probe_layers(label={name!r}) did not return its fitted probe in attrs['probe']")
+    return find("Subspace").from_probe(df.attrs["probe"], site=row, k=SUBSPACE_K, name=name)
+
+
+def _previous_token_subspace(df: pd.DataFrame) -> tuple[Any, int]:
+    """The subspace of the previous-token probe at its most accurate site past the embedding."""
+    later = df[df["layer"] > 0] if (df["layer"] > 0).any() else df
+    row = int(later["accuracy"].idxmax())
+    return _subspace(df, row, "previous_token"), row
+
+
+def memory(ctx: Any, section: Section, bar: tqdm) -> None:
+    """In/out cosines with the null band, flagged neurons, deleting heads, deletion evidence."""
+    model, s = ctx.model, ctx.settings
+    cos = _run(section, "In/out cosine of every neuron", lambda: find("neuron_in_out_cosines")(model))
+    if cos is not None:
+        section.attempt("In/out cosine of every neuron", lambda: find("plots.deleting_neurons")(cos),
+                        caption="Cosine of each neuron's input vector W_in[:, n] and output vector "
+                                "W_out[n], per layer; grey: the null band of random vector pairs; "
+                                "flagged neurons are marked and named on hover.")
+        section.attempt("Flagged neurons per layer against the null expectation", lambda: _flag_counts(cos))
+        flagged = cos[cos["flagged"]] if "flagged" in cos.columns else cos.iloc[:0]
+        section.attempt("Flagged deleting neurons", lambda: flagged, caption="Most negative first.")
+    else:
+        flagged = None
+    bar.update(1)
+
+    heads = _run(section, "Deleting heads", lambda: find("find_deleting_heads")(model))
+    if heads is not None:
+        section.attempt("Deleting heads", lambda: find("plots.deleting_heads")(heads),
+                        caption="OV-circuit deletion score per head (share of W_V W_O's eigenvalue mass "
+                                "with negative real part, signed); ringed heads are flagged.")
+        section.attempt("Deleting heads, most deleting first", lambda: heads.head(s.top_k))
+    bar.update(1)
+
+    if flagged is None and heads is None:
+        return
+    chosen_n = flagged.head(s.top_k) if flagged is not None else []
+    chosen_h = heads[heads["flagged"]] if heads is not None and "flagged" in heads.columns else []
+    if len(chosen_n) == 0 and len(chosen_h) == 0:
+        section.add(Text("No neuron or head is flagged, so there is no deletion evidence to gather."))
+        return
+    evidence = _run(section, "Deletion evidence on data", lambda: find("deletion_evidence")(
+        model, s.data, neurons=chosen_n, heads=chosen_h, subspace=ctx.shared.get("previous_token_subspace"),
+        max_tokens=max(256, s.tokens // 4), batch_size=s.batch_size, n_ctx=s.n_ctx, progress=ctx.progress))
+    bar.update(1)
+    if evidence is not None:
+        section.attempt("Deletion graph", lambda: find("plots.deletion_graph")(evidence),
+                        caption="Flagged neurons and heads (orange) linked to the earlier components whose "
+                                "writes they erase; edge width is the writer's share of the erased direction.")
+        section.attempt("What each deleter erases", lambda: find("deletion_summary")(evidence),
+                        caption="Firing rate, the fraction of the stream's component along the input "
+                                "direction that the write removes, and the writers it erases.")
+        section.attempt("Deletion evidence", lambda: evidence, max_rows=40)
+    bar.update(1)
+
+
+def _flag_counts(cos: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: neurons tested, flagged, expected under the null, the threshold."""
+    expected = float(cos.attrs.get("expected_false_positives", float("nan")))
+    total = len(cos)
+    g = cos.groupby("layer").agg(neurons=("neuron", "size"), flagged=("flagged", "sum"),
+                                 threshold=("threshold", "first"), null_std=("null_std", "first"))
+    g["expected_under_null"] = expected * g["neurons"] / total
+    return g.reset_index()[["layer", "neurons", "flagged", "expected_under_null", "threshold", "null_std"]]
+
+
+def model_card(ctx: Any, section: Section) -> None:
+    """The model's own card (MODEL_CARD.md or README.md next to its weights), rendered."""
+    from interp.report.markdown import to_html
+
+    path = _card_path(ctx.model, ctx.settings.model)
+    if path is None:
+        section.add(Text("This model has no model card (no MODEL_CARD.md or README.md next to its weights)."))
+    else:
+        section.add(Html(f"Model card ({path.name})", to_html(path.read_text(encoding="utf-8"), heading_offset=2)))
+    cfg = ctx.model.cfg
+    rows = {k: str(getattr(cfg, k)) for k in cfg.__dataclass_fields__}
+    rows["model_id"] = ctx.model.model_id
+    rows["parameters"] = f"{sum(p.numel() for p in ctx.model.bridge.parameters()):,}"
+    section.attempt("Configuration", lambda: pd.DataFrame(list(rows.items()), columns=["field", "value"]))
+
+
+def _card_path(model: Any, name: str | None):
+    from pathlib import Path
+
+    from interp.models import DEFAULT_MODEL_DIR
+
+    dirs = [DEFAULT_MODEL_DIR] if name is None else []
+    if name is not None and Path(name).expanduser().is_dir():
+        dirs.append(Path(name).expanduser())
+    for d in dirs:
+        for fname in ("MODEL_CARD.md", "README.md"):
+            if (d / fname).is_file():
+                return d / fname
+    return None
+
+
+def settings_table(ctx: Any, section: Section, timings: dict[str, float], total: float) -> None:
+    """The settings used, the environment, and the time each stage took."""
+    from interp.report.build import settings_frame
+
+    section.attempt("Settings", lambda: settings_frame(ctx.settings).assign(
+        value=lambda d: d["value"].str.slice(0, 120)))
+    import interp
+
+    env = {
+        "interp": interp.__version__, "python": platform.python_version(), "torch": torch.__version__,
+        "pandas": pd.__version__, "plotly": _version("plotly"), "transformer_lens": _version("transformer_lens"),
+        "device": str(ctx.model.device), "dtype": str(ctx.model.cfg.dtype),
+        "processing": ctx.model.cfg.processing,
+    }
+    section.attempt("Environment", lambda: pd.DataFrame(list(env.items()), columns=["package", "version"]))
+    times = pd.DataFrame([*timings.items(), ("total", total)], columns=["stage", "seconds"])
+    section.attempt("Time per stage", lambda: times, caption="Wall time of each stage of this report.")
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg.replace("_", "-"))
+    except PackageNotFoundError:
+        return "not installed"

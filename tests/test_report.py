@@ -1,0 +1,212 @@
+"""`interp report`: one self-contained HTML file, every section present, every figure drawn
+by a real browser with no JavaScript error; a failing part degrades visibly."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import plotly.graph_objects as go
+import pytest
+
+from interp.report import build_report
+from interp.report.document import Html, Section
+from interp.report.html import Page, render
+from interp.report.markdown import to_html
+
+SECTIONS = [
+    "residual-stream-decomposition",
+    "subspace-probes-and-the-shared-memory-map",
+    "memory-management",
+    "model-card",
+    "settings",
+]
+#: Figures the default report must hold, by their heading id.
+FIGURES = [
+    "write-norms-per-layer", "head-logit-attribution", "top-neurons", "logit-lens", "stream-norms",
+    "probe-accuracy-per-layer", "writers-of-the-previous-token-subspace", "in-out-cosine-of-every-neuron",
+    "deleting-heads", "deletion-graph",
+]
+TABLES = [
+    "probe-accuracy-and-selectivity-per-layer", "flagged-neurons-per-layer-against-the-null-expectation",
+    "ablating-the-previous-token-subspace", "readers-of-the-previous-token-subspace",
+]
+
+
+def chromium_or_skip() -> str:
+    """A Chromium binary; without one the test skips, except under CI, where it fails."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but no Chromium was found on PATH; CI must install it (apt-get install chromium)")
+    pytest.skip("no Chromium on this machine (apt-get install chromium); set CI=1 to make this a failure")
+
+
+def browser_dom(path: Path, tmp_path: Path) -> str:
+    """The DOM of ``path`` after headless Chromium loaded it and ran its scripts."""
+    chromium = chromium_or_skip()
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=20000",
+        "--dump-dom", path.resolve().as_uri(),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def status(dom: str) -> dict[str, int]:
+    m = re.search(r'<div id="report-status"[^>]*>', dom)
+    assert m, "the report's status element is missing from the DOM"
+    return {k: int(v) for k, v in re.findall(r'data-(figures|rendered|errors)="(\d+)"', m.group(0))}
+
+
+def js_errors(dom: str) -> str:
+    m = re.search(r'<pre id="js-errors">(.*?)</pre>', dom, re.S)
+    return m.group(1).strip() if m else ""
+
+
+# ---- the report on the default model, through the console script ----------------------
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory) -> tuple[Path, str, str]:
+    from interp.models import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}")
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    exe = Path(sys.executable).with_name("interp")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
+    run = subprocess.run(cmd + ["report", "--tokens", "4096", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout, run.stderr
+
+
+def test_report_sections_in_order(default_report):
+    path, stdout, stderr = default_report
+    text = path.read_text()
+    ids = re.findall(r'<section class="top" id="([^"]+)"', text)
+    assert ids == SECTIONS
+    for anchor in FIGURES + TABLES:
+        assert f'id="{SECTIONS[0]}--{anchor}"' in text or re.search(f'id="[a-z-]+--{anchor}"', text), anchor
+    # every part was built: nothing degraded on the default model
+    assert "section unavailable" not in text, re.findall(r"section unavailable: <code>([^<]*)", text)
+    # the summary line and a progress bar per stage
+    assert f"wrote {path}" in stdout and "MB" in stdout
+    for stage in ("load model", "Residual-stream decomposition", "Memory management"):
+        assert stage in stderr
+    # the model card, the settings used and the time per stage are in the file
+    assert "stdlib_lm" in text and "tokens" in text and "Time per stage" in text
+
+
+def test_report_is_self_contained(default_report):
+    text = default_report[0].read_text()
+    assert not re.search(r"<script[^>]+src=", text)
+    assert not re.search(r"<link[^>]+href=[\"']https?:", text)
+    assert not re.search(r"@import\s+url", text)
+    assert text.count("Plotly.newPlot(div") == 1  # the one drawing loop
+    assert len(re.findall(r"\* plotly\.js v\d", text)) == 1  # the bundle, inlined once
+    assert 3e6 < len(text.encode()) < 15e6
+
+
+def test_report_renders_in_browser(default_report, tmp_path):
+    path = default_report[0]
+    dom = browser_dom(path, tmp_path)
+    st = status(dom)
+    assert js_errors(dom) == "" and st["errors"] == 0
+    assert st["figures"] >= len(FIGURES)
+    assert st["rendered"] == st["figures"]
+    # every figure div was drawn by plotly (it adds the class and our marker)
+    divs = re.findall(r'<div class="([^"]*)" id="fig-\d+"[^>]*>', dom)
+    assert len(divs) == st["figures"] and all("js-plotly-plot" in c for c in divs)
+    assert dom.count('data-rendered="1"') == st["figures"]
+    assert dom.count('class="main-svg"') >= st["figures"]
+
+
+# ---- the browser check itself can fail -----------------------------------------------
+def test_browser_check_sees_errors_and_undrawn_figures(tmp_path):
+    good = Section("Figures")
+    good.attempt("bar", lambda: go.Figure(go.Bar(x=["L0H1"], y=[1.0])))
+    bad = Section("Broken")
+    bad.add(Html("script", "<script>throw new Error('planted failure')</script>"))
+    # a figure whose spec is not valid JSON cannot be drawn
+    page = render([good, bad], Page("t"))
+    page = page.replace('<script type="application/json" id="fig-1-spec">{', '<script type="application/json" '
+                        'id="fig-1-spec">{oops', 1)
+    page_path = tmp_path / "broken.html"
+    page_path.write_text(page)
+    dom = browser_dom(page_path, tmp_path)
+    st = status(dom)
+    assert st == {"figures": 1, "rendered": 0, "errors": 2}
+    assert "planted failure" in js_errors(dom) and "fig-1" in js_errors(dom)
+
+
+# ---- degrading and validation, on a tiny random model ---------------------------------
+def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
+    from interp.report import stages
+    from interp.report.resolve import Missing
+
+    def fake_find(name, *fallbacks):
+        raise Missing(f"interp.{name} is not available")
+
+    monkeypatch.setattr(stages, "find", fake_find)
+    report = build_report(gpt2_model, out=tmp_path / "r.html", tokens=256, data=["x = 1\n"] * 4,
+                          progress=False)
+    text = report.path.read_text()
+    assert report.titles == ["Residual-stream decomposition", "Subspace probes and the shared-memory map",
+                             "Memory management", "Model card", "Settings"]
+    assert "section unavailable: <code>Missing: interp.decompose is not available</code>" in text
+    assert "section unavailable: <code>Missing: interp.probe_layers is not available</code>" in text
+    summary = report.summary().set_index("section")
+    assert summary.loc["Residual-stream decomposition", "unavailable"] >= 4
+    assert summary.loc["Settings", "unavailable"] == 0 and summary.loc["Settings", "tables"] == 3
+    assert "(no MODEL_CARD.md" in text or "has no model card" in text
+
+
+def test_every_part_builds_on_each_family(tiny_model, tmp_path):
+    import torch
+
+    from interp.testing import _CORPUS
+
+    threads = torch.get_num_threads()
+    report = build_report(tiny_model, out=None, tokens=1024, data=_CORPUS * 40, progress=False)
+    assert report.path is None and report.html.startswith("<!DOCTYPE html>")
+    summary = report.summary().set_index("section")
+    assert summary["unavailable"].sum() == 0, [
+        (b.title, b.reason) for sec in report.sections for b in sec.blocks if type(b).__name__ == "Unavailable"]
+    assert summary.loc["Residual-stream decomposition", "figures"] == 5
+    assert summary.loc["Subspace probes and the shared-memory map", "figures"] == 3
+    assert summary.loc["Memory management", "figures"] >= 2
+    assert torch.get_num_threads() == threads  # the report's single thread is given back
+    assert f'data-figures="{summary["figures"].sum()}"' in report.html
+
+
+def test_options_are_validated(tmp_path, gpt2_model):
+    with pytest.raises(ValueError, match=r"tokens=10 is too small"):
+        build_report(gpt2_model, out=tmp_path / "r.html", tokens=10)
+    with pytest.raises(ValueError, match=r"out=.*r\.txt.*must end in \.html"):
+        build_report(gpt2_model, out=tmp_path / "r.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_report(gpt2_model, out=tmp_path / "r.html", data=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="threads=0"):
+        build_report(gpt2_model, out=tmp_path / "r.html", threads=0)
+
+
+def test_markdown_card():
+    md = (
+        "# stdlib_lm\n\nA *small* model with `n_layers=2` and **rotary** positions.\n\n"
+        "| metric | value |\n|---|---:|\n| loss | 1.5 |\n\n- one\n- two <b>\n\n```\nx = 1 < 2\n```\n"
+    )
+    out = to_html(md, heading_offset=2)
+    assert "<h3>stdlib_lm</h3>" in out
+    assert "<em>small</em>" in out and "<code>n_layers=2</code>" in out and "<strong>rotary</strong>" in out
+    assert "<th>metric</th>" in out and "<td>1.5</td>" in out
+    assert "<li>two &lt;b&gt;</li>" in out  # escaped, not markup
+    assert "<pre><code>x = 1 &lt; 2</code></pre>" in out
