@@ -59,3 +59,33 @@ def gpt2_small(seed: int = 0):
                          norm_noise=0.0, seed=seed)
     model = interp.load(copy.deepcopy(hf), tokenizer=tiny_tokenizer(), device="cpu")
     return model, hf
+
+
+class Peak:
+    """Wall time and peak RSS (sampled every 5 ms) of the block, above the RSS at entry."""
+
+    def __enter__(self) -> Peak:
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss
+        self._run = True
+
+        def watch() -> None:
+            while self._run:
+                self.peak = max(self.peak, self._proc.memory_info().rss)
+                time.sleep(0.005)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self._run = False
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.above_mb = (self.peak - self.base) / 2**20
