@@ -148,3 +148,23 @@ def test_negative_layer_indices(gpt2_model):
     w = gpt2_model.run_with_writes("x = 1", layers=[-1, 0])
     assert w.layers == [0, 1]
     torch.testing.assert_close(w.resid(-1, "post"), w.resid(1, "post"))
+
+
+def test_device_map_passes_through_to_accelerate(monkeypatch):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models import DEFAULT_MODEL_DIR
+
+    seen = {}
+    boot = TransformerBridge.boot_transformers
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return boot(*args, **kwargs)
+
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", spy)
+    model = interp.load(DEFAULT_MODEL_DIR, device_map={"": "cpu"}, max_memory={"cpu": "2GiB"})
+    assert seen["device_map"] == {"": "cpu"} and seen["max_memory"] == {"cpu": "2GiB"}
+    assert "hf_model" not in seen  # accelerate places the weights while loading them
+    w = model.run_with_writes("x = 1", verify=True)   # verified against the bridge's own stream
+    assert model.capture_path == "bridge" and w.shape == (1, 4)
