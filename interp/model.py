@@ -201,16 +201,18 @@ class Model:
         as given), as in TransformerLens. ``chunk=True`` splits long inputs into ``n_ctx`` rows.
         """
         if isinstance(inputs, torch.Tensor):
-            if prepend_bos:
-                bos = torch.full((inputs.shape[0] if inputs.dim() == 2 else 1, 1), self.bos_id)
-                inputs = torch.cat([bos, inputs.reshape(bos.shape[0], -1).long()], dim=1)
-            return check_token_tensor(inputs, self.cfg.d_vocab, self.cfg.n_ctx, chunk=chunk)
+            if prepend_bos and self.bos_id is None:
+                raise ValueError("prepend_bos=True but this model's tokenizer has no BOS (or EOS) token; "
+                                 "pass prepend_bos=False")
+            bos = self.bos_id if prepend_bos else None
+            return check_token_tensor(inputs, self.cfg.d_vocab, self.cfg.n_ctx, chunk=chunk, bos=bos)
         if isinstance(inputs, str):
             inputs = [inputs]
         if not isinstance(inputs, (list, tuple)) or not inputs:
+            empty = " (empty)" if isinstance(inputs, (list, tuple)) else ""
             raise TypeError(
                 f"inputs must be a str, a non-empty list of str or a LongTensor [batch, pos], "
-                f"got {type(inputs).__name__}{'' if inputs else ' (empty)'}"
+                f"got {type(inputs).__name__}{empty}"
             )
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; pass token ids as a LongTensor")

@@ -47,12 +47,22 @@ def encode_texts(
     pad_id: int,
 ) -> Tokens:
     """Tokenize strings (no special tokens added by the tokenizer), prepend ``bos_id`` when
-    given, and either refuse texts longer than ``n_ctx`` or split them into rows."""
+    given, and either refuse texts longer than ``n_ctx`` or split them into rows.
+
+    Only the empty string is refused: whitespace-only text is valid input (indentation and
+    blank lines are code to a code model), and so is text that is only the BOS string.
+    """
     rows: list[list[int]] = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
+            hint = ""
+            if isinstance(text, (int, list, tuple, torch.Tensor)):
+                hint = (
+                    "; pass token ids as one LongTensor [batch, pos] (right-pad ragged rows and "
+                    "pass interp.Tokens(tokens, mask))"
+                )
             raise TypeError(
-                f"inputs[{i}] is a {type(text).__name__}; a list of inputs must hold only strings"
+                f"inputs[{i}] is a {type(text).__name__}; a list of inputs must hold only strings{hint}"
             )
         if text == "":
             where = "inputs" if len(texts) == 1 else f"inputs[{i}]"
@@ -73,8 +83,9 @@ def encode_texts(
     return pad_rows(rows, pad_id)
 
 
-def check_token_tensor(tokens: object, d_vocab: int, n_ctx: int, *, chunk: bool) -> Tokens:
-    """Validate a LongTensor ``[batch, pos]`` (or ``[pos]``) of ids; used exactly as given."""
+def check_token_tensor(tokens: object, d_vocab: int, n_ctx: int, *, chunk: bool, bos: int | None = None) -> Tokens:
+    """Validate a LongTensor ``[batch, pos]`` (or ``[pos]``) of ids; used exactly as given,
+    after ``bos`` (when given) is prepended to every row."""
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"inputs must be a str, a list of str or a LongTensor, got {type(tokens).__name__}")
     if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
@@ -88,6 +99,8 @@ def check_token_tensor(tokens: object, d_vocab: int, n_ctx: int, *, chunk: bool)
         raise ValueError(
             f"inputs has shape {tuple(tokens.shape)}; token ids must be [batch, pos] or [pos]"
         )
+    if bos is not None:
+        tokens = torch.cat([torch.full((tokens.shape[0], 1), bos, dtype=tokens.dtype, device=tokens.device), tokens], 1)
     if tokens.numel() == 0:
         raise ValueError(f"inputs has shape {tuple(tokens.shape)}; pass at least one token")
     lo, hi = int(tokens.min()), int(tokens.max())

@@ -9,6 +9,9 @@ import torch
 import interp
 from interp.testing import FAMILIES, random_model
 
+# The suite's models are tiny: one thread is faster than two fighting over small matrices.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", params=FAMILIES)
 def tiny_model(request) -> interp.Model:
