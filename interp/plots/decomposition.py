@@ -15,19 +15,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp.plots._frames import require_columns
 from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, PALETTE, SEQUENTIAL, apply
 
 KIND_ORDER = ("embed", "pos_embed", "attn", "head", "attn_bias", "mlp", "neuron", "mlp_bias", "unembed_bias")
 
 
 def _need(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df must be a pandas DataFrame from {source}, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"df lacks the column(s) {missing} that {fn} needs; pass the DataFrame from {source}")
-    if df.empty:
-        raise ValueError(f"df is empty; {fn} needs at least one row from {source}")
+    require_columns(df, cols, fn, source)
 
 
 def _rows(df: pd.DataFrame, batch: int | None) -> pd.DataFrame:

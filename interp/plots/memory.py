@@ -15,17 +15,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp.plots._frames import require_columns
 from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, NULL_BAND, apply
 
 _NEURONS = "interp.neuron_in_out_cosines or interp.find_deleting_neurons"
 
 
 def _need(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"df must be a pandas DataFrame from {source}, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"df lacks the column(s) {missing} that {fn} needs; pass the DataFrame from {source}")
+    require_columns(df, cols, fn, source, allow_empty=True)
 
 
 def deleting_neurons(df: pd.DataFrame, *, max_points: int = 3000, title: str | None = None) -> go.Figure:
