@@ -2,10 +2,16 @@
 
 The residual stream is a shared memory: every component writes into it by addition and
 later components read from it. interp records every write, takes the stream apart by
-who wrote what, finds the subspaces that carry information, and flags the components
-that delete it.
+who wrote what, finds the subspaces that carry information and who writes and reads
+them, and flags the components that delete it.
+
+>>> import interp
+>>> model = interp.load()                     # the embedded default model, offline
+>>> w = model.run_with_writes("x = 1")
 """
 
+from interp import data, plots
+from interp.decomposition import decompose, stream_norms
 from interp.errors import (
     ChromiumNotFoundError,
     IndexOutOfRangeError,
@@ -15,41 +21,30 @@ from interp.errors import (
     NonAdditiveModelError,
     UnsafeCheckpointError,
 )
+from interp.export import export
 from interp.load import load
+from interp.memory import (
+    MLPStack,
+    deletion_evidence,
+    find_deleting_heads,
+    find_deleting_neurons,
+    neuron_in_out_cosines,
+)
 from interp.model import Config, Model
+from interp.probes import (
+    LinearProbe,
+    Subspace,
+    ablate,
+    ablation_effect,
+    labels,
+    overlap,
+    probe_layers,
+    readers,
+    writers,
+)
+from interp.readout import logit_attribution, logit_lens
 from interp.tokens import Tokens
 from interp.writes import ResidualWrites
-
-# decomposition (issue: decomposing the residual stream)
-# isort: split
-from interp.decomposition import decompose as decompose
-from interp.decomposition import stream_norms as stream_norms
-from interp.readout import logit_attribution as logit_attribution
-from interp.readout import logit_lens as logit_lens
-
-# probes (issue: subspace probes)
-# isort: split
-from interp.probes import LinearProbe as LinearProbe
-from interp.probes import Subspace as Subspace
-from interp.probes import ablate as ablate
-from interp.probes import ablation_effect as ablation_effect
-from interp.probes import labels as labels
-from interp.probes import overlap as overlap
-from interp.probes import probe_layers as probe_layers
-from interp.probes import readers as readers
-from interp.probes import writers as writers
-
-# memory (issue: memory management)
-# isort: split
-from interp.memory import MLPStack as MLPStack
-from interp.memory import deletion_evidence as deletion_evidence
-from interp.memory import find_deleting_heads as find_deleting_heads
-from interp.memory import find_deleting_neurons as find_deleting_neurons
-from interp.memory import neuron_in_out_cosines as neuron_in_out_cosines
-
-# surface (issue: report, export, CLI)
-# isort: split
-from interp.export import export as export
 
 __version__ = "0.1.0"
 
@@ -58,12 +53,33 @@ __all__ = [
     "Config",
     "IndexOutOfRangeError",
     "InterpError",
+    "LinearProbe",
+    "MLPStack",
     "Model",
     "ModelMismatchError",
     "ModelNotFoundError",
     "NonAdditiveModelError",
     "ResidualWrites",
+    "Subspace",
     "Tokens",
     "UnsafeCheckpointError",
+    "ablate",
+    "ablation_effect",
+    "data",
+    "decompose",
+    "deletion_evidence",
+    "export",
+    "find_deleting_heads",
+    "find_deleting_neurons",
+    "labels",
     "load",
+    "logit_attribution",
+    "logit_lens",
+    "neuron_in_out_cosines",
+    "overlap",
+    "plots",
+    "probe_layers",
+    "readers",
+    "stream_norms",
+    "writers",
 ]

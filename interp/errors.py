@@ -27,8 +27,9 @@ class ModelMismatchError(InterpError, ValueError):
     """Writes recorded on one model were passed together with another model."""
 
 
-class ChromiumNotFoundError(InterpError, RuntimeError):
-    """Static image export needs a Chromium browser and none was found."""
+class ChromiumNotFoundError(InterpError, FileNotFoundError, RuntimeError):
+    """Static image export needs a Chromium browser and none was found (a missing executable:
+    ``except FileNotFoundError`` catches it, as does ``except RuntimeError``)."""
 
 
 class IndexOutOfRangeError(InterpError, IndexError, ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from interp._checks import check_choice
+from interp._checks import check_choice, check_device
 from interp.errors import ModelNotFoundError, UnsafeCheckpointError
 from interp.model import PROCESSING, Model
 
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 def load(
@@ -66,6 +67,7 @@ def load(
         >>> model = interp.load()
     """
     check_choice("processing", processing, PROCESSING)
+    check_device("device", device)
     given_dtype = _dtype(dtype) if dtype is not None else None
     dtype = given_dtype or torch.float32
     if device is None and device_map is None and n_devices is None:
@@ -90,15 +92,19 @@ def load(
                 f"name_or_path is a {type(name_or_path).__name__} without a Hugging Face config; pass "
                 "a transformers causal LM (e.g. AutoModelForCausalLM.from_pretrained(...))"
             )
+        _check_causal_lm(type(name_or_path).__name__, "name_or_path")
         hf = copy.deepcopy(name_or_path)
         if given_dtype is not None:
             hf = hf.to(given_dtype)
         name = hf.config._name_or_path or type(hf).__name__
         return _from_hf(hf, f"in-memory/{name}", name, tokenizer, processing, device, fast)
     if isinstance(name_or_path, (str, Path)):
+        if not str(name_or_path).strip():
+            raise ValueError(f"name_or_path={name_or_path!r} is empty; pass a checkpoint directory, a hub "
+                             "name, or None for the embedded default model")
         path = Path(name_or_path).expanduser()
         if path.is_dir():
-            _check_dir(path, allow_pickle)
+            _check_dir(path, allow_pickle, trust_remote_code)
             source = str(path.resolve())
             if sharded:
                 bridge = TransformerBridge.boot_transformers(
@@ -145,22 +151,38 @@ def _looks_like_path(s: str) -> bool:
     return s.startswith((".", "/", "~", "\\")) or Path(s).exists() or s.count("/") > 1
 
 
-def _check_dir(path: Path, allow_pickle: bool) -> None:
-    """Refuse what would silently misbehave: no config, not a causal LM, pickle, corruption."""
+def _check_causal_lm(arch: str, what: str) -> None:
+    if not arch.endswith(CAUSAL_LM_SUFFIXES):
+        raise ValueError(
+            f"{what} holds a {arch}, not a causal language model; interp needs a *ForCausalLM / "
+            "*LMHeadModel (e.g. AutoModelForCausalLM.from_pretrained(...))"
+        )
+
+
+def _check_dir(path: Path, allow_pickle: bool, trust_remote_code: bool = False) -> None:
+    """Refuse what would silently misbehave: no config, not a causal LM, remote code or pickle
+    without opt-in, corruption."""
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise ModelNotFoundError(
             f"name_or_path={str(path)!r} has no config.json; pass a Hugging Face checkpoint directory"
         )
     try:
-        archs = json.loads(cfg_file.read_text()).get("architectures") or []
+        cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file} is not valid JSON ({e}); repair or re-save the checkpoint") from e
-    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        raise ValueError(
-            f"name_or_path={str(path)!r} holds a {archs[0]}, not a causal language model; "
-            "interp needs a *ForCausalLM / *LMHeadModel checkpoint"
-        )
+    archs = cfg.get("architectures") or []
+    if archs and not any(a.endswith(CAUSAL_LM_SUFFIXES) for a in archs):
+        _check_causal_lm(archs[0], f"name_or_path={str(path)!r}")
+    if cfg.get("auto_map") and not trust_remote_code:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if cfg.get("model_type") not in CONFIG_MAPPING:
+            raise UnsafeCheckpointError(
+                f"name_or_path={str(path)!r} has model_type={cfg.get('model_type')!r}, which runs the "
+                "checkpoint's own Python code (config.json auto_map); read that code, then pass "
+                "trust_remote_code=True if you trust it"
+            )
     shards = sorted(path.glob("*.safetensors"))
     pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if not shards and pickles and not allow_pickle:
@@ -210,10 +232,26 @@ def _check_hub(name: str) -> None:
 def _from_pretrained(source: str, dtype, allow_pickle: bool, trust_remote_code: bool, *, local_only: bool):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
-        trust_remote_code=trust_remote_code,
-    ).eval()
+    try:
+        hf, info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, local_files_only=local_only, use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code, output_loading_info=True,
+        )
+    except RuntimeError as e:  # transformers reports mismatched shapes as a RuntimeError
+        if "mismatch" not in str(e):
+            raise
+        raise ValueError(
+            f"name_or_path={source!r}: weights in the checkpoint do not match the shapes its config.json "
+            f"describes ({str(e)[:200]}); re-save the checkpoint or fix the config"
+        ) from e
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(
+            f"name_or_path={source!r} lacks {len(missing)} weight(s) its architecture needs "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); they would be random. "
+            "Re-save the checkpoint, or check that config.json matches the weights"
+        )
+    return hf.eval()
 
 
 def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, device: Any, fast: bool) -> Model:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interp._checks import check_choice, check_indices
+from interp._checks import check_choice, check_device, check_indices
 from interp.capture import FastCapture, hf_module_paths
 from interp.errors import NonAdditiveModelError
 from interp.tokens import Tokens, check_token_tensor, encode_texts
@@ -231,9 +231,24 @@ class Model:
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Any]]) -> Iterator[Model]:
         """Temporarily add TransformerLens forward hooks ``(hook_name, fn(tensor, hook))``;
-        they are removed in ``finally``, even when the body raises."""
-        ctx = self.bridge.hooks(fwd_hooks=list(fwd_hooks))
-        with ctx:
+        they are removed in ``finally``, even when the body raises.
+
+        Raises:
+            TypeError: an item that is not a ``(name, callable)`` pair.
+            KeyError: a hook name the model does not have.
+        """
+        fwd_hooks = list(fwd_hooks)
+        for i, item in enumerate(fwd_hooks):
+            if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
+                raise TypeError(f"fwd_hooks[{i}]={item!r} must be a (hook_name, fn(tensor, hook)) pair")
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.bridge.hooks(fwd_hooks=fwd_hooks))
+            except KeyError as e:
+                raise KeyError(
+                    f"{e.args[0] if e.args else e} Pass TransformerLens hook names such as "
+                    "'blocks.0.hook_resid_pre' (all of them: list(model.bridge.hook_dict))"
+                ) from None
             yield self
 
     def _forward(self, tokens: Tensor, fwd_hooks: Sequence[tuple[str, Any]] = (), return_type: str | None = None) -> Any:
@@ -288,9 +303,17 @@ class Model:
         layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
+        store_device = check_device("device", device) or self.device
+        active = [name for name, hp in self.bridge.hook_dict.items() if hp.fwd_hooks]
+        if active:
+            raise ValueError(
+                f"run_with_writes was called with hooks active on the model ({', '.join(active[:3])}"
+                f"{', ...' if len(active) > 3 else ''}), e.g. inside interp.ablate(...) or model.hooks(...). "
+                "An edit to the stream is not a write, so the record would not sum to the stream; "
+                "call run_with_writes outside the `with` block"
+            )
         verify = (not self._verified and len(layers) == self.cfg.n_layers) if verify is None else verify
         store_dtype = dtype or self.cfg.dtype
-        store_device = torch.device(device) if device is not None else self.device
         rec: dict[Any, Tensor] = {}
         if verify or not self._fast_ready:
             rec_layers = range(self.cfg.n_layers) if verify else layers
@@ -310,7 +333,18 @@ class Model:
             rec = {k: v.to(device=store_device, dtype=store_dtype) for k, v in rec.items()}
         if self._fast_ready:  # every record of a calibrated model comes from one path: deterministic
             rec = self._fast.capture(toks.tokens, layers, dtype=store_dtype, device=store_device)
+        scale = rec["scale"][toks.mask.to(rec["scale"].device)]
+        if not torch.isfinite(scale).all():
+            raise ValueError(self._non_finite("the final stream"))
         return self._make_writes(toks, rec, layers, prepend_bos)
+
+    def _non_finite(self, where: str) -> str:
+        low = self.cfg.dtype in (torch.float16, torch.bfloat16)
+        return (
+            f"model={self.cfg.name!r}: its own forward pass gives NaN or inf in {where}; "
+            + (f"{self.cfg.dtype} overflows or the weights hold NaN/inf: load it with dtype=torch.float32"
+               if low else "its weights hold NaN or inf: check the checkpoint (or the weight surgery)")
+        )
 
     def _make_writes(self, toks: Tokens, rec: dict[Any, Tensor], layers: Sequence[int], prepend_bos: Any) -> ResidualWrites:
         return ResidualWrites(
@@ -356,6 +390,8 @@ class Model:
             ly, where = key.split(".")
             got = writes.resid(int(ly), where)
             want = want.to(got.dtype)
+            if not torch.isfinite(want[mask]).all():
+                raise ValueError(self._non_finite(f"blocks.{ly}.hook_resid_{where}"))
             rms = want[mask].pow(2).mean().sqrt().clamp_min(1e-12)
             err = (got - want)[mask].abs().max() / rms
             if not torch.isfinite(err) or err > tol:

@@ -221,6 +221,8 @@ def logit_lens(
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d_vocab:
         raise ValueError(f"k={k!r} must be an int in 1..{d_vocab} (the vocabulary size)")
     check_choice("where", where, ("pre", "mid", "post", "all"))
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise ValueError(f"chunk_rows={chunk_rows!r} must be a positive int (positions per chunk) or None")
     dev = writes.embed.device
     sel = selected(writes.mask.to(dev))
     n = len(sel[0])

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -279,11 +280,31 @@ class ResidualWrites:
     def load(cls, path: str | Path, *, model: Any = None) -> ResidualWrites:
         """Read a record written by ``save``. With ``model``, its weights are used (and
         must be the model the writes came from); without, the saved weights are."""
+        if not isinstance(path, (str, Path)):
+            raise TypeError(f"path must be a str or Path of a file written by writes.save(), got {type(path).__name__}")
         path = Path(path).with_suffix(".safetensors")
-        if not path.exists():
+        if not path.is_file():
             raise FileNotFoundError(f"path={str(path)!r} does not exist; pass a file written by writes.save()")
-        meta = json.loads(path.with_suffix(".json").read_text())
-        t = load_file(str(path))
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(
+                f"path={str(path)!r} has no {sidecar.name} beside it; writes.save() writes both files, "
+                "keep them together"
+            )
+        try:
+            meta = json.loads(sidecar.read_text())
+            t = load_file(str(path))
+        except (ValueError, OSError, SafetensorError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(
+                f"path={str(path)!r} (or its {sidecar.name}) is not a readable record ({e}); "
+                "write it again with writes.save()"
+            ) from e
+        needed = {"tokens", "mask", "embed"} - set(t)
+        if not isinstance(meta, dict) or "model_id" not in meta or needed:
+            raise ValueError(
+                f"path={str(path)!r} is not a record written by writes.save() (lacks "
+                f"{sorted(needed) or 'model_id in ' + sidecar.name}); pass a file that writes.save() wrote"
+            )
         str_tokens = meta.pop("str_tokens", None)
         if model is not None:
             if model.model_id != meta["model_id"]:

@@ -53,7 +53,8 @@ def _select(name: str, value: Any, kind: str, n_layers: int, size: int) -> list[
         raise TypeError(f"{name}={value!r} must be a list of (layer, {col}) pairs or labels such as "
                         f"{'L3N120' if kind == 'neuron' else 'L1H3'!r}")
     out: list[tuple[int, int]] = []
-    for item in value:
+    for k, item in enumerate(value):
+        where = f"{name}[{k}]={item!r}:"
         if isinstance(item, str):
             m = _LABEL[kind].match(item)
             if m is None:
@@ -62,7 +63,8 @@ def _select(name: str, value: Any, kind: str, n_layers: int, size: int) -> list[
             item = (int(m.group(1)), int(m.group(2)))
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"{name} has the item {item!r}; pass (layer, {col}) pairs")
-        pair = (check_index(name, item[0], n_layers, "layer"), check_index(name, item[1], size, col))
+        pair = (check_index(f"{where} layer", item[0], n_layers, "layer"),
+                check_index(f"{where} {col}", item[1], size, col))
         if pair not in out:
             out.append(pair)
     return out
@@ -297,7 +299,8 @@ def deletion_evidence(
             raise TypeError(f"data yielded a {type(w).__name__}; pass ResidualWrites or a corpus")
         if w.model_id != model.model_id:
             raise ModelMismatchError(f"data holds writes recorded on {w.meta['model_name']!r}, not on model="
-                                     f"{c.name!r}; record them with this model's run_with_writes")
+                                     f"{c.name!r} (model ids {w.model_id} and {model.model_id}); record them "
+                                     "with this model's run_with_writes")
         if w.layers != list(range(c.n_layers)):
             raise ValueError(f"data records layers {w.layers}; deletion_evidence needs all {c.n_layers}: "
                              "run run_with_writes with layers=None")

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_indices
+from interp._checks import check_indices, check_int
 from interp.memory.neurons import FALSE_POSITIVES
 from interp.memory.null import normal_upper_quantile, ov_eigen_score, ov_score_null
 
@@ -98,6 +98,7 @@ def find_deleting_heads(
                          f"positives below the {n_total} heads tested, e.g. 0.1")
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
         raise ValueError(f"n_tokens={n_tokens!r} must be a non-negative int (0 skips copy_suppression)")
+    seed = check_int("seed", seed)
     null_mean, null_std = ov_score_null(c.d_model, c.d_head)
     z_star = normal_upper_quantile(false_positives / n_total)
     tokens = None

@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp._checks import check_choice, check_indices
+from interp._checks import check_choice, check_indices, check_int
 from interp.memory.null import cosine_cdf, cosine_quantile
 
 NULLS = ("analytic", "empirical")
@@ -223,7 +223,7 @@ def _scan(
         raise ValueError(f"false_positives={false_positives!r} must be a positive number of expected false "
                          f"positives below the {stack.d_mlp * len(layers)} neurons tested, e.g. 0.1")
     d_null = stack.d_model - (1 if stack.centred else 0)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_int("seed", seed))
     n_shifts = max(1, math.ceil(4096 / stack.d_mlp))
     shifts = {ly: (torch.randperm(stack.d_mlp - 1, generator=gen)[:n_shifts] + 1).tolist() for ly in layers}
 

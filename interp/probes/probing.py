@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp._checks import check_device, check_int
 from interp.probes.labels import get_labeler
 from interp.probes.linear import LinearProbe
 from interp.probes.sites import Collected, collect, resolve_sites
@@ -134,6 +135,7 @@ def probe_layers(
     """
     labeler = get_labeler(label)
     sites = resolve_sites(model, layers, where)
+    device, seed = check_device("device", device), check_int("seed", seed)
     probe = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
     probe._check_params()
     col = collect(

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp._checks import check_direction
+from interp._checks import check_direction, check_int
 
 
 class Subspace:
@@ -57,6 +57,7 @@ class Subspace:
     @classmethod
     def random(cls, d_model: int, k: int, *, seed: int = 0, name: str | None = None) -> Subspace:
         """A uniformly random ``k``-dimensional subspace (seeded)."""
+        d_model, k, seed = check_int("d_model", d_model, minimum=1), check_int("k", k), check_int("seed", seed)
         if not 1 <= k <= d_model:
             raise ValueError(f"k={k} must be between 1 and d_model={d_model}")
         g = torch.Generator().manual_seed(seed)
