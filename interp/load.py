@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+#: How far a loaded model's logits may be from the checkpoint's own on a probe input, as the
+#: RMS of the difference over the RMS of the logits (both centred over the vocabulary), by dtype.
+LOGIT_TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 
 
 def load(
@@ -61,8 +64,13 @@ def load(
             through the bridge only.
     Raises:
         ModelNotFoundError: a missing directory, or a hub name with no network and no cache.
-        UnsafeCheckpointError: a pickle-only checkpoint without ``allow_pickle=True``.
-        ValueError: a checkpoint that is not a causal language model, or is corrupted.
+        UnsafeCheckpointError: a pickle-only checkpoint without ``allow_pickle=True``, or one
+            that runs its own code without ``trust_remote_code=True``.
+        ValueError: a checkpoint that is not a causal language model, is corrupted, lacks
+            weights or has weights of the wrong shape; a device that does not exist; a model
+            whose converted logits differ from the checkpoint's own on a probe input (beyond
+            ``LOGIT_TOLERANCE``; e.g. TransformerLens's compatibility processing of LayerNorm
+            models with ``d_mlp == d_model``: use ``processing="raw"``).
     Example:
         >>> model = interp.load()
     """
@@ -260,10 +268,49 @@ def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, d
 
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]
-    hf = hf.to(device)
+    hf = hf.to(device).eval()  # a copy: the caller's model keeps its mode
+    probe, want = _own_logits(hf)  # before bridging: processing edits the weights in place
     raw = copy.deepcopy(hf) if fast else None
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
-    return _finish(bridge, processing, name, raw)
+    model = _finish(bridge, processing, name, raw)
+    _check_logits(model, probe, want)
+    return model
+
+
+def _own_logits(hf: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few token ids spread over the vocabulary, and the checkpoint's own logits for them."""
+    cfg = hf.config
+    n_ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 8
+    vocab = hf.get_input_embeddings().num_embeddings
+    probe = torch.linspace(0, vocab - 1, min(8, n_ctx)).long()[None]
+    with torch.no_grad():
+        return probe, hf(probe.to(next(hf.parameters()).device)).logits.detach()
+
+
+def _check_logits(model: Model, probe: torch.Tensor, want: torch.Tensor) -> None:
+    """The model TransformerLens built must compute the checkpoint's logits (up to a constant
+    per position, which compatibility processing's centred unembedding removes)."""
+    if not torch.isfinite(want).all():
+        raise ValueError(
+            f"model={model.cfg.name!r}: the checkpoint's own forward pass gives NaN or inf logits; its "
+            "weights hold NaN or inf" + (" or its dtype overflows (load it with dtype=torch.float32)"
+                                          if model.cfg.dtype in (torch.float16, torch.bfloat16) else
+                                          ": check the checkpoint (or the weight surgery)")
+        )
+    got = model.logits(probe).double()
+    got, want = got - got.mean(-1, keepdim=True), want.double().to(got.device)
+    want = want - want.mean(-1, keepdim=True)
+    err = float((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt().clamp_min(1e-30))
+    tol = LOGIT_TOLERANCE.get(model.cfg.dtype, 1e-4)
+    if not err <= tol:
+        low = model.cfg.dtype in (torch.float16, torch.bfloat16)
+        raise ValueError(
+            f"processing={model.cfg.processing!r}: the model TransformerLens built from this checkpoint "
+            f"computes other logits than the checkpoint itself (RMS difference {err:.1e} of the logits' RMS, "
+            f"tolerance {tol:.0e}), so every analysis would describe a different model; load it with "
+            + ("dtype=torch.float32, or with " if low else "")
+            + ("processing='raw'" if model.cfg.processing == "compat" else "another interp or TransformerLens version")
+        )
 
 
 def _finish(bridge: Any, processing: str, name: str, raw_hf: Any) -> Model:

@@ -22,7 +22,7 @@ from torch import Tensor
 from interp._checks import check_choice, check_device, check_indices
 from interp.capture import FastCapture, hf_module_paths
 from interp.errors import NonAdditiveModelError
-from interp.tokens import Tokens, check_token_tensor, encode_texts
+from interp.tokens import Tokens, check_token_tensor, check_tokens, encode_texts
 from interp.writes import ResidualWrites, WriteWeights
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,9 @@ class Model:
             n_ctx=self.cfg.n_ctx, chunk=chunk, pad_id=self.bos_id or 0,
         )
 
+    def _check_tokens(self, toks: Tokens) -> Tokens:
+        return check_tokens(toks, self.cfg.d_vocab, self.cfg.n_ctx)
+
     def to_str_tokens(self, inputs: Any, **kw: Any) -> list[list[str]]:
         """Token strings ``[batch][pos]`` for ``inputs`` (see ``to_tokens``)."""
         toks = self.to_tokens(inputs, **kw)
@@ -269,7 +272,7 @@ class Model:
                 out[layer] = t.detach()
             return hook
 
-        toks = inputs.tokens if isinstance(inputs, Tokens) else self.to_tokens(inputs, **kw).tokens
+        toks = (self._check_tokens(inputs) if isinstance(inputs, Tokens) else self.to_tokens(inputs, **kw)).tokens
         self._forward(toks, [(f"blocks.{ly}.attn.hook_pattern", keep(ly)) for ly in layers])
         return out
 
@@ -298,8 +301,15 @@ class Model:
                 ``NonAdditiveModelError`` when the writes do not sum to the stream.
         Returns:
             ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
+        Raises:
+            ValueError: hooks are active on the model (inside ``interp.ablate`` or
+                ``model.hooks``): an edit to the stream is not a write, so the record would not
+                sum to the stream; or the forward pass gives NaN or inf.
         """
-        toks = inputs if isinstance(inputs, Tokens) else self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk)
+        if isinstance(inputs, Tokens):
+            toks = self._check_tokens(inputs)
+        else:
+            toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk)
         layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))

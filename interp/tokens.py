@@ -120,3 +120,32 @@ def check_token_tensor(tokens: object, d_vocab: int, n_ctx: int, *, chunk: bool,
         rows = [r[s : s + n_ctx].tolist() for r in tokens for s in range(0, r.shape[0], n_ctx)]
         return pad_rows(rows, pad_id=0)
     return Tokens(tokens, torch.ones_like(tokens, dtype=torch.bool))
+
+
+def check_tokens(toks: Tokens, d_vocab: int, n_ctx: int) -> Tokens:
+    """Validate a ``Tokens`` batch given directly: ids as ``check_token_tensor``, and a bool
+    mask of the same shape that is right-padded (left padding would shift real tokens)."""
+    width = toks.tokens.shape[-1] if isinstance(toks.tokens, torch.Tensor) and toks.tokens.dim() else 0
+    if width > n_ctx:
+        raise ValueError(
+            f"Tokens has {width:,} positions but the model's context is {n_ctx:,}; split its rows "
+            "into windows of at most that many tokens (or pass the ids as a tensor with chunk=True)"
+        )
+    tokens = check_token_tensor(toks.tokens, d_vocab, n_ctx, chunk=False).tokens
+    mask = toks.mask
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(tokens.shape):
+        got = f"a {mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(
+            f"Tokens.mask is {got}; pass a bool tensor of the tokens' shape {tuple(tokens.shape)} "
+            "(True on real tokens)"
+        )
+    mask = mask.cpu()
+    if not mask.any():
+        raise ValueError("Tokens.mask is False everywhere; mark the real tokens True")
+    if (mask[:, 1:] & ~mask[:, :-1]).any():
+        row = int((mask[:, 1:] & ~mask[:, :-1]).any(-1).nonzero()[0])
+        raise ValueError(
+            f"Tokens.mask row {row} has a padded position before a real one; interp needs right "
+            "padding (real tokens first), so that every real position is exact under causal attention"
+        )
+    return Tokens(tokens, mask)

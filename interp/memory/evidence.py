@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_direction, check_index
-from interp.errors import ModelMismatchError
+from interp.errors import IndexOutOfRangeError, ModelMismatchError
 from interp.writes import ResidualWrites
 
 _LABEL = {"neuron": re.compile(r"^L(-?\d+)N(-?\d+)$"), "head": re.compile(r"^L(-?\d+)H(-?\d+)$")}
@@ -54,7 +54,7 @@ def _select(name: str, value: Any, kind: str, n_layers: int, size: int) -> list[
                         f"{'L3N120' if kind == 'neuron' else 'L1H3'!r}")
     out: list[tuple[int, int]] = []
     for k, item in enumerate(value):
-        where = f"{name}[{k}]={item!r}:"
+        given = item
         if isinstance(item, str):
             m = _LABEL[kind].match(item)
             if m is None:
@@ -63,8 +63,10 @@ def _select(name: str, value: Any, kind: str, n_layers: int, size: int) -> list[
             item = (int(m.group(1)), int(m.group(2)))
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"{name} has the item {item!r}; pass (layer, {col}) pairs")
-        pair = (check_index(f"{where} layer", item[0], n_layers, "layer"),
-                check_index(f"{where} {col}", item[1], size, col))
+        try:
+            pair = (check_index(name, item[0], n_layers, "layer"), check_index(name, item[1], size, col))
+        except IndexOutOfRangeError as e:
+            raise IndexOutOfRangeError(f"{e}; the item is {name}[{k}]={given!r}") from None
         if pair not in out:
             out.append(pair)
     return out

@@ -189,7 +189,8 @@ def readers(subspace: Subspace, model: Any, *, unembed: bool = True) -> pd.DataF
 
     With ``processing="compat"`` (the default) the norms' weights are folded into these
     matrices, so they read the normalised stream directly; under ``"raw"`` the norm's
-    per-dimension weight is not included.
+    per-dimension weight is not included. Under grouped-query attention every query head
+    gets the W_K and W_V rows of the key/value head it reads (shared within its group).
 
     Returns:
         One row per (component, matrix), strongest relative reader first:
@@ -218,6 +219,8 @@ def readers(subspace: Subspace, model: Any, *, unembed: bool = True) -> pd.DataF
     for ly in range(model.cfg.n_layers):
         for name in ("W_Q", "W_K", "W_V"):
             W = getattr(wts, name)[ly]
+            if W.shape[0] != model.cfg.n_heads:  # grouped-query: query head h reads kv head h // group
+                W = W.repeat_interleave(model.cfg.n_heads // W.shape[0], dim=0)
             for h in range(W.shape[0]):
                 add(f"L{ly}H{h}", "head", name, W[h], ly, h)
         add(f"L{ly}_mlp", "mlp", "W_in", wts.mlp_in(ly), ly, None)
