@@ -33,16 +33,16 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    rows = []
+    rows: list[dict] = []
+    info = {"machine": machine(), "quick": args.quick, "rows": rows}
     for name in args.only or SUITES:
-        for row in SUITES[name](args.quick):
-            rows.append({"suite": name, **row})
+        rows += [{"suite": name, **row} for row in SUITES[name](args.quick)]
+        Path(args.out).write_text(json.dumps(info, indent=1, default=str))  # after every suite
+        logging.warning("suite %s done", name)
     df = pd.DataFrame(rows)
     cols = [c for c in ["suite", "figure", "what", "ratio", "target", "seconds", "peak_above_mb"] if c in df]
     with pd.option_context("display.width", 200, "display.max_colwidth", 48, "display.float_format", "{:.3f}".format):
         print(df[cols].to_string(index=False))
-    info = {"machine": machine(), "quick": args.quick, "rows": rows}
-    Path(args.out).write_text(json.dumps(info, indent=1, default=str))
     print(f"\nwrote {args.out}; machine: {info['machine']}")
 
 
