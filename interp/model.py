@@ -57,8 +57,9 @@ class Config:
 class Weights:
     """Stacked weights in TransformerLens shapes, built on first use and cached.
 
-    ``W_Q/W_K/W_V``: ``[layer, head, d_model, d_head]`` (K/V expanded for grouped-query
-    attention), ``W_O``: ``[layer, head, d_head, d_model]``, ``W_in``/``W_gate``:
+    ``W_Q``: ``[layer, head, d_model, d_head]``; ``W_K/W_V``: ``[layer, kv_head, d_model,
+    d_head]`` (grouped-query attention keeps its ``n_kv_heads``; query head ``h`` reads kv head
+    ``h // (n_heads // n_kv_heads)``), ``W_O``: ``[layer, head, d_head, d_model]``, ``W_in``/``W_gate``:
     ``[layer, d_model, d_mlp]``, ``W_out``: ``[layer, d_mlp, d_model]``, ``W_E``:
     ``[d_vocab, d_model]``, ``W_pos``: ``[n_ctx, d_model]`` or None, ``W_U``:
     ``[d_model, d_vocab]``. Missing biases are zeros. ``mlp_in(l)``/``mlp_out(l)`` give one
