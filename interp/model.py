@@ -255,6 +255,10 @@ class Model:
                 ) from None
             yield self
 
+    def active_hooks(self) -> list[str]:
+        """Names of the hook points that carry forward hooks right now (e.g. inside ``ablate``)."""
+        return [name for name, hp in self.bridge.hook_dict.items() if hp.fwd_hooks]
+
     def _forward(self, tokens: Tensor, fwd_hooks: Sequence[tuple[str, Any]] = (), return_type: str | None = None) -> Any:
         with torch.no_grad(), self.hooks(fwd_hooks):
             return self.bridge(tokens.to(self.device), return_type=return_type)
@@ -315,7 +319,7 @@ class Model:
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
         store_device = check_device("device", device) or self.device
-        active = [name for name, hp in self.bridge.hook_dict.items() if hp.fwd_hooks]
+        active = self.active_hooks()
         if active:
             raise ValueError(
                 f"run_with_writes was called with hooks active on the model ({', '.join(active[:3])}"

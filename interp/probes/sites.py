@@ -108,6 +108,20 @@ def capture_hooks(model: Any, sites: Sequence[Site], store: dict[Site, Tensor]) 
     return hooks
 
 
+def stream_at_sites(writes: Any, sites: Sequence[Site]) -> dict[Site, Tensor]:
+    """The stream at each site, ``[batch, pos, d_model]`` float32, summed from a record."""
+    acc = writes.accumulated_resid()  # [n_layers + 1, batch, pos, d_model]
+    out: dict[Site, Tensor] = {}
+    for site in sites:
+        if site.where == "resid_pre":
+            out[site] = acc[site.layer]
+        elif site.where == "resid_post":
+            out[site] = acc[site.layer + 1]
+        else:
+            out[site] = acc[site.layer] + writes.attn_write(site.layer)
+    return {k: v.float() for k, v in out.items()}
+
+
 @dataclass
 class Batch:
     """tokens/mask ``[batch, pos]``; doc_ids per row; continues ``[batch]``: True where a
@@ -276,9 +290,12 @@ def collect(
             if not loss and not mask.any():
                 continue
             store: dict[Site, Tensor] = {}
-            result = model._forward(
-                batch.tokens, list(hooks) + capture_hooks(model, sites, store), return_type="logits" if loss else None
-            )
+            if hooks or loss or model.active_hooks():  # an edit to the stream must be seen
+                result = model._forward(
+                    batch.tokens, list(hooks) + capture_hooks(model, sites, store), return_type="logits" if loss else None
+                )
+            else:  # plain streaming: the fast record, summed into the stream at each site
+                store = stream_at_sites(model.run_with_writes(Tokens(batch.tokens, batch.mask)), sites)
             if loss:
                 lp = result.float().log_softmax(-1)[:, :-1]
                 tgt = batch.tokens[:, 1:].to(lp.device)
