@@ -167,13 +167,18 @@ class Model:
 
     @cached_property
     def write_weights(self) -> WriteWeights:
+        """The weights a record needs; the final norm's own affine only under ``"raw"`` (compat
+        processing folds it into W_U / b_U)."""
         w, ln = self.weights, self.bridge.ln_final
-        raw = self.cfg.processing == "raw"
-        orig = getattr(ln, "_original_component", ln)
+        norm = getattr(ln, "_original_component", ln)
+
+        def affine(name: str) -> Tensor | None:
+            t = getattr(norm, name, None) if self.cfg.processing == "raw" else None
+            return None if t is None else t.detach()
+
         return WriteWeights(
             W_O=w.W_O, b_O=w.b_O, W_out=w.W_out, b_out=w.b_out, W_U=w.W_U, b_U=w.b_U,
-            ln_final_w=getattr(orig, "weight", None).detach() if raw and getattr(orig, "weight", None) is not None else None,
-            ln_final_b=getattr(orig, "bias", None).detach() if raw and getattr(orig, "bias", None) is not None else None,
+            ln_final_w=affine("weight"), ln_final_b=affine("bias"),
         )
 
     def __repr__(self) -> str:
