@@ -465,3 +465,10 @@ def streams(writes: ResidualWrites, where: str, sel: tuple[Tensor, Tensor]) -> I
             yield ly, "post", x
     if "pre" in want:
         yield n, "pre", x
+
+
+def stamp(df: pd.DataFrame, writes: Any, **choices: Any) -> pd.DataFrame:
+    """Record on ``df.attrs`` the conventions its numbers depend on: the weight processing, the
+    model, and the analysis's own choices (e.g. ``ln_scale``)."""
+    df.attrs.update(processing=writes.processing, model_id=writes.model_id, **choices)
+    return df

@@ -33,6 +33,7 @@ from interp._components import (
     groups,
     readers,
     selected,
+    stamp,
     stream_at,
     stream_layer,
     streams,
@@ -104,7 +105,7 @@ def decompose(
         values = {"norm": norm, "frac": norm / stream}
         values.update({f"proj_{k}": torch.cat(v, dim=1) for k, v in projs.items()})
     tokens = token_categorical(writes.tokens.to(sel[0].device)[sel], decoder(writes, model))
-    return frame(table, sel, tokens, values, top_k=top_k, key=norm)
+    return stamp(frame(table, sel, tokens, values, top_k=top_k, key=norm), writes, by=by)
 
 
 def stream_norms(writes: ResidualWrites, *, where: str = "pre", model: Any = None) -> pd.DataFrame:
@@ -134,7 +135,7 @@ def stream_norms(writes: ResidualWrites, *, where: str = "pre", model: Any = Non
     n = len(sel[0])
     idx = np.tile(np.arange(n), len(layers))
     norm = np.concatenate(norms)
-    return pd.DataFrame({
+    return stamp(pd.DataFrame({
         "layer": np.repeat(np.asarray(layers, dtype=np.int32), n),
         "where": np.repeat(np.asarray(wheres, dtype=object), n),
         "batch": sel[0].cpu().numpy().astype(np.int32)[idx],
@@ -142,4 +143,4 @@ def stream_norms(writes: ResidualWrites, *, where: str = "pre", model: Any = Non
         "token": tokens.take(idx),
         "norm": norm,
         "rms": norm / np.sqrt(float(writes.meta["d_model"])),
-    })
+    }), writes, where=where)

@@ -38,6 +38,7 @@ from interp._components import (
     has_norm,
     recomputed_scale,
     selected,
+    stamp,
     stream_at,
     stream_layer,
     streams,
@@ -139,7 +140,8 @@ def logit_attribution(
     extra = {"target": token_categorical(t_ids, decode)}
     if inc is not None:
         extra["incorrect"] = token_categorical(inc.to(dev)[sel], decode)
-    return frame(table, sel, tokens, {"attribution": attr}, top_k=top_k, key=attr.abs(), extra=extra)
+    df = frame(table, sel, tokens, {"attribution": attr}, top_k=top_k, key=attr.abs(), extra=extra)
+    return stamp(df, writes, by=by, ln_scale=ln_scale)
 
 
 def _targets(name: str, target: Any, writes: ResidualWrites, model: Any) -> tuple[Tensor, Tensor]:
@@ -268,7 +270,7 @@ def logit_lens(
     rank = stack("next_rank").astype(np.int32)
     tokens = token_categorical(writes.tokens.to(dev)[sel], decode)
     top_tokens = [[name(int(i)) for i in row] for row in top_ids]
-    return pd.DataFrame({
+    return stamp(pd.DataFrame({
         "layer": np.repeat(np.asarray([ly for ly, _, _ in labelled], dtype=np.int32), n),
         "where": np.repeat(np.asarray([wh for _, wh, _ in labelled], dtype=object), n),
         "batch": sel[0].cpu().numpy().astype(np.int32)[idx],
@@ -282,4 +284,4 @@ def logit_lens(
         "next_prob": np.where(hn, stack("next_prob"), np.nan),
         "next_rank": pd.arrays.IntegerArray(np.where(hn, rank, 0).astype(np.int32), ~hn),
         "kl_to_final": stack("kl"),
-    })
+    }), writes, where=where, ln_scale="recompute")

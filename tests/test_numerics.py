@@ -56,3 +56,11 @@ def test_same_inputs_give_identical_records(gpt2_model):
     for ly in a.layers:
         assert torch.equal(a.z[ly], b.z[ly]) and torch.equal(a.acts[ly], b.acts[ly])
     assert torch.equal(a.resid(2), b.resid(2))
+
+
+def test_analyses_record_their_conventions(gpt2_model):
+    w = gpt2_model.run_with_writes(TEXTS[0])
+    for df in (interp.decompose(w, by="head"), interp.logit_attribution(w), interp.logit_lens(w),
+               interp.stream_norms(w)):
+        assert df.attrs["processing"] == "compat" and df.attrs["model_id"] == gpt2_model.model_id
+    assert interp.logit_attribution(w, ln_scale="recompute").attrs["ln_scale"] == "recompute"
