@@ -31,8 +31,7 @@ def hf_module_paths(bridge: Any) -> dict[str, Any]:
     """Dotted paths of the HF submodules that carry each write, from the bridge's adapter."""
     cm = bridge.adapter.component_mapping
     blocks = cm["blocks"]
-    attn = next(v for k, v in blocks.submodules.items() if k == "attn")
-    mlp = next(v for k, v in blocks.submodules.items() if k == "mlp")
+    attn, mlp = blocks.submodules["attn"], blocks.submodules["mlp"]
     return {
         "embed": cm["embed"].name,
         "pos_embed": cm["pos_embed"].name if "pos_embed" in cm else None,
