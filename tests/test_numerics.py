@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import own_stream
 
 import interp
 from interp.model import TOLERANCE
 from interp.testing import random_hf_model, tiny_tokenizer
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(3):\n    print(i)"]
-
-
-def _resid_refs(model, tokens):
-    ref = {}
-
-    def keep(name):
-        def hook(t, hook):
-            ref[name] = t.detach().clone()
-        return hook
-
-    names = [f"blocks.{ly}.hook_resid_{w}" for ly in range(model.cfg.n_layers) for w in ("pre", "post")]
-    model._forward(tokens, [(n, keep(n)) for n in names])
-    return ref
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
@@ -33,8 +21,8 @@ def test_reconstruction_holds_within_the_documented_tolerance(family, dtype):
     assert model.cfg.dtype == dtype
     model.run_with_writes(TEXTS)  # verified (raises NonAdditiveModelError past the tolerance)
     w = model.run_with_writes(TEXTS)  # whichever capture path the model settled on
-    for name, want in _resid_refs(model, w.tokens).items():
-        layer, where = int(name.split(".")[1]), name.rsplit("_", 1)[1]
+    for name, want in own_stream(model, w.tokens).items():
+        layer, where = name
         got = w.resid(layer, where)
         assert got.dtype == torch.promote_types(dtype, torch.float32)
         want = want.to(got.dtype)[w.mask]

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from reference import own_stream, rel_err
 
 import interp
 from interp.model import TOLERANCE
@@ -50,29 +51,6 @@ def configs(draw) -> dict:
     )
 
 
-def _own_stream(model: interp.Model, tokens: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
-    """The model's own ``hook_resid_*``, captured through ``model.hooks``."""
-    wheres = ("pre", "post") if model.cfg.parallel else ("pre", "mid", "post")
-    out: dict[tuple[int, str], torch.Tensor] = {}
-
-    def keep(key):
-        def hook(t, hook):
-            out[key] = t.detach().clone()
-        return hook
-
-    hooks = [(f"blocks.{ly}.hook_resid_{w}", keep((ly, w))) for ly in range(model.cfg.n_layers) for w in wheres]
-    with model.hooks(hooks):
-        model.bridge(tokens, return_type=None)
-    assert len(out) == len(hooks), "a reference hook did not fire"
-    return out
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor, mask: torch.Tensor) -> float:
-    want = want.to(got.dtype)
-    rms = want[mask].pow(2).mean().sqrt().clamp_min(1e-12)
-    return float((got - want)[mask].abs().max() / rms)
-
-
 @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate, Phase.shrink],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(c=configs())
@@ -94,11 +72,11 @@ def test_reconstruction_and_dla_sum_on_random_configs(c):
     mask = w.mask
 
     # reconstruction: the sum of the writes is the model's own stream at every layer
-    ref = _own_stream(model, w.tokens)
+    ref = own_stream(model, w.tokens)
     tol = TOLERANCE[torch.float32]
     for (ly, where), want in ref.items():
-        assert _rel_err(w.resid(ly, where), want, mask) <= tol, (ly, where)
-    assert _rel_err(w.resid(cfg.n_layers), ref[(cfg.n_layers - 1, "post")], mask) <= tol
+        assert rel_err(w.resid(ly, where), want, mask) <= tol, (ly, where)
+    assert rel_err(w.resid(cfg.n_layers), ref[(cfg.n_layers - 1, "post")], mask) <= tol
 
     # DLA: the rows of every position (plus the unembedding bias) sum to the model's logit,
     # which is the checkpoint's own (centred over the vocabulary under "compat")

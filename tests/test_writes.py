@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import own_stream, rel_err
 
 import interp
 from interp.testing import random_model
@@ -11,33 +12,12 @@ from interp.testing import random_model
 TEXTS = ["def add(a, b):\n    return a + b\n", "x = [i * i for i in range(3)]"]
 
 
-def _rel_err(got: torch.Tensor, want: torch.Tensor, mask: torch.Tensor) -> float:
-    rms = want[mask].pow(2).mean().sqrt()
-    return float((got - want)[mask].abs().max() / rms)
-
-
-def _reference(model: interp.Model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The model's own residual stream, captured through TransformerLens hooks."""
-    ref: dict[str, torch.Tensor] = {}
-    wheres = ("pre", "post") if model.cfg.parallel else ("pre", "mid", "post")
-    names = [f"blocks.{ly}.hook_resid_{w}" for ly in range(model.cfg.n_layers) for w in wheres]
-
-    def keep(name):
-        def hook(t, hook):
-            ref[name] = t.detach().clone()
-        return hook
-
-    model._forward(tokens, [(n, keep(n)) for n in names])
-    return ref
-
-
 def test_writes_sum_to_the_stream_at_every_layer(tiny_model):
     w = tiny_model.run_with_writes(TEXTS, verify=False)
-    ref = _reference(tiny_model, w.tokens)
+    ref = own_stream(tiny_model, w.tokens)
     assert ref, "no reference hooks fired"
-    for name, want in ref.items():
-        layer, where = int(name.split(".")[1]), name.rsplit("_", 1)[1]
-        assert _rel_err(w.resid(layer, where), want, w.mask) <= 1e-4, name
+    for (layer, where), want in ref.items():
+        assert rel_err(w.resid(layer, where), want, w.mask) <= 1e-4, (layer, where)
 
 
 def test_final_stream_gives_the_models_logits(tiny_model):
@@ -47,7 +27,7 @@ def test_final_stream_gives_the_models_logits(tiny_model):
         x = x - x.mean(-1, keepdim=True)
     logits = (x / w.final_scale) @ w.weights.W_U + w.weights.b_U
     want = tiny_model.logits(TEXTS)
-    assert _rel_err(logits, want, w.mask) < 1e-4
+    assert rel_err(logits, want, w.mask) < 1e-4
 
 
 def test_components_sum_to_resid_and_are_labelled(tiny_model):
@@ -152,16 +132,15 @@ def test_fast_capture_path_matches_the_bridge(family):
     first = model.run_with_writes(TEXTS)  # through the bridge, verified, then calibrated
     assert model.capture_path == "fast"
     fast = model.run_with_writes(TEXTS)
-    ref = _reference(model, fast.tokens)
-    for name, want in ref.items():
-        layer, where = int(name.split(".")[1]), name.rsplit("_", 1)[1]
-        assert _rel_err(fast.resid(layer, where), want, fast.mask) <= 1e-4, name
+    ref = own_stream(model, fast.tokens)
+    for (layer, where), want in ref.items():
+        assert rel_err(fast.resid(layer, where), want, fast.mask) <= 1e-4, (layer, where)
     m = fast.mask
     for ly in range(model.cfg.n_layers):
-        assert _rel_err(fast.z[ly], first.z[ly], m) <= 1e-4
-        assert _rel_err(fast.acts[ly], first.acts[ly], m) <= 1e-4
-    assert _rel_err(fast.final_scale, first.final_scale, m) <= 1e-4
-    assert _rel_err(fast.embed, first.embed, m) <= 1e-6
+        assert rel_err(fast.z[ly], first.z[ly], m) <= 1e-4
+        assert rel_err(fast.acts[ly], first.acts[ly], m) <= 1e-4
+    assert rel_err(fast.final_scale, first.final_scale, m) <= 1e-4
+    assert rel_err(fast.embed, first.embed, m) <= 1e-6
 
 
 def test_fast_path_off_records_through_the_bridge(tmp_path):
