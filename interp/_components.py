@@ -467,8 +467,16 @@ def streams(writes: ResidualWrites, where: str, sel: tuple[Tensor, Tensor]) -> I
         yield n, "pre", x
 
 
-def stamp(df: pd.DataFrame, writes: Any, **choices: Any) -> pd.DataFrame:
+def stamp(df: pd.DataFrame, source: Any, **choices: Any) -> pd.DataFrame:
     """Record on ``df.attrs`` the conventions its numbers depend on: the weight processing, the
-    model, and the analysis's own choices (e.g. ``ln_scale``)."""
-    df.attrs.update(processing=writes.processing, model_id=writes.model_id, **choices)
+    model, its quantization before dequantizing (None for a full-precision checkpoint), and the
+    analysis's own choices (e.g. ``ln_scale``). ``source``: the ``ResidualWrites`` or ``Model``
+    the numbers come from."""
+    meta = getattr(source, "meta", None)
+    if meta is not None:  # a ResidualWrites
+        conv = dict(processing=source.processing, model_id=source.model_id, quantization=meta.get("quantization"))
+    else:  # a Model
+        conv = dict(processing=source.cfg.processing, model_id=source.model_id,
+                    quantization=source.cfg.quantization)
+    df.attrs.update(conv, **choices)
     return df

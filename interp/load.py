@@ -15,6 +15,7 @@ import torch
 
 from interp._checks import check_choice, check_device
 from interp.errors import ModelNotFoundError, UnsafeCheckpointError
+from interp.gguf import NAMED_MODELS, converted_checkpoint, find_gguf, named_model_file
 from interp.model import PROCESSING, Model
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,17 @@ def load(
     n_devices: int | None = None,
     max_memory: dict | None = None,
     fast: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> Model:
     """Load a model for analysis.
 
     Args:
-        name_or_path: None for the embedded default model (offline); a local directory with
-            a Hugging Face checkpoint (offline); a hub name (needs the network or the local
-            cache); or a Hugging Face model or TransformerLens bridge already in memory (it is
-            copied, never modified).
+        name_or_path: None for the embedded default model (offline); a named real model
+            (``"smollm2-135m"``, from an installed package: ``interp.gguf.NAMED_MODELS``); a
+            local directory with a Hugging Face checkpoint (offline); a ``.gguf`` file, or a
+            directory holding one (dequantized once and cached, see ``cache_dir``); a hub name
+            (needs the network or the local cache); or a Hugging Face model or
+            TransformerLens bridge already in memory (it is copied, never modified).
         device: "cpu", "cuda", ... (default: cuda when available, else cpu).
         dtype: torch.float32 (default), float16, bfloat16 or float64.
         processing: "compat" (default): TransformerLens compatibility processing, folded
@@ -62,6 +66,8 @@ def load(
             (SDPA attention, about the cost of a plain forward; twice the weights' memory).
             The copy is checked against TransformerLens on the first batch. False: record
             through the bridge only.
+        cache_dir: where converted GGUF checkpoints are kept (default ``$INTERP_CACHE_DIR``,
+            else ``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``).
     Raises:
         ModelNotFoundError: a missing directory, or a hub name with no network and no cache.
         UnsafeCheckpointError: a pickle-only checkpoint without ``allow_pickle=True``, or one
@@ -111,17 +117,25 @@ def load(
             raise ValueError(f"name_or_path={name_or_path!r} is empty; pass a checkpoint directory, a hub "
                              "name, or None for the embedded default model")
         path = Path(name_or_path).expanduser()
+        source: dict[str, Any] | None = None
+        display = path.name
+        named = str(name_or_path).strip().lower()
+        gguf_file, spec = (named_model_file(named) if named in NAMED_MODELS and not path.exists()
+                           else (find_gguf(path), None))
+        if gguf_file is not None:
+            path, source = converted_checkpoint(gguf_file, cache_dir=cache_dir, named=spec)
+            display = spec.name if spec else gguf_file.stem
         if path.is_dir():
             _check_dir(path, allow_pickle, trust_remote_code)
-            source = str(path.resolve())
+            ckpt = str(path.resolve())
             if sharded:
                 bridge = TransformerBridge.boot_transformers(
-                    source, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
+                    ckpt, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
                     device_map=device_map, n_devices=n_devices, max_memory=max_memory,
                 )
-                return _finish(bridge, processing, path.name, None)
-            hf = _from_pretrained(source, dtype, allow_pickle, trust_remote_code, local_only=True)
-            return _from_hf(hf, source, path.name, tokenizer, processing, device, fast)
+                return _finish(bridge, processing, display, None, source)
+            hf = _from_pretrained(ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
+            return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source)
         if _looks_like_path(str(name_or_path)):
             raise ModelNotFoundError(
                 f"name_or_path={str(name_or_path)!r} is not a directory; pass a directory holding "
@@ -262,7 +276,8 @@ def _from_pretrained(source: str, dtype, allow_pickle: bool, trust_remote_code: 
     return hf.eval()
 
 
-def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, device: Any, fast: bool) -> Model:
+def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, device: Any, fast: bool,
+             origin: dict[str, Any] | None = None) -> Model:
     """Bridge one copy of ``hf``; keep the other, untouched, for the fast capture path."""
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -272,7 +287,7 @@ def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, d
     probe, want = _own_logits(hf)  # before bridging: processing edits the weights in place
     raw = copy.deepcopy(hf) if fast else None
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
-    model = _finish(bridge, processing, name, raw)
+    model = _finish(bridge, processing, name, raw, origin)
     _check_logits(model, probe, want)
     return model
 
@@ -313,9 +328,9 @@ def _check_logits(model: Model, probe: torch.Tensor, want: torch.Tensor) -> None
         )
 
 
-def _finish(bridge: Any, processing: str, name: str, raw_hf: Any) -> Model:
+def _finish(bridge: Any, processing: str, name: str, raw_hf: Any, origin: dict[str, Any] | None = None) -> Model:
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=processing == "raw")
-    return Model(bridge, processing=processing, name=name, raw_hf=raw_hf)
+    return Model(bridge, processing=processing, name=name, raw_hf=raw_hf, source=origin)
 
 
 def _from_bridge(bridge: Any, processing: str) -> Model:

@@ -52,6 +52,7 @@ class Config:
     eps: float
     processing: str  # "compat" (folded LN, centred writing weights) or "raw"
     dtype: torch.dtype
+    quantization: str | None = None  # the checkpoint's quantization before dequantizing (GGUF), e.g. "Q4_1"
 
 
 class Weights:
@@ -121,8 +122,11 @@ class Model:
     interp does not cover), ``model_id`` (a fingerprint that ties writes to this model).
     """
 
-    def __init__(self, bridge: Any, *, processing: str, name: str, raw_hf: Any = None):
+    def __init__(self, bridge: Any, *, processing: str, name: str, raw_hf: Any = None,
+                 source: dict[str, Any] | None = None):
         check_choice("processing", processing, PROCESSING)
+        #: Where the weights came from (a GGUF file: its path, hash, quantization, package), else {}.
+        self.source = dict(source or {})
         self.bridge = bridge.eval()
         self.tokenizer = bridge.tokenizer
         c = bridge.cfg
@@ -135,7 +139,7 @@ class Model:
             normalization=str(c.normalization_type), positional=str(c.positional_embedding_type),
             parallel=bool(getattr(c, "parallel_attn_mlp", False)), gated=gated,
             eps=float(getattr(c, "eps", 1e-5)), processing=processing,
-            dtype=bridge.W_E.dtype,
+            dtype=bridge.W_E.dtype, quantization=self.source.get("quantization"),
         )
         self.weights = Weights(bridge, self.cfg)
         self._verified = False
@@ -373,6 +377,7 @@ class Model:
             final_scale=rec["scale"], weights=self.write_weights,
             meta=dict(
                 model_id=self.model_id, model_name=self.cfg.name, processing=self.cfg.processing,
+                quantization=self.cfg.quantization,
                 n_layers=self.cfg.n_layers, parallel=self.cfg.parallel, normalization=self.cfg.normalization,
                 eps=self.cfg.eps, prepend_bos=prepend_bos, d_model=self.cfg.d_model,
             ),

