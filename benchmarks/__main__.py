@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import analyses, capture, stream
+from benchmarks import analyses, capture, load, patching, stream
 from benchmarks.common import machine
 
 SUITES = {
@@ -21,6 +21,8 @@ SUITES = {
     "neurons": lambda q: analyses.neuron_decomposition(),
     "deleting7b": lambda q: analyses.deleting_neurons_7b(layers=4 if q else 32),
     "probes": lambda q: analyses.probes_vs_forward(tokens=10_000 if q else 100_000),
+    "load": lambda q: load.run(repeats=1 if q else 3),
+    "patching": lambda q: patching.run(smollm2=not q),
 }
 
 

@@ -189,6 +189,7 @@ def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, 
             f"loading {gguf_file.name} needs the 'gguf' package; install it with: pip install gguf"
         ) from None
     import torch
+    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -214,17 +215,17 @@ def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, 
                     f"({type(e).__name__}: {str(e)[:200]}); check that it is a complete GGUF checkpoint of an "
                     "architecture transformers supports"
                 ) from e
-            # The dequantized model keeps its GGUF quantization config and cannot be saved as is;
-            # an identical model built from its config with the loaded weights can.
-            config = loaded.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            rebuilt.load_state_dict(loaded.state_dict())
     finally:
         if was:
             hf_logging.enable_progress_bar()
-    rebuilt.save_pretrained(out, safe_serialization=True)
+    # The dequantized model keeps its GGUF quantization config, so save_pretrained refuses it;
+    # its weights are ordinary fp32 tensors, saved as they are (tied copies once) beside its
+    # config without the quantization entry.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    save_model(loaded, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out)
     tok.save_pretrained(out)
     source = dict(
         cache_version=CACHE_VERSION, gguf_file=str(gguf_file), sha256=digest, quantization=quant,
