@@ -1,0 +1,66 @@
+"""A neuron's top activating examples as text, each token shaded by the neuron's activation.
+
+>>> import interp
+>>> stats = interp.neuron_stats(interp.load(), max_tokens=5_000, progress=False)
+>>> fig = top_examples(interp.top_examples(stats, ["L1N5"]))
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from interp.plots._frames import require_columns, show_token
+from interp.plots.style import apply
+
+_SOURCE = "interp.top_examples(interp.neuron_stats(...), neurons)"
+_COLUMNS = ("label", "rank", "activation", "doc", "pos", "tokens", "acts", "center")
+
+
+def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: int = 20,
+                 title: str | None = None) -> go.Figure:
+    """One row per example (best first), one cell per token of its context window, shaded by
+    the neuron's activation on that token (white at zero, red positive, blue negative; the
+    example token is boxed). Hover: the token, its activation, the document and position.
+
+    ``df``: ``interp.top_examples(stats, neurons)``; ``label``: the neuron to draw (default:
+    the first in ``df``).
+    """
+    require_columns(df, _COLUMNS, "top_examples", _SOURCE)
+    if label is None:
+        label = str(df["label"].iloc[0])
+    d = df[df["label"] == label].sort_values("rank").head(max_examples)
+    if d.empty:
+        raise ValueError(f"label={label!r} has no examples in df (labels: {sorted(df['label'].unique())[:5]}...)")
+    width = int(max(len(t) - c for t, c in zip(d["tokens"], d["center"])) + d["center"].max())
+    left = int(d["center"].max())
+    z = np.full((len(d), width), np.nan)
+    text = np.full((len(d), width), "", dtype=object)
+    hover = np.full((len(d), width), "", dtype=object)
+    for i, r in enumerate(d.itertuples()):
+        off = left - int(r.center)
+        for j, (tok, act) in enumerate(zip(r.tokens, r.acts)):
+            z[i, off + j] = act
+            text[i, off + j] = html.escape(show_token(tok))
+            hover[i, off + j] = (f"{html.escape(repr(tok))}<br>activation {act:.3f}<br>{html.escape(str(r.doc))}, "
+                                 f"position {r.pos + j - int(r.center)}")
+    bound = float(np.nanmax(np.abs(z))) or 1.0
+    ylabels = [f"#{r.rank}  {r.activation:.2f}  {str(r.doc)[-28:]}:{r.pos}" for r in d.itertuples()]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(-left, width - left)), y=ylabels, text=text, texttemplate="%{text}",
+        textfont=dict(size=11, family="Menlo, Consolas, monospace"), customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>", colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound,
+        colorbar=dict(title="activation"), xgap=1, ygap=2,
+    ))
+    for i in range(len(d)):
+        fig.add_shape(type="rect", x0=-0.5, x1=0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="#222222", width=1.5))
+    fig.update_yaxes(autorange="reversed", title=None, showgrid=False)
+    fig.update_xaxes(title="tokens before (−) and after (+) the example", showgrid=False, zeroline=False)
+    fig.update_layout(
+        title=title or f"{label}: top {len(d)} activating examples",
+        height=max(260, 40 + 30 * len(d)), width=max(900, 70 * width + 260),
+    )
+    return apply(fig)

@@ -1,0 +1,277 @@
+"""``neuron_stats``: how often, how strongly and on which tokens every MLP neuron fires
+over a corpus, on one process or on every rank of a ``torch.distributed`` group.
+
+The activation of neuron ``n`` in layer ``L`` is the record's ``acts[L][..., n]``
+(TransformerLens's ``mlp.hook_post``: after the nonlinearity and, for gated MLPs, after
+the gate, ``silu(x @ W_gate) * (x @ W_in)``, which is signed). A neuron *fires* on a token
+when its activation is positive.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp._checks import check_indices, check_int
+from interp.stats.base import Statistic
+from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
+from interp.stats.moments import Extremes, FiringRate, Moments
+from interp.stats.topk import EMPTY_KEY, TopK
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["layer", "neuron", "label", "n_tokens", "firing_rate", "mean", "std", "min", "max"]
+EXAMPLE_COLUMNS = ["layer", "neuron", "label", "rank", "activation", "doc", "doc_index", "row", "pos", "token",
+                   "context", "tokens", "acts", "center"]
+_POS_BITS, _ROW_BITS = 16, 16  # key = doc_index << 32 | row_in_doc << 16 | pos
+
+
+def _keys(doc_index: list[int], row_in_doc: list[int], n_pos: int, device: Any) -> Tensor:
+    """``[batch, pos]`` int64 keys, unique over a corpus and ordered like it."""
+    if n_pos > 1 << _POS_BITS or max(row_in_doc) >= 1 << _ROW_BITS or max(doc_index) >= 1 << 31:
+        raise ValueError(f"a reference does not fit: rows of {n_pos} positions, {max(row_in_doc) + 1} rows in one "
+                         f"document, document index {max(doc_index)}; use rows under 65,536 tokens and "
+                         "documents under 65,536 rows")
+    base = (torch.tensor(doc_index, dtype=torch.int64) << 32) | (torch.tensor(row_in_doc, dtype=torch.int64) << 16)
+    return (base[:, None] | torch.arange(n_pos, dtype=torch.int64)[None]).to(device)
+
+
+class TopExamples(Statistic):
+    """The top-k activating examples of every neuron, as compact tensors with references.
+
+    Built by ``neuron_stats`` and stored as ``stats.attrs["examples"]``; ``frame(...)``
+    (or ``interp.top_examples(stats, ...)``) turns the chosen neurons into a long DataFrame.
+    """
+
+    def __init__(self, tops: dict[int, TopK], doc_names: dict[int, str], decode: Any, context: int, n_layers: int):
+        self.tops, self.doc_names, self.decode, self.context = tops, doc_names, decode, context
+        self.n_layers = n_layers
+
+    def merge(self, other: Any) -> TopExamples:  # pragma: no cover - built reduced
+        raise TypeError("TopExamples is the reduced result of neuron_stats; merge the TopK statistics instead")
+
+    def frame(self, neurons: Any = None, *, k: int | None = None) -> pd.DataFrame:
+        """Long format, one row per (neuron, rank): layer, neuron, label ("L1N5"), rank (1 =
+        largest), activation, doc (document id), doc_index (its index in the corpus), row (the
+        row of the document, ``n_ctx``-token windows), pos (position in that row), token,
+        context (the window's text), tokens (list[str]: the window's tokens), acts
+        (list[float]: the neuron's activation on each), center (index of the example token).
+
+        ``neurons``: labels (``"L1N5"``), ``(layer, neuron)`` pairs or a DataFrame with
+        ``layer`` and ``neuron`` columns (e.g. ``find_deleting_neurons``); default all.
+        """
+        from interp.memory.evidence import _select
+
+        layers = sorted(self.tops)
+        d_mlp = next(iter(self.tops.values())).n_features
+        if neurons is None:
+            sel = [(ly, n) for ly in layers for n in range(d_mlp)]
+        else:
+            sel = _select("neurons", neurons, "neuron", self.n_layers, d_mlp)
+            missing = sorted({ly for ly, _ in sel} - set(layers))
+            if missing:
+                raise ValueError(f"neurons name layer(s) {missing}, which these statistics do not cover "
+                                 f"(layers {layers}); run neuron_stats with those layers")
+        k = k or next(iter(self.tops.values())).k
+        strings: dict[int, str] = {}
+
+        def tok(t: int) -> str:
+            if t not in strings:
+                strings[t] = self.decode(t) if self.decode is not None else str(t)
+            return strings[t]
+
+        rows = []
+        for ly, n in sel:
+            top = self.tops[ly]
+            vals, keys = top.values[n, :k].tolist(), top.keys[n, :k].tolist()
+            ctx_t, ctx_a = top.payload["tokens"][n, :k].tolist(), top.payload["acts"][n, :k].tolist()
+            for r, (v, key) in enumerate(zip(vals, keys)):
+                if key == EMPTY_KEY:
+                    break
+                valid = [j for j, t in enumerate(ctx_t[r]) if t >= 0]
+                toks = [tok(ctx_t[r][j]) for j in valid]
+                doc_index = key >> 32
+                rows.append(dict(
+                    layer=ly, neuron=n, label=f"L{ly}N{n}", rank=r + 1, activation=v,
+                    doc=self.doc_names.get(doc_index, str(doc_index)), doc_index=doc_index,
+                    row=(key >> 16) & 0xFFFF, pos=key & 0xFFFF, token=tok(ctx_t[r][self.context]),
+                    context="".join(toks), tokens=toks, acts=[ctx_a[r][j] for j in valid],
+                    center=valid.index(self.context),
+                ))
+        return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+
+    def __repr__(self) -> str:
+        return f"TopExamples(layers={sorted(self.tops)}, context={self.context})"
+
+
+def top_examples(stats: pd.DataFrame, neurons: Any = None, *, k: int | None = None) -> pd.DataFrame:
+    """The top activating examples of ``neurons`` from a ``neuron_stats`` frame (see
+    ``TopExamples.frame`` for the columns); ``neurons`` default: every row of ``stats``."""
+    ex = stats.attrs.get("examples") if isinstance(stats, pd.DataFrame) else None
+    if not isinstance(ex, TopExamples):
+        raise ValueError("stats carries no examples; pass the DataFrame that interp.neuron_stats returned "
+                         "(its attrs['examples'] holds them)")
+    if neurons is None:
+        neurons = stats[["layer", "neuron"]]
+    return ex.frame(neurons, k=k)
+
+
+def _check_data(data: Any) -> None:
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise ValueError("data=[] holds no texts; pass a list of texts, a corpus name or a path")
+        return
+    if not isinstance(data, (str, Path)):
+        raise TypeError(f"data of type {type(data).__name__} is not supported; pass a list of texts, a corpus "
+                        "name ('stdlib', 'stdlib:val') or a file or directory path")
+    if isinstance(data, str) and not data.startswith("stdlib") and not Path(data).exists():
+        raise FileNotFoundError(f"data={data[:60]!r} is neither a corpus name ('stdlib', 'stdlib:val') nor an "
+                                "existing file or directory; to run on a text, pass a list of texts: [text]")
+
+
+def neuron_stats(
+    model: Any,
+    data: Any = "stdlib:val",
+    *,
+    layers: Any = None,
+    max_tokens: int | None = 100_000,
+    top_k: int = 20,
+    batch_size: int = 8,
+    n_ctx: int | None = None,
+    context: int = 8,
+    exclude_first: bool = True,
+    progress: bool = True,
+    group: Any = None,
+) -> pd.DataFrame:
+    """Firing rate, mean, std, min, max and the top-k activating examples of every MLP neuron.
+
+    Under an initialised ``torch.distributed`` process group, each rank streams its own
+    documents (corpus index ``i`` goes to rank ``i % world_size``) and the statistics are
+    all-reduced, so every rank returns the same frame.
+
+    Args:
+        model: an ``interp.Model``.
+        data: a list of texts (each a document), a corpus name (``"stdlib:val"``, default),
+            or a file or directory.
+        layers: layers to measure (default all; negative counts from the end).
+        max_tokens: positions to measure, over all ranks (each rank takes its share);
+            None: the whole corpus. Memory does not grow with it.
+        top_k: examples kept per neuron (ties: the earlier position in the corpus).
+        batch_size / n_ctx: rows per forward pass, tokens per row (default: the model's
+            context); a document longer than a row continues in the next row.
+        context: tokens kept on each side of an example (within its row).
+        exclude_first: leave out position 0 of every row (BOS; the attention sink).
+        group: the process group (default: the global one, when initialised).
+    Returns:
+        One row per (layer, neuron), in layer then neuron order: layer:int, neuron:int,
+        label:str ("L1N5"), n_tokens:int, firing_rate:float (share of positions with a positive
+        activation), mean, std (population), min, max:float. The top examples are a second,
+        long frame, ``interp.top_examples(stats, neurons)``, built from compact tensors
+        stored as ``stats.attrs["examples"]`` (a ``TopExamples``).
+    Raises:
+        ValueError: layers out of range, a bad size, data without any position to measure.
+        DistributedError: another rank failed or timed out.
+    Example:
+        >>> stats = interp.neuron_stats(interp.load(), max_tokens=20_000)
+        >>> interp.top_examples(stats, ["L1N5"])[["rank", "activation", "token"]]
+    """
+    from interp.probes.sites import check_model
+
+    check_model(model)
+    c = model.cfg
+    layers = check_indices("layers", layers, c.n_layers, "layer")
+    top_k = check_int("top_k", top_k, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    context = check_int("context", context, minimum=0)
+    if max_tokens is not None:
+        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+    if n_ctx is not None:
+        n_ctx = check_int("n_ctx", n_ctx, minimum=2)
+    _check_data(data)
+    rank, world = rank_and_world(group)
+    budget = shard_budget(max_tokens, group)
+    dev, F, W = model.device, c.d_mlp, 2 * context + 1
+    payload = {"tokens": ((W,), torch.int64, -1), "acts": ((W,), torch.float32, float("nan"))}
+    mom = {ly: Moments((F,), device=dev) for ly in layers}
+    fire = {ly: FiringRate((F,), device=dev) for ly in layers}
+    ext = {ly: Extremes((F,), device=dev) for ly in layers}
+    tops = {ly: TopK(F, top_k, payload_shapes=payload, device=dev) for ly in layers}
+    offsets = torch.arange(-context, context + 1, device=dev)
+    names: dict[int, str] = {}
+    seen = 0
+    bar = tqdm(total=budget, unit="tok", desc="neuron stats", disable=not progress or rank != 0)
+    try:
+        for w in shard_records(model, data, batch_size=batch_size, n_ctx=n_ctx, group=group, layers=layers):
+            mask = w.mask.clone()
+            if exclude_first:
+                mask[:, 0] = False
+            n = int(mask.sum())
+            if budget is not None and seen + n > budget:
+                flat = mask.flatten().nonzero()[budget - seen :, 0]
+                mask.view(-1)[flat] = False
+                n = budget - seen
+            if n:
+                names.update(zip(w.meta["doc_index"], w.meta["doc_ids"]))
+                _update(w, mask.to(dev), layers, mom, fire, ext, tops, offsets)
+                seen += n
+                bar.update(n)
+            if budget is not None and seen >= budget:
+                break
+    finally:
+        bar.close()
+    for ly in layers:
+        for s in (mom[ly], fire[ly], ext[ly], tops[ly]):
+            s.all_reduce(group)
+    total = mom[layers[0]].count
+    if total == 0:
+        raise ValueError("data gave no positions to measure: every row was shorter than 16 tokens or held only BOS; "
+                         "pass longer texts")
+    needed = {int(k) >> 32 for t in tops.values() for k in t.keys.unique().tolist() if k != EMPTY_KEY}
+    found: dict[int, str] = {}
+    for part in all_gather_objects({i: names[i] for i in needed if i in names}, group=group, what="document names"):
+        found.update(part)
+    frames = []
+    for ly in layers:
+        frames.append(pd.DataFrame({
+            "layer": ly, "neuron": np.arange(F), "label": [f"L{ly}N{i}" for i in range(F)],
+            "n_tokens": mom[ly].count, "firing_rate": fire[ly].rate.cpu().numpy(),
+            "mean": mom[ly].mean.cpu().numpy(), "std": mom[ly].std().cpu().numpy(),
+            "min": ext[ly].min.double().cpu().numpy(), "max": ext[ly].max.double().cpu().numpy(),
+        }))
+    df = pd.concat(frames, ignore_index=True)[COLUMNS]
+    decode = model.decode_token if model.tokenizer is not None else None
+    df.attrs.update(examples=TopExamples(tops, found, decode, context, c.n_layers), model_id=model.model_id,
+                    n_tokens=total, world_size=world, exclude_first=exclude_first, context=context, top_k=top_k)
+    return df
+
+
+def _update(w: Any, mask: Tensor, layers: list[int], mom: dict, fire: dict, ext: dict, tops: dict,
+            offsets: Tensor) -> None:
+    """Add one record's masked positions to every layer's statistics."""
+    B, P = mask.shape
+    rows, pos = mask.nonzero(as_tuple=True)
+    keys = _keys(w.meta["doc_index"], w.meta["row_in_doc"], P, mask.device)[rows, pos]
+    tokens = w.tokens.to(mask.device)
+    real = w.mask.to(mask.device)
+    for ly in layers:
+        a = w.acts[ly]
+        x = a[rows, pos]  # [n, F], float
+
+        def window(feat: Tensor, sample: Tensor, a: Tensor = a) -> dict[str, Tensor]:
+            r, p = rows[sample].unsqueeze(-1), pos[sample].unsqueeze(-1) + offsets  # [m, 1], [m, W]
+            pc = p.clamp(0, P - 1)
+            ok = (p >= 0) & (p < P) & real[r, pc]
+            return {"tokens": torch.where(ok, tokens[r, pc], -1),
+                    "acts": torch.where(ok, a[r, pc, feat.unsqueeze(-1)].float(), float("nan"))}
+
+        mom[ly].update(x)
+        fire[ly].update(x)
+        ext[ly].update(x)
+        tops[ly].update(x, keys, window)
