@@ -31,6 +31,7 @@ from interp.memory import (
     neuron_in_out_cosines,
 )
 from interp.model import Config, Model
+from interp.patching import activation_patching, attribution_patching, deletion_effect
 from interp.probes import (
     LinearProbe,
     Subspace,
@@ -64,9 +65,12 @@ __all__ = [
     "Tokens",
     "UnsafeCheckpointError",
     "ablate",
+    "activation_patching",
+    "attribution_patching",
     "ablation_effect",
     "data",
     "decompose",
+    "deletion_effect",
     "deletion_evidence",
     "export",
     "find_deleting_heads",

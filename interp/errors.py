@@ -34,3 +34,11 @@ class ChromiumNotFoundError(InterpError, FileNotFoundError, RuntimeError):
 
 class IndexOutOfRangeError(InterpError, IndexError, ValueError):
     """A layer, head or neuron index outside the model (``except ValueError`` catches it)."""
+
+
+class PromptMismatchError(InterpError, ValueError):
+    """Clean and corrupt prompts for patching differ in length or batch size (or are padded)."""
+
+
+class NotSingleTokenError(InterpError, ValueError):
+    """An answer given as text is not exactly one token of the model's tokenizer."""
