@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_patching_activation import CLEAN, X, X_CORRUPT, _corrupt, plant_prev_head
+from test_patching_activation import CLEAN, X_CORRUPT, X, _corrupt, plant_prev_head
 
 import interp
 from interp.testing import random_hf_model, tiny_tokenizer
