@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_choice, check_direction, check_index
+from interp._checks import check_choice, check_direction, check_index, check_int
 from interp.errors import ModelMismatchError
 from interp.writes import ResidualWrites
 
@@ -70,7 +70,8 @@ def stream_layer(writes: ResidualWrites, layer: int | None) -> int:
 def check_top_k(top_k: Any) -> int | None:
     if top_k is None:
         return None
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    top_k = check_int("top_k", top_k, allow_none=True)
+    if top_k < 1:
         raise ValueError(f"top_k={top_k!r} must be a positive int (rows kept per position) or None for all")
     return top_k
 

@@ -42,3 +42,9 @@ class PromptMismatchError(InterpError, ValueError):
 
 class NotSingleTokenError(InterpError, ValueError):
     """An answer given as text is not exactly one token of the model's tokenizer."""
+
+
+class CheckpointError(InterpError, ValueError):
+    """A checkpoint whose files do not describe one model: a config that is not an object or
+    has invalid sizes, a config that does not match the weights, missing or unreadable
+    tokenizer files (``except ValueError`` catches it)."""

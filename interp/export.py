@@ -14,6 +14,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from interp._checks import check_float, check_int
 from interp.errors import ChromiumNotFoundError
 
 HTML_SUFFIXES = (".html", ".htm")
@@ -105,15 +106,21 @@ def export(
             f"path={str(path)!r} has suffix {suffix or '(none)'!r}, which export does not support; "
             f"use one of {', '.join(SUFFIXES)}"
         )
+    if not isinstance(fig, (go.Figure, dict)):  # go.Figure(None) would be an empty figure
+        raise TypeError(
+            f"fig must be a plotly.graph_objects.Figure (or a figure dict), got {type(fig).__name__}; pass the "
+            "figure a plot function returned, e.g. interp.plots.logit_lens(df)"
+        )
     if not isinstance(fig, go.Figure):
         try:
             fig = go.Figure(fig)
         except Exception as e:
             raise TypeError(
-                f"fig must be a plotly.graph_objects.Figure (or a figure dict), got {type(fig).__name__}"
+                f"fig is a dict that is not a plotly figure ({str(e)[:120]}); pass a plotly.graph_objects.Figure"
             ) from e
-    if not isinstance(scale, (int, float)) or scale <= 0:
-        raise ValueError(f"scale={scale!r} must be a positive number, e.g. 2.0")
+    scale = check_float("scale", scale, minimum=0, min_open=True)
+    width = check_int("width", width, minimum=1, allow_none=True)
+    height = check_int("height", height, minimum=1, allow_none=True)
     if not path.parent.exists():
         raise FileNotFoundError(
             f"path={str(path)!r}: the directory {str(path.parent)!r} does not exist; create it first"

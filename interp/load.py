@@ -4,7 +4,7 @@ model already in memory. Offline first: only a hub name may touch the network.""
 from __future__ import annotations
 
 import copy
-import json
+import functools
 import logging
 import socket
 import urllib.parse
@@ -13,8 +13,15 @@ from typing import Any
 
 import torch
 
-from interp._checks import check_choice, check_device
-from interp.errors import ModelNotFoundError, UnsafeCheckpointError
+from interp._checks import check_bool, check_choice, check_device, check_int
+from interp.checkpoint_checks import (
+    check_config_against_weights,
+    check_tokenizer,
+    load_tokenizer,
+    read_config,
+    weight_shapes,
+)
+from interp.errors import CheckpointError, InterpError, ModelNotFoundError, UnsafeCheckpointError
 from interp.gguf import NAMED_MODELS, converted_checkpoint, find_gguf, named_model_file
 from interp.model import PROCESSING, Model
 
@@ -28,6 +35,20 @@ CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 LOGIT_TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 
 
+def _keeps_global_rng(fn: Any) -> Any:
+    """Run ``fn`` inside ``torch.random.fork_rng``: building a model draws random numbers (its
+    initial weights), and the caller's seeded sequence must not move because of it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_keeps_global_rng
 def load(
     name_or_path: Any = None,
     *,
@@ -72,6 +93,10 @@ def load(
         ModelNotFoundError: a missing directory, or a hub name with no network and no cache.
         UnsafeCheckpointError: a pickle-only checkpoint without ``allow_pickle=True``, or one
             that runs its own code without ``trust_remote_code=True``.
+        CheckpointError: a directory whose files do not describe one model, checked before any
+            weight is allocated: config.json not an object or with invalid sizes; a layer count
+            or sizes other than the weights hold (unused weights are refused like missing ones);
+            no tokenizer files (and no ``tokenizer=``), or unreadable ones.
         ValueError: a checkpoint that is not a causal language model, is corrupted, lacks
             weights or has weights of the wrong shape; a device that does not exist; a model
             whose converted logits differ from the checkpoint's own on a probe input (beyond
@@ -82,6 +107,9 @@ def load(
     """
     check_choice("processing", processing, PROCESSING)
     check_device("device", device)
+    for flag, value in (("allow_pickle", allow_pickle), ("trust_remote_code", trust_remote_code), ("fast", fast)):
+        check_bool(flag, value)
+    n_devices = check_int("n_devices", n_devices, minimum=1, allow_none=True)
     given_dtype = _dtype(dtype) if dtype is not None else None
     dtype = given_dtype or torch.float32
     if device is None and device_map is None and n_devices is None:
@@ -127,6 +155,8 @@ def load(
             display = spec.name if spec else gguf_file.stem
         if path.is_dir():
             _check_dir(path, allow_pickle, trust_remote_code)
+            if tokenizer is None:
+                tokenizer = load_tokenizer(path, trust_remote_code)
             ckpt = str(path.resolve())
             if sharded:
                 bridge = TransformerBridge.boot_transformers(
@@ -189,10 +219,7 @@ def _check_dir(path: Path, allow_pickle: bool, trust_remote_code: bool = False) 
         raise ModelNotFoundError(
             f"name_or_path={str(path)!r} has no config.json; pass a Hugging Face checkpoint directory"
         )
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON ({e}); repair or re-save the checkpoint") from e
+    cfg = read_config(path)
     archs = cfg.get("architectures") or []
     if archs and not any(a.endswith(CAUSAL_LM_SUFFIXES) for a in archs):
         _check_causal_lm(archs[0], f"name_or_path={str(path)!r}")
@@ -214,16 +241,8 @@ def _check_dir(path: Path, allow_pickle: bool, trust_remote_code: bool = False) 
         )
     if not shards and not pickles:
         raise ModelNotFoundError(f"name_or_path={str(path)!r} holds no weights (*.safetensors)")
-    from safetensors import safe_open
-
-    for shard in shards:
-        try:
-            with safe_open(str(shard), "pt") as f:
-                f.keys()
-        except Exception as e:  # safetensors raises its own error types
-            raise ValueError(
-                f"{shard} is not a readable safetensors file ({e}); re-download or re-save it"
-            ) from e
+    if shards:  # before anything is allocated: the config must describe these weights
+        check_config_against_weights(path, cfg, weight_shapes(shards), trust_remote_code=trust_remote_code)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -262,10 +281,24 @@ def _from_pretrained(source: str, dtype, allow_pickle: bool, trust_remote_code: 
     except RuntimeError as e:  # transformers reports mismatched shapes as a RuntimeError
         if "mismatch" not in str(e):
             raise
-        raise ValueError(
+        raise CheckpointError(
             f"name_or_path={source!r}: weights in the checkpoint do not match the shapes its config.json "
             f"describes ({str(e)[:200]}); re-save the checkpoint or fix the config"
         ) from e
+    except (InterpError, OSError, ImportError):
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError) as e:  # a config transformers cannot use
+        raise CheckpointError(
+            f"name_or_path={source!r}: transformers cannot build the model its config.json describes "
+            f"({type(e).__name__}: {str(e)[:200]}); fix or re-save the config"
+        ) from e
+    unused = sorted(info.get("unexpected_keys") or [])
+    if unused:
+        raise CheckpointError(
+            f"name_or_path={source!r} holds {len(unused)} weight(s) the model its config.json describes does not "
+            f"use ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}); they would be silently ignored. "
+            "Check that config.json matches the weights (e.g. its layer count), or re-save the checkpoint"
+        )
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         raise ValueError(
@@ -288,6 +321,7 @@ def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, d
     raw = copy.deepcopy(hf) if fast else None
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
     model = _finish(bridge, processing, name, raw, origin)
+    check_tokenizer(model.tokenizer, model.cfg.d_vocab, name)
     _check_logits(model, probe, want)
     return model
 

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_choice
+from interp._checks import check_choice, check_int
 from interp._components import (
     Group,
     Table,
@@ -220,10 +220,12 @@ def logit_lens(
     """
     check_writes(writes, model)
     d_vocab = writes.weights.W_U.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d_vocab:
+    k = check_int("k", k)
+    if not 1 <= k <= d_vocab:
         raise ValueError(f"k={k!r} must be an int in 1..{d_vocab} (the vocabulary size)")
     check_choice("where", where, ("pre", "mid", "post", "all"))
-    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+    chunk_rows = check_int("chunk_rows", chunk_rows, allow_none=True)
+    if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows!r} must be a positive int (positions per chunk) or None")
     dev = writes.embed.device
     sel = selected(writes.mask.to(dev))

@@ -254,10 +254,24 @@ class ResidualWrites:
     def save(self, path: str | Path, *, weights: bool = True) -> Path:
         """Write the record as safetensors plus a JSON sidecar (no pickle).
 
-        With ``weights=True`` the write-side weights travel too, so ``load(path)`` works
-        without the model. Returns the safetensors path.
+        ``path`` names the record: ``save("rec.1")`` writes ``rec.1.safetensors`` and
+        ``rec.1.json`` (a trailing ``.safetensors`` or ``.json`` is taken as the record's
+        suffix, any other dot is part of the name). The directory must exist: a missing one is
+        refused rather than created, so that a mistyped path fails instead of writing elsewhere.
+        With ``weights=True`` the write-side weights travel too, so ``load(path)`` works without
+        the model. Returns the safetensors path.
+        Raises:
+            FileNotFoundError: the directory does not exist (names it and how to create it).
         """
-        path = Path(path).with_suffix(".safetensors")
+        from interp._checks import check_bool
+
+        weights = check_bool("weights", weights)
+        path, sidecar = record_paths(path)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(
+                f"path={str(path)!r}: the directory {str(path.parent)!r} does not exist; create it first "
+                f"(Path({str(path.parent)!r}).mkdir(parents=True)) or save somewhere that exists"
+            )
         tensors = {"tokens": self.tokens, "mask": self.mask, "embed": self.embed}
         if self.pos_embed is not None:
             tensors["pos_embed"] = self.pos_embed
@@ -273,19 +287,27 @@ class ResidualWrites:
                     tensors[f"weights.{name}"] = t
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
         meta = dict(self.meta, str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
-        path.with_suffix(".json").write_text(json.dumps(meta))
+        sidecar.write_text(json.dumps(meta))
         return path
 
     @classmethod
     def load(cls, path: str | Path, *, model: Any = None) -> ResidualWrites:
         """Read a record written by ``save``. With ``model``, its weights are used (and
-        must be the model the writes came from); without, the saved weights are."""
-        if not isinstance(path, (str, Path)):
-            raise TypeError(f"path must be a str or Path of a file written by writes.save(), got {type(path).__name__}")
-        path = Path(path).with_suffix(".safetensors")
+        must be the model the writes came from: same ``model_id``); without, the saved weights
+        are. Every tensor's shape and the sidecar's fields are checked here, against the model
+        (or the saved weights), so a tampered or truncated record fails at the load.
+
+        Raises:
+            FileNotFoundError: no such record, or its sidecar is missing.
+            ModelMismatchError: ``model`` is not the model the record was made on.
+            ValueError: an unreadable file, a missing field or tensor, a tensor of the wrong shape.
+        """
+        from interp._checks import check_instance
+
+        check_instance("path", path, (str, Path), "a str or Path of a file written by writes.save()")
+        path, sidecar = record_paths(path)
         if not path.is_file():
             raise FileNotFoundError(f"path={str(path)!r} does not exist; pass a file written by writes.save()")
-        sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
             raise FileNotFoundError(
                 f"path={str(path)!r} has no {sidecar.name} beside it; writes.save() writes both files, "
@@ -305,20 +327,31 @@ class ResidualWrites:
                 f"path={str(path)!r} is not a record written by writes.save() (lacks "
                 f"{sorted(needed) or 'model_id in ' + sidecar.name}); pass a file that writes.save() wrote"
             )
+        _check_meta(path, sidecar, meta)
         str_tokens = meta.pop("str_tokens", None)
         if model is not None:
+            if getattr(model, "model_id", None) is None:
+                raise TypeError(f"model must be an interp.Model (from interp.load) or None, got {type(model).__name__}")
             if model.model_id != meta["model_id"]:
                 raise ModelMismatchError(
                     f"model={model.cfg.name!r} is not the model these writes were recorded on "
-                    f"({meta['model_name']!r}); pass that model or model=None"
+                    f"({meta['model_name']!r}; model ids {model.model_id} and {meta['model_id']}); pass that "
+                    "model or model=None"
                 )
             weights, decode = model.write_weights, model.decode_token
         else:
             if "weights.W_O" not in t:
                 raise ValueError(f"{path} was saved with weights=False; pass model=... to load it")
+            missing = [f"weights.{n}" for n in WRITE_WEIGHTS if f"weights.{n}" not in t]
+            if missing:
+                raise ValueError(f"path={str(path)!r} lacks the tensor(s) {', '.join(missing)}; the record is "
+                                 "truncated: write it again with writes.save(), or pass model=...")
             weights = WriteWeights(**{n: t.get(f"weights.{n}") for n in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b")})
             decode = None
-        layers = sorted(int(k.split(".")[1]) for k in t if k.startswith("z."))
+        layers = _check_tensors(path, t, meta, weights)
+        if str_tokens is not None and (not isinstance(str_tokens, list) or len(str_tokens) != t["tokens"].shape[0]):
+            raise ValueError(f"path={str(path)!r}: {sidecar.name} has str_tokens for {len(str_tokens)} rows but the "
+                             f"record has {t['tokens'].shape[0]}; write it again with writes.save()")
         return cls(
             tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
             z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
@@ -333,3 +366,82 @@ class ResidualWrites:
             f"layers={len(self.z)}/{self.n_layers}, processing={self.processing!r}, "
             f"nbytes={self.nbytes:,})"
         )
+
+
+#: Sidecar fields a record needs, and their types.
+META_FIELDS = {"model_id": str, "model_name": str, "processing": str, "n_layers": int, "d_model": int,
+               "parallel": bool, "normalization": str, "eps": (int, float)}
+
+
+def record_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(safetensors file, JSON sidecar)`` of the record named ``path``: ``rec.1`` ->
+    ``rec.1.safetensors`` and ``rec.1.json``; ``rec.safetensors`` / ``rec.json`` -> ``rec.*``."""
+    path = Path(path).expanduser()
+    if not path.name or path.name in (".", ".."):
+        raise ValueError(f"path={str(path)!r} names a directory, not a record; pass a file name such as 'rec'")
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def _check_meta(path: Path, sidecar: Path, meta: dict[str, Any]) -> None:
+    for name, kind in META_FIELDS.items():
+        if name not in meta:
+            raise ValueError(f"path={str(path)!r}: {sidecar.name} lacks the field {name!r}; the record is "
+                             "incomplete: write it again with writes.save()")
+        v = meta[name]
+        if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool or kind is int and v < 1:
+            raise ValueError(f"path={str(path)!r}: {sidecar.name} has {name}={v!r}, which is not a valid "
+                             f"{getattr(kind, '__name__', 'number')}; write the record again with writes.save()")
+    if meta["processing"] not in ("compat", "raw"):
+        raise ValueError(f"path={str(path)!r}: {sidecar.name} has processing={meta['processing']!r}; expected "
+                         "'compat' or 'raw': write the record again with writes.save()")
+
+
+def _check_tensors(path: Path, t: dict[str, Tensor], meta: dict[str, Any], weights: WriteWeights) -> list[int]:
+    """Shapes of every tensor against one another and against the weights; the layers."""
+    where = f"path={str(path)!r}"
+    fix = "the record is damaged or was edited: write it again with writes.save()"
+
+    def bad(name: str, got: Any, want: Any) -> ValueError:
+        return ValueError(f"{where}: {name} has shape {list(got)} but {want}; {fix}")
+
+    tokens, mask = t["tokens"], t["mask"]
+    if tokens.dim() != 2 or tokens.dtype != torch.long:
+        raise ValueError(f"{where}: tokens is a {tokens.dtype} tensor of shape {list(tokens.shape)}, not int64 "
+                         f"[batch, pos]; {fix}")
+    B, P = tokens.shape
+    if mask.dtype != torch.bool or tuple(mask.shape) != (B, P):
+        raise ValueError(f"{where}: mask is a {mask.dtype} tensor of shape {list(mask.shape)}, not bool "
+                         f"{[B, P]} like tokens; {fix}")
+    n_layers, d_model = meta["n_layers"], meta["d_model"]
+    W_O, W_out = weights.W_O, weights.W_out
+    if W_O.dim() != 4 or W_out.dim() != 3 or W_O.shape[0] != n_layers or W_out.shape[0] != n_layers:
+        raise ValueError(f"{where}: the weights hold W_O {list(W_O.shape)} and W_out {list(W_out.shape)}, not "
+                         f"the {n_layers} layers the record's sidecar names; {fix}")
+    if W_O.shape[-1] != d_model:
+        raise ValueError(f"{where}: the record has d_model={d_model} but the weights' W_O has width "
+                         f"{W_O.shape[-1]}; {fix}")
+    _, n_heads, d_head, _ = W_O.shape
+    d_mlp = W_out.shape[1]
+    for name in ("embed", "pos_embed"):
+        if name in t and tuple(t[name].shape) != (B, P, d_model):
+            raise bad(name, t[name].shape, f"the record is [batch, pos, d_model] = {[B, P, d_model]}")
+    if "final_scale" in t and tuple(t["final_scale"].shape) != (B, P, 1):
+        raise bad("final_scale", t["final_scale"].shape, f"it must be [batch, pos, 1] = {[B, P, 1]}")
+    layers: set[int] = set()
+    for key in t:
+        kind, _, rest = key.partition(".")
+        if kind in ("z", "acts"):
+            if not rest.isdigit() or int(rest) >= n_layers:
+                raise ValueError(f"{where}: the tensor {key!r} names no layer of a {n_layers}-layer model; {fix}")
+            layers.add(int(rest))
+    for ly in sorted(layers):
+        for key, shape in ((f"z.{ly}", (B, P, n_heads, d_head)), (f"acts.{ly}", (B, P, d_mlp))):
+            if key not in t:
+                raise ValueError(f"{where}: layer {ly} has {'acts' if key[0] == 'z' else 'z'}.{ly} but no {key}; {fix}")
+            if tuple(t[key].shape) != shape:
+                raise bad(key, t[key].shape, f"this model's layer {ly} gives {list(shape)}")
+    if not layers:
+        raise ValueError(f"{where} holds no layer (no z.* / acts.* tensors); {fix}")
+    return sorted(layers)

@@ -9,8 +9,10 @@ BOS-only text, negative indices) are tested below the table.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import re
 import shutil
 import socket
 import time
@@ -26,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 import interp
 from interp.errors import (
+    CheckpointError,
     ChromiumNotFoundError,
     IndexOutOfRangeError,
     ModelMismatchError,
@@ -330,7 +333,8 @@ CASES: list[tuple[str, Any, type[BaseException], str]] = [
      r"lacks 1 weight\(s\) its architecture needs \(transformer.h.1.mlp.c_fc.weight\); they would be random"),
     ("checkpoint with a wrong shape", lambda c: interp.load(c.variant(
         "wrong-shape", edit_weights=lambda t: t.update({"transformer.wpe.weight": torch.zeros(5, 64)}))), ValueError,
-     r"weights in the checkpoint do not match the shapes its config.json describes"),
+     r"config.json describes other shapes than the weights hold \(1 tensor\(s\): transformer.wpe.weight: config "
+     r"\[128, 64\], weights \[5, 64\]\); fix the sizes in config.json"),
     ("pickle checkpoint without opt-in", _only_pickle, UnsafeCheckpointError,
      r"holds only pickle weights \(pytorch_model.bin\).* pass allow_pickle=True if you trust them"),
     ("remote code without opt-in", _remote_code, UnsafeCheckpointError,
@@ -343,6 +347,419 @@ CASES: list[tuple[str, Any, type[BaseException], str]] = [
 ]
 
 
+# ---- round two: whole families, each fixed at its root ------------------------------------
+def _cfg(c: Ctx, name: str, edit=None, raw: str | None = None) -> Path:
+    """A checkpoint variant whose config.json is edited (a dict edit) or replaced (raw text)."""
+    if raw is None:
+        return c.variant(name, edit_config=edit)
+    d = c.variant(name)
+    (d / "config.json").write_text(raw)
+    return d
+
+
+def _load_cfg(c: Ctx, name: str, edit=None, raw: str | None = None):
+    return interp.load(_cfg(c, name, edit, raw))
+
+
+def _set(**kv):
+    return lambda cfg: cfg.update(kv)
+
+
+def _drop_files(c: Ctx, name: str, *files: str) -> Path:
+    d = c.variant(name)
+    for f in files:
+        (d / f).unlink()
+    return d
+
+
+def _tokenizer_file(c: Ctx, name: str, data: bytes) -> Path:
+    d = c.variant(name)
+    (d / "tokenizer.json").write_bytes(data)
+    return d
+
+
+def _extra_layer(c: Ctx):
+    """Weights of a third layer the config (2 layers) does not use."""
+    def add(t):
+        for k in [k for k in t if k.startswith("transformer.h.1.")]:
+            t[k.replace(".h.1.", ".h.2.")] = t[k].clone()
+    return interp.load(c.variant("extra-layer", edit_weights=add))
+
+
+def _extra_tensor(c: Ctx):
+    return interp.load(c.variant("extra-tensor", edit_weights=lambda t: t.update(
+        {"transformer.h.0.mlp.c_extra.weight": torch.zeros(4, 4)})))
+
+
+def _strange_tokenizer(c: Ctx):
+    """Another model's tokenizer, whose ids run past this model's vocabulary."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=2, n_positions=64, bos_token_id=0,
+                                    eos_token_id=0))
+    return interp.load(hf, tokenizer=tiny_tokenizer())
+
+
+def _record(c: Ctx, name: str, edit_tensors=None, edit_meta=None, drop: str | None = None) -> Path:
+    """A copy of the saved record with its tensors or sidecar edited."""
+    p = c.tmp / f"{name}.safetensors"
+    t = load_file(str(c.saved))
+    meta = json.loads(c.saved.with_suffix(".json").read_text())
+    if edit_tensors:
+        edit_tensors(t)
+    if drop:
+        t.pop(drop)
+    if edit_meta:
+        edit_meta(meta)
+    save_file({k: v.contiguous().clone() for k, v in t.items()}, str(p))
+    p.with_suffix(".json").write_text(json.dumps(meta))
+    return p
+
+
+def _load_record(c: Ctx, name: str, model=False, **kw):
+    return interp.ResidualWrites.load(_record(c, name, **kw), model=c.model if model else None)
+
+
+def _pop(key):
+    return lambda m: m.pop(key)
+
+
+def _writers_mixed(c: Ctx):
+    sub = interp.Subspace(torch.eye(64)[:2], name="s")
+    return interp.writers(sub, [c.writes, c.other.run_with_writes(TEXTS)], layer=2)
+
+
+def _evidence_mixed(c: Ctx):
+    return interp.deletion_evidence(c.model, [c.writes, c.other.run_with_writes(TEXTS)], neurons=["L1N3"], heads=[],
+                                    progress=False)
+
+
+def _fitted_probe():
+    X = torch.randn(60, 64, generator=torch.Generator().manual_seed(0))
+    return interp.LinearProbe(max_iter=5).fit(X, (X[:, 0] > 0).long())
+
+
+def _minus_one_labels():
+    X = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(-1, 5, (200,), generator=torch.Generator().manual_seed(1))
+    return interp.LinearProbe(top_k=3, max_iter=5).fit(X, y)
+
+
+LOADING: list[tuple[str, Any, type[BaseException], str]] = [
+    ("no tokenizer files", lambda c: interp.load(_drop_files(c, "no-tok", "tokenizer.json", "tokenizer_config.json")),
+     CheckpointError, r"holds no tokenizer files .* maps every text to one token\. Save the tokenizer beside the "
+     r"weights \(tokenizer.save_pretrained\(dir\)\), or pass tokenizer="),
+    ("corrupt tokenizer.json", lambda c: interp.load(_tokenizer_file(c, "bad-tok", b"{not json")), CheckpointError,
+     r"its tokenizer files cannot be read \(.*\); re-save the tokenizer"),
+    ("tokenizer.json of the wrong shape", lambda c: interp.load(_tokenizer_file(c, "odd-tok", b'{"model": 3}')),
+     CheckpointError, r"its tokenizer files cannot be read"),
+    ("empty tokenizer.json", lambda c: interp.load(_tokenizer_file(c, "empty-tok", b"")), CheckpointError,
+     r"its tokenizer files cannot be read"),
+    ("another model's tokenizer", _strange_tokenizer, CheckpointError,
+     r"gives token id \d+ but the model's vocabulary is 0..49; it is another model's tokenizer: pass this model's own"),
+    ("config declares fewer layers than the weights", lambda c: _load_cfg(c, "fewer", _set(n_layer=1)),
+     CheckpointError, r"config.json declares 1 layer\(s\) but the weights hold 2; the weights of layers 1..1 would "
+     r"be silently ignored. Fix the layer count in config.json \(to 2\)"),
+    ("weights of a layer the config lacks", _extra_layer, CheckpointError,
+     r"config.json declares 2 layer\(s\) but the weights hold 3; .* silently ignored"),
+    ("a weight the model does not use", _extra_tensor, CheckpointError,
+     r"holds 1 weight\(s\) the model its config.json describes does not use \(transformer.h.0.mlp.c_extra.weight\); "
+     r"they would be silently ignored"),
+    ("a million layers", lambda c: _load_cfg(c, "million", _set(n_layer=10**6)), CheckpointError,
+     r"config.json declares 1,000,000 layers but the weights hold 2; the other 999,998 would be random. Fix"),
+    ("three layers declared, two held", lambda c: _load_cfg(c, "three", _set(n_layer=3)), CheckpointError,
+     r"declares 3 layers but the weights hold 2"),
+    ("absurd width", lambda c: _load_cfg(c, "wide", _set(n_embd=10**6)), CheckpointError,
+     r"config.json describes other shapes than the weights hold .*transformer.wte.weight: config \[300, 1000000\], "
+     r"weights \[300, 64\]"),
+    ("absurd vocabulary", lambda c: _load_cfg(c, "vocab", _set(vocab_size=10**9)), CheckpointError,
+     r"transformer.wte.weight: config \[1000000000, 64\], weights \[300, 64\]\); fix the sizes in config.json"),
+    ("absurd context", lambda c: _load_cfg(c, "ctx", _set(n_positions=10**8)), CheckpointError,
+     r"transformer.wpe.weight: config \[100000000, 64\], weights \[128, 64\]"),
+    ("absurd MLP width", lambda c: _load_cfg(c, "mlp", _set(n_inner=10**7)), CheckpointError,
+     r"transformer.h.0.mlp.c_fc.weight: config \[64, 10000000\], weights \[64, 256\]"),
+    ("config is a JSON list", lambda c: _load_cfg(c, "list", raw="[1, 2, 3]"), CheckpointError,
+     r"config.json holds a JSON list, not an object of settings; .* re-save the checkpoint"),
+    ("config is a JSON string", lambda c: _load_cfg(c, "string", raw='"gpt2"'), CheckpointError,
+     r"config.json holds a JSON str, not an object"),
+    ("config is JSON null", lambda c: _load_cfg(c, "null", raw="null"), CheckpointError,
+     r"config.json holds a JSON NoneType, not an object"),
+    ("config is a number", lambda c: _load_cfg(c, "number", raw="3"), CheckpointError,
+     r"config.json holds a JSON int, not an object"),
+    ("config is not JSON", lambda c: _load_cfg(c, "garbage", raw="{model_type: gpt2"), CheckpointError,
+     r"config.json is not valid JSON \(.*\); repair or re-save the checkpoint"),
+    ("config is empty", lambda c: _load_cfg(c, "empty", raw=""), CheckpointError, r"config.json is not valid JSON"),
+    ("config is not UTF-8", lambda c: interp.load(c.variant("binary", extra={"config.json": b"\xff\xfe\x00garbage"})),
+     CheckpointError,
+     r"config.json (is not valid JSON|cannot be read)"),
+    ("layer count as a string", lambda c: _load_cfg(c, "str-layers", _set(n_layer="2")), CheckpointError,
+     r"config.json has n_layer='2' \(str\); a size must be a positive int: fix it in config.json \(e.g. n_layer: 2\)"),
+    ("width as a float", lambda c: _load_cfg(c, "float-width", _set(n_embd=64.0)), CheckpointError,
+     r"has n_embd=64.0 \(float\); a size must be a positive int"),
+    ("heads as a bool", lambda c: _load_cfg(c, "bool-heads", _set(n_head=True)), CheckpointError,
+     r"has n_head=True \(bool\); a size must be a positive int"),
+    ("vocabulary as a list", lambda c: _load_cfg(c, "list-vocab", _set(vocab_size=[300])), CheckpointError,
+     r"has vocab_size=\[300\] \(list\); a size must be a positive int"),
+    ("negative heads", lambda c: _load_cfg(c, "neg-heads", _set(n_head=-4)), CheckpointError,
+     r"has n_head=-4; a size must be a positive int: fix config.json"),
+    ("zero layers", lambda c: _load_cfg(c, "zero-layers", _set(n_layer=0)), CheckpointError,
+     r"has n_layer=0; a size must be a positive int"),
+    ("negative vocabulary", lambda c: _load_cfg(c, "neg-vocab", _set(vocab_size=-300)), CheckpointError,
+     r"has vocab_size=-300; a size must be a positive int"),
+    ("negative context", lambda c: _load_cfg(c, "neg-ctx", _set(n_positions=-1)), CheckpointError,
+     r"has n_positions=-1; a size must be a positive int"),
+    ("heads that do not divide the width", lambda c: _load_cfg(c, "heads5", _set(n_head=5)), CheckpointError,
+     r"config.json describes a model transformers cannot build \(.*divisible.*\); fix config.json"),
+    ("unknown activation", lambda c: _load_cfg(c, "act", _set(activation_function="nope")), CheckpointError,
+     r"describes a model transformers cannot build \(KeyError: 'nope'\); fix config.json"),
+    ("architectures not a list", lambda c: _load_cfg(c, "arch", _set(architectures="GPT2LMHeadModel")),
+     CheckpointError, r"has architectures='GPT2LMHeadModel'; it must be a list of class names"),
+    ("model_type not a string", lambda c: _load_cfg(c, "mtype", _set(model_type=7)), CheckpointError,
+     r"has model_type=7; it must be a string such as 'llama'"),
+    ("truncated safetensors header", lambda c: interp.load(c.variant("trunc", extra={"model.safetensors": b"\x08"})),
+     CheckpointError, r"model.safetensors is not a readable safetensors file .*; re-download or re-save it"),
+    ("loader flag given as a string", lambda c: interp.load(c.ckpt, allow_pickle="no"), TypeError,
+     r"allow_pickle='no' must be True or False"),
+    ("n_devices of zero", lambda c: interp.load(c.ckpt, n_devices=0), ValueError, r"n_devices=0 must be a positive int"),
+]
+
+RECORDS: list[tuple[str, Any, type[BaseException], str]] = [
+    ("record: z of the wrong width", lambda c: _load_record(c, "z-width", edit_tensors=lambda t: t.update(
+        {"z.1": t["z.1"][..., :8]})), ValueError,
+     r"z.1 has shape \[2, \d+, 4, 8\] but this model's layer 1 gives \[2, \d+, 4, 16\]; the record is damaged"),
+    ("record: z of the wrong width, with the model", lambda c: _load_record(c, "z-width-m", model=True,
+                                                                          edit_tensors=lambda t: t.update(
+        {"z.0": t["z.0"][:, :, :2]})), ValueError, r"z.0 has shape \[2, \d+, 2, 16\] but this model's layer 0 gives"),
+    ("record: acts of the wrong width", lambda c: _load_record(c, "acts-width", edit_tensors=lambda t: t.update(
+        {"acts.0": t["acts.0"][..., :100]})), ValueError, r"acts.0 has shape \[2, \d+, 100\] but this model's layer 0"),
+    ("record: embed of the wrong width", lambda c: _load_record(c, "embed-width", edit_tensors=lambda t: t.update(
+        {"embed": t["embed"][..., :32]})), ValueError,
+     r"embed has shape \[2, \d+, 32\] but the record is \[batch, pos, d_model\] = \[2, \d+, 64\]"),
+    ("record: one row fewer in z", lambda c: _load_record(c, "z-rows", edit_tensors=lambda t: t.update(
+        {"z.1": t["z.1"][:1]})), ValueError, r"z.1 has shape \[1, "),
+    ("record: mask of another shape", lambda c: _load_record(c, "mask", edit_tensors=lambda t: t.update(
+        {"mask": t["mask"][:, :3]})), ValueError, r"mask is a torch.bool tensor of shape \[2, 3\], not bool \[2, \d+\]"),
+    ("record: float tokens", lambda c: _load_record(c, "float-tok", edit_tensors=lambda t: t.update(
+        {"tokens": t["tokens"].float()})), ValueError, r"tokens is a torch.float32 tensor .*, not int64 \[batch, pos\]"),
+    ("record: final scale of another shape", lambda c: _load_record(c, "scale", edit_tensors=lambda t: t.update(
+        {"final_scale": t["final_scale"][..., 0]})), ValueError, r"final_scale has shape \[2, \d+\] but it must be"),
+    ("record: a missing z", lambda c: _load_record(c, "no-z", drop="z.1"), ValueError,
+     r"layer 1 has acts.1 but no z.1; the record is damaged or was edited: write it again with writes.save\(\)"),
+    ("record: a missing acts", lambda c: _load_record(c, "no-acts", drop="acts.0"), ValueError,
+     r"layer 0 has z.0 but no acts.0"),
+    ("record: a missing weight", lambda c: _load_record(c, "no-WU", drop="weights.W_U"), ValueError,
+     r"lacks the tensor\(s\) weights.W_U; the record is truncated: write it again with writes.save\(\), or pass model="),
+    ("record: a layer the model lacks", lambda c: _load_record(c, "layer9", edit_tensors=lambda t: t.update(
+        {"z.9": t["z.0"], "acts.9": t["acts.0"]})), ValueError,
+     r"the tensor '(z|acts).9' names no layer of a 2-layer model"),
+    ("record: weights of another width", lambda c: _load_record(c, "WO", edit_tensors=lambda t: t.update(
+        {"weights.W_O": t["weights.W_O"][..., :32]})), ValueError,
+     r"the record has d_model=64 but the weights' W_O has width 32"),
+    ("record: sidecar without model_name", lambda c: _load_record(c, "no-name", edit_meta=_pop("model_name")),
+     ValueError, r"no-name.json lacks the field 'model_name'; the record is incomplete: write it again"),
+    ("record: sidecar without n_layers", lambda c: _load_record(c, "no-layers", edit_meta=_pop("n_layers")),
+     ValueError, r"no-layers.json lacks the field 'n_layers'"),
+    ("record: sidecar without d_model", lambda c: _load_record(c, "no-d", edit_meta=_pop("d_model")),
+     ValueError, r"no-d.json lacks the field 'd_model'"),
+    ("record: sidecar without processing", lambda c: _load_record(c, "no-proc", edit_meta=_pop("processing")),
+     ValueError, r"no-proc.json lacks the field 'processing'"),
+    ("record: sidecar n_layers as a string", lambda c: _load_record(c, "str-layers", edit_meta=lambda m: m.update(
+        n_layers="2")), ValueError, r"has n_layers='2', which is not a valid int; write the record again"),
+    ("record: sidecar with an unknown processing", lambda c: _load_record(c, "proc", edit_meta=lambda m: m.update(
+        processing="folded")), ValueError, r"has processing='folded'; expected 'compat' or 'raw'"),
+    ("record: sidecar n_layers other than the weights", lambda c: _load_record(c, "n3", edit_meta=lambda m: m.update(
+        n_layers=3)), ValueError, r"the weights hold W_O \[2, 4, 16, 64\] and W_out \[2, 256, 64\], not the 3 layers"),
+    ("record: sidecar is a list", lambda c: interp.ResidualWrites.load(_writes_file(c, c.saved.read_bytes(), "[]")),
+     ValueError, r"is not a record written by writes.save\(\) \(lacks model_id in rec.json\)"),
+    ("record: str_tokens for other rows", lambda c: _load_record(c, "strtok", edit_meta=lambda m: m.update(
+        str_tokens=[["a"]])), ValueError, r"has str_tokens for 1 rows but the record has 2"),
+    ("record: tampered with the model's id", lambda c: interp.ResidualWrites.load(_record(c, "id", edit_meta=lambda m: m.update(
+        model_id="0" * 16)), model=c.model), ModelMismatchError,
+     r"model='GPT2LMHeadModel' is not the model these writes were recorded on .*model ids \w+ and 0{16}\); pass that"),
+    ("record: model of another kind", lambda c: interp.ResidualWrites.load(c.saved, model="gpt2"), TypeError,
+     r"model must be an interp.Model \(from interp.load\) or None, got str"),
+    ("record: path not a path", lambda c: interp.ResidualWrites.load(3), TypeError,
+     r"path must be a str or Path of a file written by writes.save\(\), got int"),
+    ("save into a missing directory", lambda c: c.writes.save(c.tmp / "no" / "such" / "dir" / "rec"), FileNotFoundError,
+     r"the directory '.*no/such/dir' does not exist; create it first \(Path\(.*\).mkdir\(parents=True\)\)"),
+    ("save to a directory name", lambda c: c.writes.save(c.tmp / ".."), ValueError,
+     r"names a directory, not a record; pass a file name such as 'rec'"),
+    ("save with weights as a string", lambda c: c.writes.save(c.tmp / "w", weights="yes"), TypeError,
+     r"weights='yes' must be True or False"),
+    ("records of two models, writers", _writers_mixed, ModelMismatchError,
+     r"writes\[0\] and writes\[1\] were recorded on different models .* pass them separately"),
+    ("records of two models, deletion_evidence", _evidence_mixed, ModelMismatchError,
+     r"recorded on 'GPT2LMHeadModel', not on model='GPT2LMHeadModel' \(model ids"),
+    ("records of two models, stream of writers", lambda c: interp.writers(
+        interp.Subspace(torch.eye(64)[:1]), iter([c.writes, c.writes, c.other.run_with_writes("x")]), layer=1),
+     ModelMismatchError, r"writes\[0\] and writes\[2\] were recorded on different models"),
+    ("decompose with the other model", lambda c: interp.decompose(c.writes, model=c.other), ModelMismatchError,
+     r"is not the model these writes were recorded on"),
+    ("stream norms with the other model", lambda c: interp.stream_norms(c.writes, model=c.other), ModelMismatchError,
+     r"is not the model these writes were recorded on"),
+]
+
+ARGUMENTS: list[tuple[str, Any, type[BaseException], str]] = [
+    ("export(None)", lambda c: interp.export(None, c.tmp / "f.html"), TypeError,
+     r"fig must be a plotly.graph_objects.Figure \(or a figure dict\), got NoneType; pass the figure a plot function"),
+    ("export a DataFrame", lambda c: interp.export(__import__("pandas").DataFrame({"a": [1]}), c.tmp / "f.html"),
+     TypeError, r"fig must be a plotly.graph_objects.Figure .*got DataFrame"),
+    ("export a dict that is no figure", lambda c: interp.export({"nope": 1}, c.tmp / "f.html"), TypeError,
+     r"fig is a dict that is not a plotly figure"),
+    ("complex direction", lambda c: interp.decompose(c.writes, directions=torch.ones(64, dtype=torch.complex64)),
+     TypeError, r"directions is a torch.complex64 tensor; directions live in the real residual stream: pass a real"),
+    ("bool direction", lambda c: interp.decompose(c.writes, directions=torch.ones(64, dtype=torch.bool)), TypeError,
+     r"directions is a torch.bool tensor"),
+    ("complex subspace", lambda c: interp.Subspace(torch.ones(2, 64, dtype=torch.complex64)), TypeError,
+     r"directions is a torch.complex64 tensor"),
+    ("rank-deficient subspace", lambda c: interp.Subspace(torch.ones(3, 64)), ValueError,
+     r"directions holds 3 directions but they span only 1 dimension\(s\) \(linearly dependent.*pass independent"),
+    ("nearly dependent subspace", lambda c: interp.Subspace(torch.stack([torch.eye(64)[0], torch.eye(64)[0] + 1e-9 *
+                                                                         torch.eye(64)[1]])), ValueError,
+     r"holds 2 directions but they span only 1 dimension"),
+    ("zero-width subspace", lambda c: interp.Subspace.from_basis(torch.zeros(64, 0)), ValueError,
+     r"directions has shape \[0, 64\]; pass \[k, d_model\]"),
+    ("zero-width basis, evidence", lambda c: _evidence(c, subspace=torch.zeros(64, 0)), ValueError,
+     r"subspace.basis has shape \[64, 0\]: a zero-width subspace; pass at least one direction"),
+    ("rank-deficient basis, evidence", lambda c: _evidence(c, subspace=torch.ones(64, 2)), ValueError,
+     r"subspace.basis holds 2 directions but they span only 1 dimension"),
+    ("integer basis of rank 1, evidence", lambda c: _evidence(c, subspace=torch.ones(64, 3, dtype=torch.long)),
+     ValueError, r"subspace.basis holds 3 directions but they span only 1"),
+    ("complex basis, evidence", lambda c: _evidence(c, subspace=torch.ones(64, 1, dtype=torch.complex64)), TypeError,
+     r"subspace.basis is a torch.complex64 tensor"),
+    ("subspace name not a string", lambda c: interp.Subspace(torch.eye(64)[:1], name=3), TypeError,
+     r"name=3 must be a str"),
+    ("LinearProbe label -1 with an OTHER class", lambda c: _minus_one_labels(), ValueError,
+     r"y holds the label -1, which LinearProbe reports for OTHER .* shift the labels \(e.g. y \+ 1\), or pass top_k=6"),
+    ("n_ctx=0 is not the default", lambda c: next(c.model.stream_writes(TEXTS, n_ctx=0, progress=False)), ValueError,
+     r"n_ctx=0 must be an int >= 2 \(or None\)"),
+    ("layer as a string", lambda c: c.writes.head_write("1", 0), TypeError,
+     r"layer='1' must be an int layer index; pass the number itself, layer=1, not the string '1'"),
+    ("layers as a string", lambda c: c.model.run_with_writes("x", layers="01"), TypeError,
+     r"layers='01' must be an int, a sequence of ints, or None"),
+    ("layers holding a string", lambda c: c.model.run_with_writes("x", layers=[0, "1"]), TypeError,
+     r"layers='1' must be an int layer index; pass the number itself"),
+    ("layers as a float tensor", lambda c: c.model.run_with_writes("x", layers=torch.tensor([0.5])), TypeError,
+     r"layers=0.5 must be an int, a sequence of ints, or None"),
+    ("neuron as a float", lambda c: c.writes.neuron_write(0, 2.0), TypeError, r"neuron=2.0 must be an int neuron index"),
+    ("decompose layer as a string", lambda c: interp.decompose(c.writes, layer="1"), TypeError,
+     r"layer='1' must be an int layer index"),
+    ("from_probe site out of range", lambda c: interp.Subspace.from_probe(_fitted_probe(), site=3), ValueError,
+     r"site=3 out of range: the probe has 1 site"),
+    ("from_probe k beyond the rank", lambda c: interp.Subspace.from_probe(_fitted_probe(), k=5), ValueError,
+     r"k=5 must be an int in 1..2 \(the probe's rank bound\)"),
+    ("choice given as a bool", lambda c: interp.decompose(c.writes, by=True), ValueError,
+     r"by=True is not supported; use one of"),
+    ("choice given as a list", lambda c: interp.logit_lens(c.writes, where=["pre"]), ValueError,
+     r"where=\['pre'\] is not supported; use one of"),
+]
+
+# Each numeric, flag or count argument of the public API, the kind of value it takes, and the
+# bad values of that kind. The generated rows cover every member of the family per argument.
+BAD_VALUES: dict[str, list[tuple[Any, type[BaseException]]]] = {
+    "count": [("8", TypeError), (0, ValueError), (-2, ValueError), (2.5, TypeError), (True, TypeError),
+              (float("nan"), TypeError)],
+    "count0": [("3", TypeError), (-1, ValueError), (1.5, TypeError)],
+    "seed": [("0", TypeError), (1.5, TypeError), (None, TypeError)],
+    "ctx": [(0, ValueError), (1, ValueError), (-5, ValueError), ("64", TypeError)],
+    "flag": [("no", TypeError), ("False", TypeError), (1, TypeError)],
+    "positive": [("0.1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (-1, ValueError),
+                 (0, ValueError)],
+    "fraction": [("0.2", TypeError), (float("nan"), ValueError), (0, ValueError), (1, ValueError), (1.5, ValueError)],
+    "energy": [("0.9", TypeError), (float("nan"), ValueError), (0, ValueError), (1.5, ValueError)],
+    "cosine": [("low", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (2, ValueError)],
+    "penalty": [("1e-3", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (-0.1, ValueError)],
+}
+
+
+def _stream(c: Ctx, **kw):
+    return next(iter(c.model.stream_writes(TEXTS, **dict(dict(progress=False), **kw))))
+
+
+def _quiet(fn):
+    return lambda c, **kw: fn(c, **dict(dict(progress=False), **kw))
+
+
+API: dict[str, tuple[Any, dict[str, str]]] = {
+    "Model.run_with_writes": (lambda c, **kw: c.model.run_with_writes("x = 1", **kw),
+                              {"chunk": "flag", "prepend_bos": "flag", "verify": "flag"}),
+    "Model.to_tokens": (lambda c, **kw: c.model.to_tokens("x = 1", **kw), {"chunk": "flag", "prepend_bos": "flag"}),
+    "Model.stream_writes": (_stream, {"batch_size": "count", "n_ctx": "ctx", "max_tokens": "count", "progress": "flag"}),
+    "decompose": (lambda c, **kw: interp.decompose(c.writes, **kw), {"top_k": "count"}),
+    "logit_attribution": (lambda c, **kw: interp.logit_attribution(c.writes, **kw), {"top_k": "count"}),
+    "logit_lens": (lambda c, **kw: interp.logit_lens(c.writes, **kw), {"k": "count", "chunk_rows": "count"}),
+    "probe_layers": (_quiet(lambda c, **kw: interp.probe_layers(c.model, TEXTS, **kw)),
+                     {"max_tokens": "count", "top_k": "count", "max_iter": "count", "batch_size": "count",
+                      "n_ctx": "ctx", "seed": "seed", "weight_decay": "penalty", "test_size": "fraction",
+                      "exclude_first": "flag", "progress": "flag"}),
+    "ablation_effect": (_quiet(lambda c, **kw: interp.ablation_effect(c.model, TEXTS, c.sub, at=1, **kw)),
+                        {"max_tokens": "count", "top_k": "count", "max_iter": "count", "batch_size": "count",
+                         "n_ctx": "ctx", "seed": "seed", "test_size": "fraction", "exclude_first": "flag",
+                         "progress": "flag"}),
+    "deletion_evidence": (_quiet(lambda c, **kw: interp.deletion_evidence(c.model, TEXTS, neurons=["L1N3"], heads=[],
+                                                                          **kw)),
+                          {"top_writers": "count", "max_tokens": "count", "batch_size": "count", "n_ctx": "ctx",
+                           "progress": "flag"}),
+    "find_deleting_neurons": (lambda c, **kw: interp.find_deleting_neurons(c.model, **kw),
+                              {"threshold": "cosine", "false_positives": "positive", "seed": "seed"}),
+    "neuron_in_out_cosines": (lambda c, **kw: interp.neuron_in_out_cosines(c.model, **kw),
+                              {"threshold": "cosine", "false_positives": "positive", "seed": "seed"}),
+    "find_deleting_heads": (lambda c, **kw: interp.find_deleting_heads(c.model, **kw),
+                            {"false_positives": "positive", "n_tokens": "count0", "seed": "seed"}),
+    "writers": (lambda c, **kw: interp.writers(c.sub, c.writes, layer=2, **kw),
+                {"top_neurons": "count0", "exclude_first": "flag"}),
+    "readers": (lambda c, **kw: interp.readers(c.sub, c.model, **kw), {"unembed": "flag"}),
+    "export": (lambda c, **kw: interp.export(go.Figure(), c.tmp / "f.html", **kw),
+               {"scale": "positive", "width": "count", "height": "count"}),
+    "Subspace.random": (lambda c, **kw: interp.Subspace.random(**dict(dict(d_model=64, k=2), **kw)),
+                        {"d_model": "count", "k": "count", "seed": "seed"}),
+    "Subspace.from_probe": (lambda c, **kw: interp.Subspace.from_probe(_fitted_probe(), **kw),
+                            {"site": "seed", "k": "count", "energy": "energy"}),
+    "Subspace": (lambda c, **kw: interp.Subspace(torch.eye(64)[:2], **kw), {"drop_dependent": "flag"}),
+    "LinearProbe": (lambda c, **kw: interp.LinearProbe(**kw).fit(torch.randn(20, 4), torch.arange(20) % 2),
+                    {"top_k": "count", "max_iter": "count", "weight_decay": "penalty", "lr": "positive"}),
+    "ResidualWrites.save": (lambda c, **kw: c.writes.save(c.tmp / "w", **kw), {"weights": "flag"}),
+    "load": (lambda c, **kw: interp.load(c.ckpt, **kw),
+             {"allow_pickle": "flag", "trust_remote_code": "flag", "fast": "flag", "n_devices": "count"}),
+}
+#: Where ``None`` is a valid value of an argument (it then means "the default").
+NONE_OK = {"prepend_bos", "verify", "n_ctx", "max_tokens", "top_k", "chunk_rows", "threshold", "width", "height", "k",
+           "n_devices"}
+SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1)}
+
+
+def _call(call, kw, c):
+    return call(c, **kw)
+
+
+def _generated() -> list[tuple[str, Any, type[BaseException], str]]:
+    rows = []
+    for fn, (call, params) in API.items():
+        for param, kind in params.items():
+            for value, error in BAD_VALUES[kind]:
+                if value is None and param in NONE_OK or (fn, param, value) in SKIP:
+                    continue
+                shown = re.escape(f"{param}={value!r}")
+                if isinstance(value, str) and kind in ("count", "count0", "seed", "ctx", "positive", "fraction",
+                                                       "energy", "penalty"):
+                    fix = r".*must be (an int|a number), not a string; pass the number itself"
+                elif kind == "flag":
+                    fix = r" must be True or False"
+                elif isinstance(value, float) and value != value or value in (float("inf"),):
+                    fix = r".* (is not a finite number; pass a finite|must be an int)"
+                else:
+                    fix = r".*(must be|pass a number|out of range)"
+                rows.append((f"{fn}({param}={value!r})", functools.partial(_call, call, {param: value}), error,
+                             shown + fix))
+    return rows
+
+
+GENERATED = _generated()
+FAMILY = {"table of round one": CASES, "what is loaded": LOADING, "what is saved": RECORDS,
+          "arguments (by hand)": ARGUMENTS, "arguments (per public argument)": GENERATED}
+CASES = CASES + LOADING + RECORDS + ARGUMENTS + GENERATED
+
+
 @pytest.fixture
 def ctx(shared, tmp_path, monkeypatch) -> Ctx:
     return Ctx(tmp=tmp_path, monkeypatch=monkeypatch, **shared)
@@ -350,7 +767,32 @@ def ctx(shared, tmp_path, monkeypatch) -> Ctx:
 
 def test_the_table_is_large_and_unique():
     ids = [c[0] for c in CASES]
-    assert len(ids) >= 30 and len(set(ids)) == len(ids)
+    counts = {name: len(rows) for name, rows in FAMILY.items()}
+    assert len(ids) >= 150 and len(set(ids)) == len(ids), counts
+    assert all(n >= 20 for n in counts.values()), counts
+
+
+def test_every_numeric_or_flag_argument_of_the_api_is_in_the_table():
+    """Every public function's int, float and bool options appear in ``API``: a new one that
+    is not validated through ``interp._checks`` is caught here, not by a user."""
+    import inspect
+
+    funcs = {n: getattr(interp, n) for n in interp.__all__ if inspect.isfunction(getattr(interp, n))}
+    for cls, names in ((interp.Model, ("run_with_writes", "to_tokens", "stream_writes")),
+                       (interp.ResidualWrites, ("save",)), (interp.Subspace, ("random", "from_probe", "__init__")),
+                       (interp.LinearProbe, ("__init__",))):
+        for n in names:
+            funcs[f"{cls.__name__}.{n}".replace(".__init__", "")] = getattr(cls, n)
+    covered = {(fn, p) for fn, (_, params) in API.items() for p in params}
+    exempt = {("load", "max_memory"), ("load", "device_map")}
+    missing = []
+    for fn, f in funcs.items():
+        for p in inspect.signature(f).parameters.values():
+            if isinstance(p.default, (bool, int, float)) and (fn, p.name) not in covered | exempt:
+                missing.append(f"{fn}({p.name})")
+    late = {"head_scores", "activation_patching", "attribution_patching", "deletion_effect", "neuron_stats"}
+    missing = [m for m in missing if m.split("(")[0] not in late]
+    assert not missing, f"arguments not validated through the table: {missing}"
 
 
 @pytest.mark.parametrize("call, error, match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

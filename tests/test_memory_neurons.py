@@ -162,7 +162,7 @@ def test_compat_and_raw_conventions_match_their_definitions():
         (dict(input="gate"), ValueError, r"input='gate' needs a gated MLP"),
         (dict(input="up"), ValueError, r"input='up' is not supported"),
         (dict(threshold=-1.5), ValueError, r"threshold=-1.5 must be a cosine in \[-1, 1\]"),
-        (dict(threshold="low"), ValueError, r"threshold='low' must be a cosine"),
+        (dict(threshold="low"), TypeError, r"threshold='low' must be a number, not a string"),
         (dict(false_positives=0), ValueError, r"false_positives=0 must be a positive number"),
     ],
 )

@@ -92,7 +92,9 @@ def test_ignored_samples_are_dropped():
 
 def test_subspace_geometry():
     d = torch.randn(3, 16)
-    s = Subspace(torch.cat([d, d[:1] + d[1:2]]), name="s")  # a dependent row is dropped
+    with pytest.raises(ValueError, match="directions holds 4 directions but they span only 3 dimension"):
+        Subspace(torch.cat([d, d[:1] + d[1:2]]), name="s")  # k would silently shrink
+    s = Subspace(torch.cat([d, d[:1] + d[1:2]]), name="s", drop_dependent=True)  # the span is kept
     assert s.k == 3 and s.d_model == 16
     assert torch.allclose(s.basis.T @ s.basis, torch.eye(3), atol=1e-5)
     x = torch.randn(5, 16)

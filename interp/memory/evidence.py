@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_direction, check_index
+from interp._checks import check_basis, check_index, check_int, check_stream
 from interp.errors import IndexOutOfRangeError, ModelMismatchError
 from interp.writes import ResidualWrites
 
@@ -220,7 +220,7 @@ def _subspace_basis(subspace: Any, d_model: int) -> Tensor | None:
     basis = getattr(subspace, "basis", subspace)
     if not isinstance(basis, Tensor) or basis.dim() != 2:
         raise TypeError(f"subspace must have a .basis tensor [d_model, k] (or be one), got {type(basis).__name__}")
-    check_direction("subspace.basis.T", basis.T, d_model)
+    basis = check_basis("subspace.basis", basis, d_model, rows=False).T  # full rank: QR adds nothing
     return torch.linalg.qr(basis.double())[0]
 
 
@@ -281,8 +281,10 @@ def deletion_evidence(
         raise ValueError(f"model has processing={c.processing!r}; deletion_evidence needs 'compat' (LayerNorm "
                          "folded into W_in, so W_in is the neuron's direction in the stream): reload with "
                          "interp.load(..., processing='compat')")
-    if isinstance(top_writers, bool) or not isinstance(top_writers, int) or top_writers < 1:
+    top_writers = check_int("top_writers", top_writers)
+    if top_writers < 1:
         raise ValueError(f"top_writers={top_writers!r} must be a positive int, e.g. 5")
+    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
     neurons = find_deleting_neurons(model) if neurons is None else neurons
     heads = find_deleting_heads(model, n_tokens=0).query("flagged") if heads is None else heads
     sel_n = _select("neurons", neurons, "neuron", c.n_layers, c.d_mlp)

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_indices, check_int
+from interp._checks import check_float, check_indices, check_int
 from interp.memory.neurons import FALSE_POSITIVES
 from interp.memory.null import normal_upper_quantile, ov_eigen_score, ov_score_null
 
@@ -92,11 +92,12 @@ def find_deleting_heads(
     c = model.cfg
     layers = check_indices("layers", layers, c.n_layers, "layer")
     n_total = c.n_heads * len(layers)
-    if isinstance(false_positives, bool) or not isinstance(false_positives, (int, float)) or not (
-            0 < false_positives < n_total):
+    check_float("false_positives", false_positives)
+    if not 0 < false_positives < n_total:
         raise ValueError(f"false_positives={false_positives!r} must be a positive number of expected false "
                          f"positives below the {n_total} heads tested, e.g. 0.1")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
+    n_tokens = check_int("n_tokens", n_tokens)
+    if n_tokens < 0:
         raise ValueError(f"n_tokens={n_tokens!r} must be a non-negative int (0 skips copy_suppression)")
     seed = check_int("seed", seed)
     null_mean, null_std = ov_score_null(c.d_model, c.d_head)

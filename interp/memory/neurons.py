@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp._checks import check_choice, check_indices, check_int
+from interp._checks import check_choice, check_float, check_indices, check_int
 from interp.memory.null import cosine_cdf, cosine_quantile
 
 NULLS = ("analytic", "empirical")
@@ -214,12 +214,12 @@ def _scan(
     if input == "gate" and not stack.gated:
         raise ValueError("input='gate' needs a gated MLP (W_gate), but this model's MLP is not gated; "
                          "use input='in'")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not -1.0 <= threshold <= 1.0):
+    check_float("threshold", threshold, allow_none=True)
+    check_float("false_positives", false_positives)
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold!r} must be a cosine in [-1, 1] (or None for the null-based "
                          "default)")
-    if isinstance(false_positives, bool) or not isinstance(false_positives, (int, float)) or not (
-            0 < false_positives < stack.d_mlp * len(layers)):
+    if not 0 < false_positives < stack.d_mlp * len(layers):
         raise ValueError(f"false_positives={false_positives!r} must be a positive number of expected false "
                          f"positives below the {stack.d_mlp * len(layers)} neurons tested, e.g. 0.1")
     d_null = stack.d_model - (1 if stack.centred else 0)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_choice
+from interp._checks import check_choice, check_fraction, check_int, check_stream
 from interp.probes.labels import get_labeler
 from interp.probes.linear import LinearProbe
 from interp.probes.memory_map import _basis
@@ -171,6 +171,11 @@ def ablation_effect(
     """
     check_model(model)
     check_choice("mode", mode, MODES)
+    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
+                 exclude_first=exclude_first)
+    check_fraction("test_size", test_size)
+    seed = check_int("seed", seed)
+    LinearProbe(top_k=top_k, max_iter=max_iter)._check_params()
     sub_sites = _sites(model, at)
     B = _basis(subspace, model.cfg.d_model, f"model {model.cfg.name!r} has")
     first = min(s.layer + (s.where != "resid_pre") for s in sub_sites)  # first resid_pre downstream

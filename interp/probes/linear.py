@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp._checks import check_choice
+from interp._checks import check_choice, check_float, check_int
 from interp.probes.labels import IGNORE
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,12 @@ class LinearProbe:
         check_choice("task", self.task, TASKS)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("scaling", self.scaling, SCALINGS)
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k!r} must be an int >= 1")
-        if not (self.weight_decay >= 0):
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"max_iter={self.max_iter!r} must be an int >= 1")
+        for name in ("top_k", "max_iter"):
+            value = check_int(name, getattr(self, name))
+            if value < 1:
+                raise ValueError(f"{name}={value!r} must be an int >= 1")
+        check_float("weight_decay", self.weight_decay, minimum=0)
+        check_float("lr", self.lr, minimum=0, min_open=True)
 
     def _check_X(self, X: object, fitted: bool) -> tuple[Tensor, bool]:
         if not isinstance(X, Tensor) or not X.is_floating_point():
@@ -157,14 +157,21 @@ class LinearProbe:
         vals, counts = torch.unique(y, return_counts=True)
         order = torch.argsort(-counts.double() + vals.double() / (2 * (vals.abs().max() + 1)), stable=True)
         kept = vals[order[: self.top_k]].sort().values
-        if len(vals) > self.top_k:
+        self._has_other = len(vals) > self.top_k  # by count: a real label -1 is not the OTHER class
+        if self._has_other:
+            if (vals == OTHER).any():
+                raise ValueError(
+                    f"y holds the label {OTHER}, which LinearProbe reports for OTHER (the labels beyond the "
+                    f"top_k={self.top_k} most frequent of {len(vals)}), so predictions would be ambiguous; shift "
+                    f"the labels (e.g. y + 1), or pass top_k={len(vals)} to keep every class"
+                )
             kept = torch.cat([kept, torch.tensor([OTHER], device=y.device)])
         return kept
 
     def _encode(self, y: Tensor) -> Tensor:
         """Class index of each label; labels outside ``classes_`` go to OTHER (or -1 if none)."""
         classes = self.classes_.to(y.device)
-        real = classes[classes != OTHER] if self._has_other else classes
+        real = classes[:-1] if self._has_other else classes
         idx = torch.searchsorted(real.contiguous(), y.contiguous()).clamp_max(len(real) - 1)
         hit = real[idx] == y
         fallback = len(classes) - 1 if self._has_other else -1
@@ -172,7 +179,6 @@ class LinearProbe:
 
     def _fit_logistic(self, X: Tensor, y: Tensor) -> None:
         self.classes_ = self._classes(y)
-        self._has_other = bool((self.classes_ == OTHER).any())
         target = self._encode(y)
         S, n, d = X.shape
         C = len(self.classes_)

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_index
+from interp._checks import check_bool, check_index, check_int, one_model
 from interp.probes.sites import check_model
 from interp.probes.subspace import Subspace
 from interp.writes import ResidualWrites
@@ -113,11 +113,14 @@ def writers(
     Raises:
         ValueError: a subspace of another ``d_model``, or writes missing layers.
     """
-    if isinstance(top_neurons, bool) or not isinstance(top_neurons, int) or top_neurons < 0:
+    top_neurons = check_int("top_neurons", top_neurons)
+    if top_neurons < 0:
         raise ValueError(f"top_neurons={top_neurons!r} must be an int >= 0")
+    check_bool("exclude_first", exclude_first)
     batches = [writes] if isinstance(writes, ResidualWrites) else writes
-    if not isinstance(batches, Iterable):
+    if not isinstance(batches, Iterable) or isinstance(batches, (str, bytes)):
         raise TypeError(f"writes must be a ResidualWrites or an iterable of them, got {type(writes).__name__}")
+    batches = one_model("writes", batches)
     accs: dict[str, _Acc] = {}
     neuron_accs: dict[int, list[Tensor]] = {}
     count, r_sq = 0, 0.0
@@ -202,6 +205,7 @@ def readers(subspace: Subspace, model: Any, *, unembed: bool = True) -> pd.DataF
             (fraction / baseline; above 1 reads the subspace more than chance), rank:int.
     """
     check_model(model)
+    check_bool("unembed", unembed)
     d_model = model.cfg.d_model
     B = _basis(subspace, d_model, f"model {model.cfg.name!r} has")
     k = B.shape[1]

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_device, check_int
+from interp._checks import check_device, check_fraction, check_int, check_stream
 from interp.probes.labels import get_labeler
 from interp.probes.linear import LinearProbe
 from interp.probes.sites import Collected, collect, resolve_sites
@@ -136,6 +136,9 @@ def probe_layers(
     labeler = get_labeler(label)
     sites = resolve_sites(model, layers, where)
     device, seed = check_device("device", device), check_int("seed", seed)
+    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
+                 exclude_first=exclude_first)
+    check_fraction("test_size", test_size)
     probe = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
     probe._check_params()
     col = collect(

@@ -19,14 +19,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp._checks import check_direction, check_int
+from interp._checks import check_basis, check_bool, check_direction, check_float, check_int
 
 
 class Subspace:
     """A ``k``-dimensional subspace of the ``d_model``-dimensional residual stream.
 
     Build one from directions (``Subspace(directions)``, rows ``[k, d_model]`` or one
-    ``[d_model]`` vector; they are orthonormalised, and linearly dependent ones dropped),
+    ``[d_model]`` vector; they are orthonormalised. Linearly dependent directions are refused,
+    since ``k`` would silently shrink; ``drop_dependent=True`` keeps the span instead),
     from a probe (``Subspace.from_probe``), or at random (``Subspace.random``).
 
     Attributes:
@@ -34,14 +35,20 @@ class Subspace:
         name: a label for tables and figures.
     """
 
-    def __init__(self, directions: Float[Tensor, "k d_model"] | Float[Tensor, " d_model"], *, name: str = "subspace"):
+    def __init__(self, directions: Float[Tensor, "k d_model"] | Float[Tensor, " d_model"], *, name: str = "subspace",
+                 drop_dependent: bool = False):
         if not isinstance(directions, Tensor):
             raise TypeError(
                 f"directions must be a torch.Tensor [k, d_model] or [d_model], got {type(directions).__name__}"
             )
         if directions.dim() not in (1, 2) or directions.numel() == 0:
             raise ValueError(f"directions has shape {list(directions.shape)}; pass [k, d_model] or [d_model]")
-        d = check_direction("directions", directions, directions.shape[-1]).reshape(-1, directions.shape[-1])
+        if not isinstance(name, str):
+            raise TypeError(f"name={name!r} must be a str (a label for tables and figures)")
+        if check_bool("drop_dependent", drop_dependent):
+            d = check_direction("directions", directions, directions.shape[-1]).reshape(-1, directions.shape[-1])
+        else:
+            d = check_basis("directions", directions)
         U, S, _ = torch.linalg.svd(d.double().T, full_matrices=False)
         rank = int((S > S[0] * 1e-6).sum())
         self.basis = U[:, :rank].float().contiguous()
@@ -58,6 +65,8 @@ class Subspace:
     def random(cls, d_model: int, k: int, *, seed: int = 0, name: str | None = None) -> Subspace:
         """A uniformly random ``k``-dimensional subspace (seeded)."""
         d_model, k, seed = check_int("d_model", d_model, minimum=1), check_int("k", k), check_int("seed", seed)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name={name!r} must be a str or None")
         if not 1 <= k <= d_model:
             raise ValueError(f"k={k} must be between 1 and d_model={d_model}")
         g = torch.Generator().manual_seed(seed)
@@ -77,6 +86,9 @@ class Subspace:
         if coef is None:
             raise ValueError("probe is not fitted; call fit() (or use probe_layers(...).attrs['probe'])")
         coef = coef.reshape(-1, *coef.shape[-2:])
+        site = check_int("site", site)
+        k = check_int("k", k, minimum=1, allow_none=True)
+        energy = check_float("energy", energy, minimum=0, maximum=1, min_open=True)
         if not -coef.shape[0] <= site < coef.shape[0]:
             raise ValueError(f"site={site} out of range: the probe has {coef.shape[0]} site(s)")
         W = coef[site].double()
