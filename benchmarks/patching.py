@@ -74,6 +74,10 @@ def measure(model: interp.Model, name: str, *, neurons_exact: bool) -> list[dict
     t = time.perf_counter()
     heads = interp.activation_patching(model, clean, corrupt, by="head", progress=False)
     t_heads = time.perf_counter() - t
+    some = sorted({0, model.cfg.n_layers // 2, model.cfg.n_layers - 1})  # extrapolated from 3 layers
+    t = time.perf_counter()
+    interp.activation_patching(model, clean, corrupt, by="head", layers=some, batch_size=1, progress=False)
+    t_naive = (time.perf_counter() - t) * model.cfg.n_layers / len(some)
     t = time.perf_counter()
     att = interp.attribution_patching(model, clean, corrupt, by=["head", "neuron"])
     t_att = time.perf_counter() - t
@@ -84,8 +88,8 @@ def measure(model: interp.Model, name: str, *, neurons_exact: bool) -> list[dict
         {"figure": f"{name}: patching, 64 tokens", "what": f"activation_patching(by='head'), {n} heads",
          "seconds": t_heads, "ratio": t_heads / fwd, "forwards_equivalent": t_heads / fwd,
          "target": "<= 60 s for SmolLM2 on 2 cores", "n_forwards": heads.attrs["n_forwards"]},
-        {"figure": f"{name}: patching, 64 tokens", "what": f"one forward per head (naive), {n} forwards",
-         "seconds": fwd * n, "ratio": n, "target": "the batched run above beats this"},
+        {"figure": f"{name}: patching, 64 tokens", "what": f"one forward per head (batch_size=1), {n} heads",
+         "seconds": t_naive, "ratio": t_naive / t_heads, "target": "the batched run is this many times faster"},
         {"figure": f"{name}: patching, 64 tokens", "what": "attribution_patching(heads and neurons)",
          "seconds": t_att, "ratio": t_att / fb, "target": "<= 3 forward+backward passes",
          "rows": len(att)},

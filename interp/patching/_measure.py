@@ -71,19 +71,24 @@ def measure(model: Any, runner: Runner, plans: list, batches: list, *, mode: str
 
     # ---- means for mode="mean" (in the runner's convention) ----------------------------------
     means: dict[Any, Tensor] = {}
-    if mode == "mean":
-        sums: dict[tuple[str, int], Tensor] = {}
-        count = 0
+    if mode == "mean":  # interp.stats.Moments: streaming, and all-reduced under torch.distributed
+        from interp.stats import Moments
+
+        mom: dict[tuple[str, int], Moments] = {}
         for b in batches:
             _, cap = runner.run(b.tokens, capture=[(k, ly) for ly in lay_of for k in ("act", "z")], last_only=True)
-            m = b.mask.to(dev)
+            m = b.mask.clone()
+            m[:, 0] = False  # the first position (BOS, the attention sink) is an outlier
+            m = m.to(dev)
             for key, t in cap.items():
-                sums[key] = sums.get(key, 0) + t[m].double().sum(0)
-            count += int(m.sum())
+                x = t[m]
+                mom.setdefault(key, Moments(tuple(x.shape[1:]), device=x.device)).update(x)
+        for st in mom.values():
+            st.all_reduce()
         for _d, group in plans:
             for a in group:
                 key = ("act", a.layer) if a.kind == "neuron" else ("z", a.layer)
-                means[a] = (sums[key] / count)[a.index]
+                means[a] = mom[key].mean[a.index]
 
     sites_of = {d: _sites(model, d, layers) for d, _ in plans}
     sums_of = {(d, a): _Sums(len(sites_of[d])) for d, group in plans for a in group}

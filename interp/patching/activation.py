@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp._checks import check_int
+from interp._checks import check_bool, check_int
 from interp.patching._inputs import Component, check_by, components, evaluate, frame, prepare, resolve
 from interp.patching._runner import Runner
 
@@ -108,7 +108,8 @@ def activation_patching(
         answers: ``(clean_answer, corrupt_answer)``: single tokens (str) or ids, one pair or one
             per prompt. Default: the clean and the corrupt run's top next tokens.
         subspace: a ``Subspace`` (or ``[d_model, k]`` basis) for ``by="subspace"``.
-        batch_size: patched runs per forward (default: about 4096 tokens per forward).
+        batch_size: patched runs per forward (default: about 4096 tokens per forward, fewer when
+            a custom metric needs the logits at every position).
     Returns:
         One row per component (and position): component:str ("L3H5", "L3N120",
         "L3_attn", "L3_mlp", "L3_resid_pre", "L3_<subspace name>"), kind:str, layer:int,
@@ -125,6 +126,8 @@ def activation_patching(
     """
     prep = prepare(model, clean, corrupt, metric, answers)
     kinds = check_by(by)
+    check_bool("progress", progress)
+    check_int("batch_size", batch_size, minimum=1, allow_none=True)
     B, n_pos = prep.clean.shape
     comps = components(model, kinds, layers, positions, n_pos)
     basis = _basis(subspace, model.cfg.d_model) if "subspace" in kinds else None
@@ -135,8 +138,9 @@ def activation_patching(
     prep = resolve(model, prep, logits_c, logits_k)
     m_clean = float(evaluate(prep.metric, logits_c, B)[0])
     m_corrupt = float(evaluate(prep.metric, logits_k, B)[0])
-    if batch_size is None:
-        batch_size = max(1, min(64, 4096 // n_pos))
+    if batch_size is None:  # about 4096 tokens a forward, and full logits (a custom metric) under ~256 MB
+        logit_rows = 1 if prep.last_only else n_pos
+        batch_size = max(1, min(64, 4096 // n_pos, (1 << 26) // (logit_rows * model.cfg.d_vocab)))
     per = max(1, check_int("batch_size", batch_size, minimum=1) // B)
     patched = np.empty(len(comps))
     n_forwards = 2

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp._checks import check_choice, check_index, check_indices, check_int
+from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
 from interp.patching._runner import Runner
 
 MODES = ("zero", "mean")
@@ -144,8 +144,8 @@ def deletion_effect(
             and ablated streams (``accuracy_*`` columns).
         subspace: a ``Subspace``: adds the mean squared norm of the stream's part inside it
             over the deleter's tokens, clean and ablated (``subspace_*`` columns).
-        mode: ``"zero"`` or ``"mean"`` (the activation / ``z`` mean over ``data``, computed
-            here in one extra pass).
+        mode: ``"zero"`` or ``"mean"`` (the activation / ``z`` mean over ``data``, from
+            ``interp.stats.Moments`` in one extra pass, first position of each row left out).
         n_controls: random components of the same kind and layer (seeded), each ablated alone.
         layers: downstream layers whose ``resid_pre`` is measured (default: every one after
             the deleter; ``n_layers`` is the final stream). A head of a sequential block is
@@ -173,6 +173,9 @@ def deletion_effect(
     check_int("batch_size", batch_size, minimum=1)
     if max_tokens is not None:
         check_int("max_tokens", max_tokens, minimum=1)
+    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
+    check_fraction("test_size", test_size)
+    seed = check_int("seed", seed)
     c = model.cfg
     first = min(x.layer for x in comps) + 1
     lays = check_indices("layers", layers, c.n_layers + 1, "stream") if layers is not None else None
@@ -200,7 +203,7 @@ def deletion_effect(
     df = df.reset_index(drop=True)
     df.attrs.update(mode=mode, n_controls=n_controls, backend=runner.backend, processing=c.processing,
                     n_tokens_read=int(sum(int(b.mask[:, 1:].sum()) for b in batches)),
-                    mean_source="computed here (interp.stats not available)")
+                    mean_source="interp.stats.Moments over data" if mode == "mean" else None)
     return df
 
 
