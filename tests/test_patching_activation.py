@@ -271,3 +271,20 @@ def test_nothing_of_the_callers_changes(default_model):
     assert m.active_hooks() == []
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m._fast.hf.modules())
     assert all(p.grad is None for p in list(m.bridge.parameters()) + list(m._fast.hf.parameters()))
+
+
+def test_threads_sharing_a_model_get_their_own_patches(default_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = default_model
+    pairs = [("def f(a):\n    return f(a", "def f(a):\n    return f[a", (")", "]")),
+             ("def g(b):\n    return g(b", "def g(b):\n    return g[b", (")", "]"))]
+    want = [interp.activation_patching(m, c, k, answers=a, by="neuron", layers=[1], progress=False) for c, k, a in pairs]
+    rec = m.run_with_writes(pairs[0][0]).resid(2)
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(interp.activation_patching, m, c, k, answers=a, by="neuron", layers=[1], progress=False)
+                for c, k, a in pairs] + [pool.submit(lambda: m.run_with_writes(pairs[0][0]).resid(2))]
+        got = [j.result() for j in jobs]
+    for a, b in zip(want, got[:2]):
+        assert (a["metric_patched"] - b["metric_patched"]).abs().max() < 1e-6
+    assert torch.allclose(got[2], rec, atol=1e-6)

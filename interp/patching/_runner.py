@@ -23,6 +23,7 @@ their mean over the vocabulary (the centred unembedding).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -94,7 +95,8 @@ class Runner:
             if site[0] not in KINDS:
                 raise ValueError(f"unknown site {site!r}")
         ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx:
+        lock = getattr(self.model, "_lock", None) or contextlib.nullcontext()
+        with lock, ctx:  # the model's lock: no other thread's forward sees these hooks
             if self.backend == "raw":
                 logits = self._run_raw(tokens, edits, capture, captured, expand, grad, last_only)
             else:
