@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp._checks import options
 from interp.plots._frames import require_columns, show_token
-from interp.plots.style import DIVERGING, HIGHLIGHT, NULL_BAND, PALETTE, apply
+from interp.plots.style import DIVERGING, HIGHLIGHT, PALETTE, apply
 
 _SOURCE = "interp.activation_patching or interp.attribution_patching"
 
@@ -26,6 +27,7 @@ def _limit(values: np.ndarray) -> float:
     return float(max(1.0, np.abs(finite).max())) if finite.size else 1.0
 
 
+@options(title="text")
 def patching_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Layer x head heatmap of ``effect`` (0: the corrupt run, 1: the clean run), from a
     ``by="head"`` frame patched over all positions (``pos`` is <NA>). Hover names the head and
@@ -52,6 +54,7 @@ def patching_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     return apply(fig)
 
 
+@options(title="text")
 def patching_positions(df: pd.DataFrame, *, kind: str | None = None, title: str | None = None) -> go.Figure:
     """Layer x position heatmap of ``effect`` for per-position rows (``by="resid"`` by
     default, or ``kind=`` any kind patched with ``positions="each"``). The x axis shows the
@@ -84,6 +87,7 @@ def patching_positions(df: pd.DataFrame, *, kind: str | None = None, title: str 
     return apply(fig)
 
 
+@options(top="count", title="text")
 def patching_neurons(df: pd.DataFrame, *, top: int = 30, title: str | None = None) -> go.Figure:
     """Bar of the ``top`` neurons by |effect| (over all positions), labelled ``L3N120``; with
     an attribution frame's ``approximation`` column the estimate is the bar and, when the frame
@@ -103,45 +107,52 @@ def patching_neurons(df: pd.DataFrame, *, top: int = 30, title: str | None = Non
         fig.add_trace(go.Scatter(x=d["component"], y=d["effect_patched"], mode="markers", name="activation patching",
                                  marker=dict(color="black", symbol="diamond")))
     fig.update_layout(
-        title=title or f"Top {len(d)} neurons by patching effect",
+        title=title or f"Top {len(d)} neurons by {df.attrs.get('method', 'activation')} patching effect",
         xaxis=dict(title=dict(text="neuron", standoff=14), type="category", tickangle=-45, automargin=True),
         yaxis=dict(title="effect (0 corrupt, 1 clean)"), showlegend="effect_patched" in d.columns,
     )
     return apply(fig)
 
 
+@options(title="text")
 def deletion_effect(df: pd.DataFrame, *, deleter: str | None = None, title: str | None = None) -> go.Figure:
-    """A deleter before and after ablation: survival of its erased direction at each
-    downstream site, clean (with it) and ablated (without it), with the random controls'
-    ablated survival as a band (clean control survival shifted by the controls' mean
-    change ± one std). ``df``: ``interp.deletion_effect``; ``deleter`` picks one (default the
-    first)."""
-    require_columns(df, ("deleter", "role", "site", "survival_clean", "survival_ablated"), "deletion_effect",
-                    "interp.deletion_effect")
+    """A deleter before and after ablation. Left: survival of the direction it erases at each
+    downstream site with it (clean) and without it (ablated), and the change its weights
+    predict at the first site. Right: the change (ablated minus clean) per site for the
+    deleter (bars) and for each random control of the same kind and layer (grey points).
+    ``df``: ``interp.deletion_effect``; ``deleter`` picks one (default the first)."""
+    from plotly.subplots import make_subplots
+
+    require_columns(df, ("deleter", "role", "site", "survival_clean", "survival_ablated", "change"),
+                    "deletion_effect", "interp.deletion_effect")
     deleter = deleter or str(df["deleter"].iloc[0])
-    d = df[(df["deleter"] == deleter) & (df["role"] == "deleter")]
+    rows = df[df["deleter"] == deleter]
+    d = rows[rows["role"] == "deleter"]
     if d.empty:
         raise ValueError(f"df has no rows for deleter={deleter!r}; it has {sorted(df['deleter'].unique())}")
-    fig = go.Figure()
+    ctrl = rows[rows["role"] == "control"]
     sites = list(d["site"])
-    if "control_change" in d.columns and d["control_change"].notna().any():
-        lo = d["survival_clean"] + d["control_change"] - d["control_std"].fillna(0)
-        hi = d["survival_clean"] + d["control_change"] + d["control_std"].fillna(0)
-        fig.add_trace(go.Scatter(x=sites + sites[::-1], y=list(hi) + list(lo[::-1]), fill="toself",
-                                 fillcolor=NULL_BAND, line=dict(width=0), hoverinfo="skip",
-                                 name="random control ablated (mean ± std of its change)"))
-    fig.add_trace(go.Scatter(x=sites, y=d["survival_clean"], mode="lines+markers", name=f"with {deleter} (clean)",
-                             line=dict(color=PALETTE[0])))
+    mode = df.attrs.get("mode", "zero")
+    fig = make_subplots(1, 2, subplot_titles=("survival of the erased direction", "change when ablated"),
+                        horizontal_spacing=0.12)
+    fig.add_trace(go.Scatter(x=sites, y=d["survival_clean"], mode="lines+markers", name=f"with {deleter}",
+                             marker=dict(size=10, color=PALETTE[0]), line=dict(color=PALETTE[0])), 1, 1)
     fig.add_trace(go.Scatter(x=sites, y=d["survival_ablated"], mode="lines+markers",
-                             name=f"{deleter} ablated ({df.attrs.get('mode', 'zero')})", line=dict(color=HIGHLIGHT)))
+                             name=f"{deleter} ablated ({mode})", marker=dict(size=10, symbol="square", color=HIGHLIGHT),
+                             line=dict(color=HIGHLIGHT)), 1, 1)
     if "predicted" in d.columns and d["predicted"].notna().any():
         p = d[d["predicted"].notna()]
         fig.add_trace(go.Scatter(x=p["site"], y=p["survival_clean"] + p["predicted"], mode="markers",
-                                 name="predicted by its weights", marker=dict(symbol="x", size=11, color="black")))
-    fig.update_layout(
-        title=title or f"What survives of the direction {deleter} erases",
-        xaxis=dict(title="site downstream", type="category"),
-        yaxis=dict(title="survival (1 intact, 0 erased)"),
-        legend=dict(orientation="h", y=-0.25),
-    )
+                                 name="ablated, as its weights predict",
+                                 marker=dict(symbol="circle-open", size=18, color="black", line=dict(width=2))), 1, 1)
+    fig.add_trace(go.Bar(x=sites, y=d["change"], name=f"{deleter}: change", marker_color=HIGHLIGHT), 1, 2)
+    if not ctrl.empty:
+        fig.add_trace(go.Scatter(x=ctrl["site"], y=ctrl["change"], mode="markers", name="random controls: change",
+                                 marker=dict(color="rgba(90, 90, 90, 0.75)", size=8), text=ctrl["component"],
+                                 hovertemplate="%{text} at %{x}<br>change %{y:.3f}<extra></extra>"), 1, 2)
+    fig.update_xaxes(type="category", title_text="site downstream")
+    fig.update_yaxes(title_text="survival (1 intact, 0 erased)", row=1, col=1)
+    fig.update_yaxes(title_text="ablated - clean", zeroline=True, row=1, col=2)
+    fig.update_layout(title=title or f"What survives of the direction {deleter} erases, with and without it",
+                      legend=dict(orientation="h", y=-0.3), height=480, margin=dict(t=90))
     return apply(fig)
