@@ -40,7 +40,7 @@ def _as_number_hint(name: str, value: str) -> str:
     try:
         num = float(value)
     except ValueError:
-        return ""
+        return f"; pass a number (unquoted), e.g. {name}=1"
     shown = int(num) if num.is_integer() and "." not in value and "e" not in value.lower() else num
     return f"; pass the number itself, {name}={shown!r}, not the string {value!r}"
 
@@ -102,7 +102,8 @@ def check_float(name: str, value: object, *, minimum: float | None = None, maxim
         raise TypeError(f"{name}={value!r} must be a real number{none}, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} is not a finite number; pass a finite {_range(minimum, maximum, min_open, max_open) or 'number'}")
+        raise ValueError(f"{name}={value!r} is not a finite number; pass a finite number "
+                         f"{_range(minimum, maximum, min_open, max_open)}".rstrip())
     low = minimum is not None and (value <= minimum if min_open else value < minimum)
     high = maximum is not None and (value >= maximum if max_open else value > maximum)
     if low or high:
@@ -329,3 +330,42 @@ def one_model(name: str, records: Iterable[Any], model: Any = None) -> Iterable[
                 f"{rname!r}, id {rid}); one analysis takes the records of one model: pass them separately"
             )
         yield r
+
+
+#: What each kind of option takes, for ``options``.
+_KINDS = {
+    "count": lambda n, v: check_positive_int(n, v, allow_none=True),
+    "index": lambda n, v: check_int(n, v, minimum=0, allow_none=True),
+    "share": lambda n, v: check_float(n, v, minimum=0, maximum=1, allow_none=True),
+    "text": lambda n, v: v if v is None or isinstance(v, str) else (_ for _ in ()).throw(
+        TypeError(f"{n}={v!r} must be a str or None")),
+}
+
+
+def options(**kinds: str) -> Any:
+    """Decorate a public function so that its named options are checked before its body runs:
+    ``@options(k="count", batch="index", min_share="share", title="text")``. Kinds: ``count``
+    (an int >= 1), ``index`` (an int >= 0), ``share`` (a finite number in [0, 1]), ``text``
+    (a str); ``None`` passes where it is the option's default meaning."""
+    import functools
+    import inspect
+
+    unknown = set(kinds.values()) - set(_KINDS)
+    if unknown:
+        raise ValueError(f"unknown option kinds {sorted(unknown)}; use {sorted(_KINDS)}")
+
+    def wrap(fn: Any) -> Any:
+        sig = inspect.signature(fn)
+        own = {n: k for n, k in kinds.items() if n in sig.parameters}  # a renamed option is skipped, not fatal
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(*args, **kwargs)
+            for name, kind in own.items():
+                if name in bound.arguments:
+                    _KINDS[kind](name, bound.arguments[name])
+            return fn(*args, **kwargs)
+
+        return checked
+
+    return wrap

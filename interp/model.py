@@ -162,6 +162,7 @@ class Model:
         #: shared bridge, so two threads must not interleave them (re-entrant for nested use).
         self._lock = threading.RLock()
         self._model_id: tuple[tuple, str] | None = None
+        self._fingerprint: list[tuple[str, Tensor]] | None = None
         self._verified = False
         self._fast: FastCapture | None = None
         self._fast_ready = False
@@ -187,8 +188,14 @@ class Model:
         of every parameter and buffer of the bridge, with their names, shapes and dtypes. Two
         models that differ in one weight get different ids. Cached, and computed again when
         any tensor is modified in place (torch's per-tensor version counter), e.g. by weight
-        surgery; about 0.5 s per 650 MB of weights (SmolLM2-135M in fp32)."""
-        tensors = self._fingerprinted()
+        surgery; about 0.9 s for SmolLM2-135M's 650 MB in fp32 (raw bytes through SHA-256, which
+        runs at memory speed with the CPU's SHA instructions; a sampled or summed fingerprint would
+        miss single-weight edits). The list of tensors is taken once: a parameter replaced by a
+        new tensor object (rather than edited in place) is not seen; call ``model._fingerprint =
+        None`` after such a replacement."""
+        if self._fingerprint is None:
+            self._fingerprint = self._fingerprinted()
+        tensors = self._fingerprint
         key = tuple((n, t.data_ptr(), t._version) for n, t in tensors)
         with self._lock:
             if self._model_id is None or self._model_id[0] != key:
@@ -274,7 +281,7 @@ class Model:
         use_bos = True if prepend_bos is None else prepend_bos
         return encode_texts(
             self.tokenizer, inputs, bos_id=self.bos_id if use_bos else None,
-            n_ctx=self.cfg.n_ctx, chunk=chunk, pad_id=self.bos_id or 0,
+            n_ctx=self.cfg.n_ctx, chunk=chunk, pad_id=self.bos_id or 0, d_vocab=self.cfg.d_vocab,
         )
 
     def _check_tokens(self, toks: Tokens) -> Tokens:

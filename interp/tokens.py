@@ -45,12 +45,14 @@ def encode_texts(
     n_ctx: int,
     chunk: bool,
     pad_id: int,
+    d_vocab: int | None = None,
 ) -> Tokens:
     """Tokenize strings (no special tokens added by the tokenizer), prepend ``bos_id`` when
     given, and either refuse texts longer than ``n_ctx`` or split them into rows.
 
     Only the empty string is refused: whitespace-only text is valid input (indentation and
     blank lines are code to a code model), and so is text that is only the BOS string.
+    With ``d_vocab``, an id the model has no embedding for (another model's tokenizer) is refused.
     """
     rows: list[list[int]] = []
     for i, text in enumerate(texts):
@@ -68,6 +70,11 @@ def encode_texts(
             where = "inputs" if len(texts) == 1 else f"inputs[{i}]"
             raise ValueError(f"{where} is an empty string; pass at least one character of text")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if d_vocab is not None and ids and max(ids) >= d_vocab:
+            raise ValueError(
+                f"inputs[{i}] encodes to token id {max(ids)}, outside the model's vocabulary 0..{d_vocab - 1}: "
+                "the tokenizer is not this model's; load the model with its own tokenizer (tokenizer=...)"
+            )
         prefix = [] if bos_id is None else [bos_id]
         room = n_ctx - len(prefix)
         if len(ids) <= room:

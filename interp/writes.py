@@ -263,9 +263,13 @@ class ResidualWrites:
         Raises:
             FileNotFoundError: the directory does not exist (names it and how to create it).
         """
-        from interp._checks import check_bool
+        from interp._checks import check_bool, check_instance
 
         weights = check_bool("weights", weights)
+        check_instance("path", path, (str, Path), "a str or Path naming the record, e.g. 'rec'")
+        if Path(path).expanduser().is_dir():
+            raise ValueError(f"path={str(path)!r} is a directory; pass a file name for the record inside it, "
+                             f"e.g. {str(Path(path) / 'rec')!r}")
         path, sidecar = record_paths(path)
         if not path.parent.is_dir():
             raise FileNotFoundError(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -434,6 +435,13 @@ def _evidence_mixed(c: Ctx):
                                     progress=False)
 
 
+class _Basis:
+    """Anything with a ``.basis`` ``[d_model, k]``, as the analyses accept besides a Subspace."""
+
+    def __init__(self, basis):
+        self.basis, self.name, self.site = basis, "duck", None
+
+
 def _fitted_probe():
     X = torch.randn(60, 64, generator=torch.Generator().manual_seed(0))
     return interp.LinearProbe(max_iter=5).fit(X, (X[:, 0] > 0).long())
@@ -583,7 +591,11 @@ RECORDS: list[tuple[str, Any, type[BaseException], str]] = [
     ("save into a missing directory", lambda c: c.writes.save(c.tmp / "no" / "such" / "dir" / "rec"), FileNotFoundError,
      r"the directory '.*no/such/dir' does not exist; create it first \(Path\(.*\).mkdir\(parents=True\)\)"),
     ("save to a directory name", lambda c: c.writes.save(c.tmp / ".."), ValueError,
-     r"names a directory, not a record; pass a file name such as 'rec'"),
+     r"path='.*\.\.' is a directory; pass a file name for the record inside it"),
+    ("save to a directory", lambda c: c.writes.save(c.tmp), ValueError,
+     r"path='.*' is a directory; pass a file name for the record inside it, e.g. '.*/rec'"),
+    ("save to a number", lambda c: c.writes.save(5), TypeError,
+     r"path must be a str or Path naming the record, e.g. 'rec', got int"),
     ("save with weights as a string", lambda c: c.writes.save(c.tmp / "w", weights="yes"), TypeError,
      r"weights='yes' must be True or False"),
     ("records of two models, writers", _writers_mixed, ModelMismatchError,
@@ -627,6 +639,14 @@ ARGUMENTS: list[tuple[str, Any, type[BaseException], str]] = [
      ValueError, r"subspace.basis holds 3 directions but they span only 1"),
     ("complex basis, evidence", lambda c: _evidence(c, subspace=torch.ones(64, 1, dtype=torch.complex64)), TypeError,
      r"subspace.basis is a torch.complex64 tensor"),
+    ("rank-deficient duck-typed subspace, ablate", lambda c: interp.ablate(c.model, _Basis(torch.ones(64, 2)), at=1,
+                                                                             mode="zero").__enter__(), ValueError,
+     r"subspace.basis holds 2 directions but they span only 1 dimension"),
+    ("zero-width duck-typed subspace, readers", lambda c: interp.readers(_Basis(torch.zeros(64, 0)), c.model),
+     ValueError, r"subspace.basis has shape \[64, 0\]: a zero-width subspace; pass at least one direction"),
+    ("rank-deficient duck-typed subspace, writers", lambda c: interp.writers(_Basis(torch.ones(64, 3)), c.writes,
+                                                                             layer=1), ValueError,
+     r"subspace.basis holds 3 directions but they span only 1"),
     ("subspace name not a string", lambda c: interp.Subspace(torch.eye(64)[:1], name=3), TypeError,
      r"name=3 must be a str"),
     ("LinearProbe label -1 with an OTHER class", lambda c: _minus_one_labels(), ValueError,
@@ -669,7 +689,14 @@ BAD_VALUES: dict[str, list[tuple[Any, type[BaseException]]]] = {
     "energy": [("0.9", TypeError), (float("nan"), ValueError), (0, ValueError), (1.5, ValueError)],
     "cosine": [("low", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (2, ValueError)],
     "penalty": [("1e-3", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (-0.1, ValueError)],
+    "index": [("0", TypeError), (-1, ValueError), (1.5, TypeError)],
+    "real": [("0.3", TypeError), (float("nan"), ValueError), (float("-inf"), ValueError)],
+    "share": [("0.05", TypeError), (float("nan"), ValueError), (-0.1, ValueError), (1.5, ValueError)],
 }
+
+
+def _plot(fn: str, c: Ctx, **kw):
+    return getattr(interp.plots, fn)(pd.DataFrame(), **kw)
 
 
 def _stream(c: Ctx, **kw):
@@ -721,10 +748,38 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
     "ResidualWrites.save": (lambda c, **kw: c.writes.save(c.tmp / "w", **kw), {"weights": "flag"}),
     "load": (lambda c, **kw: interp.load(c.ckpt, **kw),
              {"allow_pickle": "flag", "trust_remote_code": "flag", "fast": "flag", "n_devices": "count"}),
+    # the analyses of this round: causal evidence and corpus statistics
+    "activation_patching": (_quiet(lambda c, **kw: interp.activation_patching(c.model, "a = 1", "a = 2", answers=(5, 6),
+                                                                              **kw)),
+                            {"batch_size": "count", "progress": "flag"}),
+    "deletion_effect": (_quiet(lambda c, **kw: interp.deletion_effect(c.model, "L1N3", TEXTS, **kw)),
+                        {"n_controls": "count0", "max_tokens": "count", "batch_size": "count", "n_ctx": "ctx",
+                         "test_size": "fraction", "seed": "seed", "progress": "flag"}),
+    "neuron_stats": (_quiet(lambda c, **kw: interp.neuron_stats(c.model, TEXTS, **kw)),
+                     {"max_tokens": "count", "top_k": "count", "batch_size": "count", "n_ctx": "ctx",
+                      "context": "count0", "exclude_first": "flag", "progress": "flag"}),
+    "find_deleting_heads (evidence)": (lambda c, **kw: interp.find_deleting_heads(c.model, **kw),
+                                       {"min_removed": "real", "min_overlap": "cosine", "copy_cut": "share",
+                                        "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count"}),
+    "head_scores": (lambda c, **kw: interp.head_scores(c.model, "previous_token", **kw),
+                    {"threshold": "share", "exclude_bos": "flag", "exclude_current": "flag", "batch_size": "count"}),
+    "icl_score": (lambda c, **kw: interp.icl_score(c.model, **kw),
+                  {"early": "count", "late": "count", "n_rows": "count", "batch_size": "count"}),
+    "pattern_frame": (lambda c, **kw: interp.pattern_frame(c.model, "x = 1", **kw), {"row": "index"}),
+    # figures: options are checked before the table is read, so an empty frame will do
+    **{f"plots.{fn}": (functools.partial(_plot, fn), params)
+       for fn, params in {
+           "write_norms": {"batch": "index"}, "head_attribution": {"batch": "index", "pos": "index"},
+           "top_neurons": {"k": "count", "batch": "index"}, "logit_lens": {"batch": "index", "max_streams": "count"},
+           "stream_norms": {"batch": "index", "max_lines": "count"}, "deleting_neurons": {"max_points": "count"},
+           "deletion_graph": {"min_share": "share"}, "patching_neurons": {"top": "count"},
+           "top_examples": {"max_examples": "count"}, "attention_pattern": {"max_cols": "count"},
+           "composition_edges": {"top_k": "count"},
+       }.items()},
 }
 #: Where ``None`` is a valid value of an argument (it then means "the default").
 NONE_OK = {"prepend_bos", "verify", "n_ctx", "max_tokens", "top_k", "chunk_rows", "threshold", "width", "height", "k",
-           "n_devices"}
+           "n_devices", "late"}
 SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1)}
 
 
@@ -740,12 +795,11 @@ def _generated() -> list[tuple[str, Any, type[BaseException], str]]:
                 if value is None and param in NONE_OK or (fn, param, value) in SKIP:
                     continue
                 shown = re.escape(f"{param}={value!r}")
-                if isinstance(value, str) and kind in ("count", "count0", "seed", "ctx", "positive", "fraction",
-                                                       "energy", "penalty"):
-                    fix = r".*must be (an int|a number), not a string; pass the number itself"
+                if isinstance(value, str) and kind != "flag":
+                    fix = r".*must be (an int|a number), not a string; pass (the number itself|a number)"
                 elif kind == "flag":
                     fix = r" must be True or False"
-                elif isinstance(value, float) and value != value or value in (float("inf"),):
+                elif isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
                     fix = r".* (is not a finite number; pass a finite|must be an int)"
                 else:
                     fix = r".*(must be|pass a number|out of range)"
@@ -783,15 +837,17 @@ def test_every_numeric_or_flag_argument_of_the_api_is_in_the_table():
                        (interp.LinearProbe, ("__init__",))):
         for n in names:
             funcs[f"{cls.__name__}.{n}".replace(".__init__", "")] = getattr(cls, n)
-    covered = {(fn, p) for fn, (_, params) in API.items() for p in params}
+    covered = {(fn.split(" ")[0], p) for fn, (_, params) in API.items() for p in params}
     exempt = {("load", "max_memory"), ("load", "device_map")}
     missing = []
     for fn, f in funcs.items():
         for p in inspect.signature(f).parameters.values():
             if isinstance(p.default, (bool, int, float)) and (fn, p.name) not in covered | exempt:
                 missing.append(f"{fn}({p.name})")
-    late = {"head_scores", "activation_patching", "attribution_patching", "deletion_effect", "neuron_stats"}
-    missing = [m for m in missing if m.split("(")[0] not in late]
+    for n in interp.plots.__all__:
+        for p in inspect.signature(getattr(interp.plots, n)).parameters.values():
+            if type(p.default) in (int, float) and (f"plots.{n}", p.name) not in covered:
+                missing.append(f"plots.{n}({p.name})")
     assert not missing, f"arguments not validated through the table: {missing}"
 
 
@@ -823,6 +879,32 @@ def test_bos_only_text_is_valid(gpt2_model):
     assert len(interp.decompose(w, by="layer")) == 2 + 2 * gpt2_model.cfg.n_layers  # embed, pos_embed, attn, mlp
     lens = interp.logit_lens(w)
     assert lens["next_token"].isna().all()  # no next token: NA, not a made-up answer
+
+
+def test_numpy_integers_are_accepted_wherever_an_int_is(gpt2_model):
+    import numpy as np
+
+    w = next(gpt2_model.stream_writes([TEXTS[0] * 4], batch_size=np.int64(1), n_ctx=np.int32(16), max_tokens=np.int64(32),
+                                      progress=False))
+    assert w.shape == (1, 16)
+    assert interp.logit_lens(w, k=np.int16(2))["top_tokens"].map(len).eq(2).all()
+    assert len(interp.decompose(w, by="layer", top_k=np.int64(1))) == 16
+    assert interp.Subspace.random(np.int64(64), np.int64(2), seed=np.int64(3)).k == 2
+    assert len(interp.writers(interp.Subspace(torch.eye(64)[:1]), w, layer=np.int64(1), top_neurons=np.int64(2)))
+    probe = interp.LinearProbe(top_k=np.int64(2), max_iter=np.int64(5)).fit(torch.randn(30, 4), torch.arange(30) % 3)
+    assert len(probe.classes_) == 3  # two kept plus OTHER
+
+
+def test_a_real_label_minus_one_is_a_class_not_the_other_sentinel():
+    """Before: a real label -1 collided with OTHER (-1), and score reported 0.99 while the
+    predictions agreed with the labels 0.7% of the time. Now -1 is a class like any other when no
+    OTHER class is needed, and score agrees with predict."""
+    X = torch.randn(600, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.where(X[:, 0] > 0, 1, -1)
+    probe = interp.LinearProbe(max_iter=50).fit(X, y)
+    acc, agree = float(probe.score(X, y)), float((probe.predict(X) == y).float().mean())
+    assert acc == pytest.approx(agree) and acc > 0.95
+    assert probe.classes_.tolist() == [-1, 1]
 
 
 def test_prepend_bos_to_a_token_tensor(gpt2_model):

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_bool, check_index, check_int, one_model
+from interp._checks import check_basis, check_bool, check_index, check_int, one_model
 from interp.probes.sites import check_model
 from interp.probes.subspace import Subspace
 from interp.writes import ResidualWrites
@@ -37,6 +37,12 @@ def _basis(subspace: Any, d_model: int, what: str) -> Tensor:
         )
     if not torch.isfinite(basis).all():
         raise ValueError("subspace.basis contains NaN or inf; build it from finite directions")
+    gram = basis.double().T @ basis.double()
+    if basis.shape[1] == 0 or not torch.allclose(gram, torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), atol=1e-4):
+        # not a Subspace's orthonormal basis: a full-rank one is orthonormalised (same span), a
+        # rank-deficient or empty one refused (QR would complete it with arbitrary directions)
+        cols = check_basis("subspace.basis", basis, d_model, rows=False).T
+        basis = torch.linalg.qr(cols.double())[0].to(basis.dtype if basis.is_floating_point() else torch.float32)
     return basis
 
 
