@@ -37,7 +37,7 @@ def test_neuron_bar_and_deleter(frames):
     assert len(fig.data[0].x) == 10 and fig.data[0].x[0].startswith("L")
     fig = interp.plots.deletion_effect(frames["deletion"])
     names = [t.name for t in fig.data]
-    assert any("ablated" in n for n in names) and any("predicted" in n for n in names)
+    assert any("ablated" in n for n in names) and any("predict" in n for n in names)
     assert any("control" in n for n in names) and len(fig.data) == 5
     with pytest.raises(ValueError, match="lacks the column"):
         interp.plots.deletion_effect(frames["heads"])
