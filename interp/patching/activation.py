@@ -121,7 +121,7 @@ def activation_patching(
         PromptMismatchError: prompts of different lengths (or counts).
         NotSingleTokenError: an answer that is not one token.
     Example:
-        >>> df = interp.activation_patching(model, "x = [1, 2", "x = (1, 2", answers=("]", ")"))
+        >>> df = interp.activation_patching(model, "return f(a", "return f[a", answers=(")", "]"))
         >>> df.sort_values("effect").tail(3)[["component", "effect"]]
     """
     prep = prepare(model, clean, corrupt, metric, answers)
