@@ -114,3 +114,26 @@ def test_hooks_of_one_thread_do_not_leak_into_another():
     t.join(timeout=60)
     assert not torch.allclose(hooked, clean)
     torch.testing.assert_close(seen["logits"], clean, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_threads_sharing_smollm2_each_get_their_own_record(smollm2):
+    texts = ["def f(x):\n    return x\n", "a = 1", ["b = 2", "import os"]]
+    refs = [smollm2.run_with_writes(t) for t in texts]
+    wrong, errors = [], []
+
+    def work(k: int) -> None:
+        for j in range(2):
+            i = (k + j) % len(texts)
+            try:
+                if not _same(smollm2.run_with_writes(texts[i]), refs[i]):
+                    wrong.append((k, j))
+            except Exception as e:  # collected: a crash in any thread fails the test
+                errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and not wrong, (errors[:2], wrong)

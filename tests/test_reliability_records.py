@@ -168,3 +168,12 @@ def test_smollm2_model_id_covers_every_weight(smollm2):
         with torch.no_grad():
             W[0, 0] = old
     assert smollm2.model_id == before
+
+
+@pytest.mark.slow
+def test_a_smollm2_record_round_trips_and_is_refused_by_the_default_model(smollm2, default_model, tmp_path):
+    w = smollm2.run_with_writes(["def f(x):\n    return x + 1\n", "a = 1"], layers=[0, 29], dtype=torch.bfloat16)
+    path = w.save(tmp_path / "smol.1")
+    _exact(w, interp.ResidualWrites.load(path, model=smollm2))
+    with pytest.raises(interp.ModelMismatchError, match="is not the model these writes were recorded on"):
+        interp.ResidualWrites.load(path, model=default_model)
