@@ -45,6 +45,30 @@ def _writes(model: Any, args: argparse.Namespace) -> Any:
     return model.run_with_writes(args.text, chunk=True)
 
 
+def read_text_arg(text: str | None, file: str | None) -> str:
+    """The text a subcommand runs on: TEXT itself, standard input for ``-``, or ``--file``.
+
+    A shell passes ``"a\\nb"`` as a backslash and an n, not a newline; in bash write
+    ``$'a\\nb'``, or pipe the text in with ``-``, or put it in a file.
+    """
+    if file is not None:
+        if text is not None:
+            raise ValueError(f"pass TEXT or --file, not both (got TEXT={text[:30]!r} and --file {file!r})")
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--file {file!r} does not exist or is not a file")
+        return path.read_text(encoding="utf-8")
+    if text is None:
+        raise ValueError("no text: pass TEXT, '-' to read standard input, or --file FILE")
+    if text == "-":
+        return sys.stdin.read()
+    if "\\n" in text and "\n" not in text:
+        logging.getLogger("interp").warning(
+            "TEXT holds a literal backslash-n, not a newline; for newlines use $'...\\n...' in bash, "
+            "pipe the text in with '-', or pass --file FILE")
+    return text
+
+
 def _decompose(model, args):
     return find("decompose")(_writes(model, args), by=args.by, top_k=args.top, model=model)
 
@@ -90,7 +114,10 @@ def _plot(name: str) -> Callable[[Any, argparse.Namespace], Any]:
 
 
 def _text_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("text", help="the text to run the model on (a line of code; use $'...\\n...' for newlines)")
+    p.add_argument("text", nargs="?", default=None, metavar="TEXT",
+                   help="the text to run the model on; '-' reads it from standard input. A shell passes "
+                        "\"a\\nb\" as backslash-n: for newlines use $'a\\nb' (bash), '-' or --file")
+    p.add_argument("--file", default=None, metavar="FILE", help="read the text from FILE instead of TEXT")
 
 
 def _args_decompose(p):
@@ -263,14 +290,38 @@ def _tidy(df: Any) -> Any:
     return df.assign(**{c: df[c].map(lambda v: v.tolist() if hasattr(v, "tolist") else list(v)) for c in cols})
 
 
+#: Tokens shown from a list column (e.g. the logit lens's top_tokens) in the terminal.
+_LIST_TOKENS = 3
+
+
+def terminal_view(df: Any) -> Any:
+    """The table as the terminal shows it: tokens drawn (``·`` a space, ``↵`` a newline),
+    token lists cut to their first three, number lists and a single-valued ``batch`` left
+    out (``--format csv`` and ``--table`` keep everything)."""
+    import pandas as pd
+
+    from interp.plots._frames import show_token
+
+    out = df
+    if "batch" in out.columns and out["batch"].nunique(dropna=False) <= 1:
+        out = out.drop(columns="batch")
+    for c in _listy(out):
+        if "token" in c:
+            out = out.assign(**{c: out[c].map(lambda v: " ".join(show_token(str(t)) for t in list(v)[:_LIST_TOKENS]))})
+        else:
+            out = out.drop(columns=c)
+    for c in out.columns:
+        if (c == "token" or c.endswith("_token")) and not pd.api.types.is_numeric_dtype(out[c]):
+            out = out.assign(**{c: out[c].astype(object).map(lambda v: v if v is None or v != v else show_token(str(v)))})
+    return out
+
+
 def _print_table(df: Any, rows: int) -> None:
     import pandas as pd
 
-    shown = df.head(rows)
-    short = {c: shown[c].map(lambda v: ", ".join(f"{x:.3g}" if isinstance(x, float) else str(x) for x in v))
-             for c in _listy(shown)}
-    with pd.option_context("display.width", 160, "display.max_columns", 30, "display.max_colwidth", 40):
-        text = shown.assign(**short).to_string(index=False, float_format=lambda x: f"{x:.4g}")
+    shown = terminal_view(df.head(rows))
+    with pd.option_context("display.width", 120, "display.max_columns", 30, "display.max_colwidth", 30):
+        text = shown.to_string(index=False, float_format=lambda x: f"{x:.4g}")
     sys.stdout.write(text + "\n")
     if len(df) > rows:
         sys.stdout.write(f"... {len(df) - rows:,} more rows ({len(df):,} in all; --rows N shows more, "
@@ -296,6 +347,8 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
     from interp.load import load
     from interp.report.build import auto_threads
 
+    if hasattr(args, "text"):
+        args.text = read_text_arg(args.text, args.file)
     model = load(args.model)
     before = torch.get_num_threads()
     torch.set_num_threads(auto_threads(model))

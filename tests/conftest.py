@@ -43,6 +43,27 @@ def smollm2() -> interp.Model:
     return interp.load("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def default_report(tmp_path_factory):
+    """``interp report --tokens 4096`` on the default model, through the console script:
+    ``(path, stdout, stderr)``. Shared by the report and legibility tests."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from interp.models import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}")
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    exe = Path(sys.executable).with_name("interp")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
+    run = subprocess.run(cmd + ["report", "--tokens", "4096", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout, run.stderr
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -52,6 +52,13 @@ def test_a_layer_0_head_writes_the_previous_token(default_model, prev_subspace):
     assert (top["kind"] == "head").all() and (top["layer"] == 0).all()  # two layer-0 heads lead
     heads = who[who["kind"] == "head"]
     assert heads["signed_share"].sum() > 0.6  # heads put most of what the layer-1 probe reads there
+    # the default read point is the subspace's own site: nothing that writes after L1_resid_pre
+    assert prev_subspace.site.label == "L1_resid_pre"
+    default = interp.writers(prev_subspace, default_model.stream_writes(DATA, max_tokens=4_000, progress=False))
+    assert default.attrs["read_point"] == "L1_resid_pre" and not (default["layer"].dropna() >= 1).any()
+    assert default["component"].tolist() == who["component"].tolist()
+    with pytest.raises(ValueError, match="has no site; pass layer=L"):
+        interp.writers(Subspace(prev_subspace.basis.T), default_model.run_with_writes("x = 1"))
 
 
 def test_ablating_the_previous_token_subspace(default_model, prev_subspace):

@@ -88,7 +88,7 @@ def test_writers_invariants(tiny_models):
     model = tiny_models["llama"]  # gated MLP, grouped-query attention, RMSNorm
     w = model.run_with_writes(TEXTS[:3])
     sub = Subspace.random(model.cfg.d_model, 5, seed=1, name="r5")
-    df = interp.writers(sub, w, top_neurons=7)
+    df = interp.writers(sub, w, layer=model.cfg.n_layers, top_neurons=7)
     assert list(df.columns) == interp.probes.memory_map.WRITER_COLUMNS
     assert df["norm"].is_monotonic_decreasing and df["rank"].tolist() == list(range(1, len(df) + 1))
     layer_rows = df[df["kind"] != "neuron"]
@@ -112,10 +112,10 @@ def test_writers_invariants(tiny_models):
     assert by.loc["L0_mlp", "norm"] == pytest.approx(float(mw.norm(dim=-1).mean()), rel=1e-4)
     # streaming over batches equals one batch (position-weighted means)
     w1, w2 = model.run_with_writes(TEXTS[:1]), model.run_with_writes(TEXTS[1:3])
-    both = interp.writers(sub, iter([w1, w2]), top_neurons=0).set_index("component")
-    one = interp.writers(sub, model.run_with_writes(TEXTS[:3]), top_neurons=0).set_index("component")
+    both = interp.writers(sub, iter([w1, w2]), layer=2, top_neurons=0).set_index("component")
+    one = interp.writers(sub, model.run_with_writes(TEXTS[:3]), layer=2, top_neurons=0).set_index("component")
     assert both.loc[one.index, "norm"].to_numpy() == pytest.approx(one["norm"].to_numpy(), rel=1e-4)
-    assert interp.writers(sub, w, top_neurons=0)["kind"].ne("neuron").all()
+    assert interp.writers(sub, w, layer=2, top_neurons=0)["kind"].ne("neuron").all()
     # up to the stream entering layer 1: embeddings and layer 0 only, shares against resid_pre[1]
     early = interp.writers(sub, w, layer=1, top_neurons=3)
     assert set(early["layer"].dropna()) == {0} and "L1_mlp" not in set(early["component"])
@@ -216,7 +216,7 @@ def test_errors_name_the_parameter(gpt2_model, tiny_models):
     with pytest.raises(ValueError, match="max_tokens=0 must be a positive int"):
         interp.probe_layers(m, TEXTS, max_tokens=0)
     with pytest.raises(ValueError, match="subspace 'wide' has d_model=65 but the writes have d_model=64"):
-        interp.writers(wrong, m.run_with_writes(TEXTS[0]))
+        interp.writers(wrong, m.run_with_writes(TEXTS[0]), layer=1)
     with pytest.raises(ValueError, match="subspace 'wide' has d_model=65 but model 'GPT2LMHeadModel' has d_model=64"):
         interp.readers(wrong, m)
     with pytest.raises(ValueError, match="has d_model=65 but model"):
@@ -238,7 +238,7 @@ def test_errors_name_the_parameter(gpt2_model, tiny_models):
         with interp.ablate(tiny_models["neox"], sub, at=(0, "resid_mid"), mode="zero"):
             pass
     with pytest.raises(TypeError, match="subspace must be a Subspace"):
-        interp.writers(torch.eye(64), m.run_with_writes(TEXTS[0]))
+        interp.writers(torch.eye(64), m.run_with_writes(TEXTS[0]), layer=1)
     with pytest.raises(ValueError, match=r"writes lack layers \[0\]"):
-        interp.writers(sub, m.run_with_writes(TEXTS[0], layers=[1]))
+        interp.writers(sub, m.run_with_writes(TEXTS[0], layers=[1]), layer=2)
     assert n_hooks(m) == 0

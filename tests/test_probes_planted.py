@@ -71,8 +71,8 @@ def test_writers_rank_the_planted_head_first(planted, tokens):
     rot = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(3)))[0]
     sub_s = interp.Subspace(rot @ torch.eye(128)[S], name="S")  # any basis of S
     sub_d = interp.Subspace(torch.eye(128)[D], name="D")
-    top_s = interp.writers(sub_s, w)
-    top_d = interp.writers(sub_d, w)
+    top_s = interp.writers(sub_s, w, layer=2)
+    top_d = interp.writers(sub_d, w, layer=2)
     assert top_s.iloc[0]["component"] == "L0H0" and top_d.iloc[0]["component"] == "L0H1"
     first, second = top_s["norm"].iloc[:2]
     assert first > 10 * second

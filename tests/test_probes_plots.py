@@ -25,18 +25,22 @@ def test_probe_accuracy_figure():
     df = pd.concat([probe_frame("previous_token", [0.3, 0.9, 0.8]), probe_frame("current_token", [1.0, 0.9, 0.7])])
     fig = probe_accuracy(df)
     assert isinstance(fig, go.Figure)
-    assert fig.layout.title.text and fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "held-out accuracy"
-    acc = [t for t in fig.data if t.name == "previous_token: held-out accuracy"][0]
-    assert list(acc.y) == [0.3, 0.9, 0.8] and "L1_resid_pre" in acc.customdata[1][0]
+    assert fig.layout.title.text and fig.layout.yaxis.title.text == "held-out accuracy"
+    assert any(ax.title.text for ax in (fig.layout.xaxis, fig.layout.xaxis2))
+    # one panel per label, so no band or line is shared between labels
+    assert [a.text for a in fig.layout.annotations] == ["previous token", "current token"]
+    acc = [t for t in fig.data if t.name == "held-out accuracy" and t.meta == "previous_token"][0]
+    assert list(acc.y) == [0.3, 0.9, 0.8] and "L1_resid_pre" in acc.customdata[1][0] and acc.xaxis == "x"
     assert "selectivity" in acc.hovertemplate
-    assert sum(t.fill == "toself" for t in fig.data) == 4  # baseline and selectivity bands per label
+    assert sum(t.fill == "toself" for t in fig.data) == 2  # one baseline band per panel
+    assert sum(bool(t.showlegend) for t in fig.data) == 3  # each kind of line named once
     with pytest.raises(ValueError, match=r"df lacks the column\(s\) \['control_accuracy'\]"):
         probe_accuracy(df.drop(columns="control_accuracy"))
 
 
 def test_writers_heatmap(gpt2_model):
     w = gpt2_model.run_with_writes(["def f(x):\n    return x\n"])
-    df = writers(Subspace.random(gpt2_model.cfg.d_model, 3), w)
+    df = writers(Subspace.random(gpt2_model.cfg.d_model, 3), w, layer=2)
     fig = subspace_writers(df)
     heat = fig.data[0]
     assert len(heat.z) == 2 and len(heat.z[0]) == 4

@@ -123,7 +123,7 @@ def test_same_inputs_and_seed_give_identical_frames(family):
             lens=interp.logit_lens(w, where="all", k=3),
             norms=interp.stream_norms(w),
             probe=interp.probe_layers(model, TEXTS, max_tokens=150, max_iter=10, seed=3, progress=False),
-            writers=interp.writers(sub, w),
+            writers=interp.writers(sub, w, layer=model.cfg.n_layers),
             neurons=interp.neuron_in_out_cosines(model, null="empirical", seed=11),
             heads=interp.find_deleting_heads(model, n_tokens=64, seed=11),
             evidence=interp.deletion_evidence(model, w, neurons=["L1N3", "L0N5"], heads=["L1H1"]),

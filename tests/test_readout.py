@@ -261,11 +261,11 @@ def test_figures(writes):
     assert z.shape == (2, 4) and abs(z[1, 2] - want) < 1e-6 and heat.data[0].hovertext[1][2].startswith("L1H2")
     assert len(bars.data[0].y) == 7 and all("N" in c for c in bars.data[0].y)
     row1 = lens_df[lens_df["batch"] == 1]
-    assert list(lens.data[0].y) == ["L0 pre", "L1 pre", "final"]
+    assert list(lens.data[0].x) == ["L0 pre", "L1 pre", "final"]  # one column per stream, a row per position
     final = row1[row1["layer"] == 2].sort_values("pos")
-    assert list(lens.data[0].text[2]) == [plots._show(t) for t in final["top_token"]]
-    assert (plots._show("\x08"), plots._show("  "), plots._show(" a\n")) == ("\\x08", "\u2423\u2423", " a\\n")
-    np.testing.assert_allclose(np.asarray(lens.data[0].z, dtype=float)[2][:-1], final["next_prob"].to_numpy()[:-1])
+    assert [row[2] for row in lens.data[0].text] == [plots._show(t) for t in final["top_token"]]
+    assert (plots._show("\x08"), plots._show("  "), plots._show(" a\n")) == ("\\x08", "\u00b7\u00b7", "\u00b7a\u21b5")
+    np.testing.assert_allclose(np.asarray(lens.data[0].z, dtype=float)[:-1, 2], final["next_prob"].to_numpy()[:-1])
     assert "top" in lens.data[0].hovertext[0][0] and "next" in lens.data[0].hovertext[0][0]
     one = plots.head_attribution(dla, pos=3, batch=0)
     assert "position 3" in one.layout.title.text

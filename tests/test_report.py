@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -15,13 +14,15 @@ import pytest
 
 from interp.report import build_report
 from interp.report.document import Html, Section
-from interp.report.html import Page, render
-from interp.report.markdown import to_html
+from interp.report.html import Page, markdown_html, render
 
 SECTIONS = [
+    "summary",
     "residual-stream-decomposition",
+    "attention-heads",
     "subspace-probes-and-the-shared-memory-map",
     "memory-management",
+    "causal-evidence",
     "model-card",
     "settings",
 ]
@@ -31,8 +32,13 @@ FIGURES = [
     "probe-accuracy-per-layer", "writers-of-the-previous-token-subspace", "in-out-cosine-of-every-neuron",
     "deleting-heads", "deletion-graph",
 ]
+#: Figures built from the round-two analyses (heads, patching, corpus statistics).
+NEW_FIGURES = [
+    "head-detector-scores", "strongest-composition-edges", "head-patching-of-the-example-s-answer",
+    "deletion-effect-of-the-top-deleters",
+]
 TABLES = [
-    "probe-accuracy-and-selectivity-per-layer", "flagged-neurons-per-layer-against-the-null-expectation",
+    "probe-accuracy-per-layer-with-its-baselines", "flagged-neurons-per-layer-against-the-null-expectation",
     "ablating-the-previous-token-subspace", "readers-of-the-previous-token-subspace",
 ]
 
@@ -73,29 +79,14 @@ def js_errors(dom: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-# ---- the report on the default model, through the console script ----------------------
-@pytest.fixture(scope="module")
-def default_report(tmp_path_factory) -> tuple[Path, str, str]:
-    from interp.models import DEFAULT_MODEL_DIR
-
-    if not (DEFAULT_MODEL_DIR / "config.json").exists():
-        pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}")
-    out = tmp_path_factory.mktemp("report") / "report.html"
-    exe = Path(sys.executable).with_name("interp")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
-    run = subprocess.run(cmd + ["report", "--tokens", "4096", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out, run.stdout, run.stderr
-
-
+# ---- the report on the default model, through the console script (fixture in conftest) ----
 def test_report_sections_in_order(default_report):
     path, stdout, stderr = default_report
     text = path.read_text()
     ids = re.findall(r'<section class="top" id="([^"]+)"', text)
     assert ids == SECTIONS
-    for anchor in FIGURES + TABLES:
-        assert f'id="{SECTIONS[0]}--{anchor}"' in text or re.search(f'id="[a-z-]+--{anchor}"', text), anchor
+    for anchor in FIGURES + NEW_FIGURES + TABLES:
+        assert re.search(f'id="[a-z-]+--{anchor}"', text), anchor
     # every part was built: nothing degraded on the default model
     assert "section unavailable" not in text, re.findall(r"section unavailable: <code>([^<]*)", text)
     # the summary line and a progress bar per stage
@@ -104,6 +95,37 @@ def test_report_sections_in_order(default_report):
         assert stage in stderr
     # the model card, the settings used and the time per stage are in the file
     assert "stdlib_lm" in text and "tokens" in text and "Time per stage" in text
+
+
+def test_summary_links_each_finding_to_its_figure(default_report):
+    text = default_report[0].read_text()
+    block = re.search(r'<ol class="findings">(.*?)</ol>', text, re.S)
+    assert block, "the summary has no findings"
+    items = re.findall(r"<li>(.*?)</li>", block.group(1), re.S)
+    assert len(items) == 5
+    ids = set(re.findall(r'id="([^"]+)"', text))
+    for item in items:
+        link = re.search(r'href="#([^"]+)"', item)
+        assert link and link.group(1) in ids, item  # each finding names the figure it comes from
+    # the findings are the report's own numbers, not text written in advance
+    assert re.search(r"L0H\d is the strongest previous-token head \(score 0\.\d\d, uniform", block.group(1))
+    assert "becomes linearly readable at L1_resid_pre" in block.group(1)
+
+
+def test_numbers_agree_with_each_other(default_report, default_model):
+    """One parameter count (tied weights and the bridge's split Q/K/V counted once), the
+    deletion evidence on the tokens the settings say, writers only before the read point."""
+    text = default_report[0].read_text()
+    card = re.search(r"fp32, ([\d,]+) parameters", text)
+    config = re.search(r'<td class="txt">parameters</td><td class="txt">([\d,]+)</td>', text)
+    assert card and config and card.group(1) == config.group(1) == "527,872"
+    quarter = 4096 // 4
+    assert f"Deletion evidence measured on {quarter:,} real tokens" in text
+    writers = text[text.index('id="subspace-probes-and-the-shared-memory-map--top-writers'):]
+    writers = writers[: writers.index("</table>")]
+    assert "L1_mlp" not in writers and "L1H" not in writers and "L0H" in writers
+    # the model card's table survives its own special token: <|endoftext|> in one cell
+    assert "<code>&lt;|endoftext|&gt;</code>" in text
 
 
 def test_report_is_self_contained(default_report):
@@ -150,18 +172,21 @@ def test_browser_check_sees_errors_and_undrawn_figures(tmp_path):
 
 # ---- degrading and validation, on a tiny random model ---------------------------------
 def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
-    from interp.report import stages
+    from interp.report import causal, stages
     from interp.report.resolve import Missing
 
     def fake_find(name, *fallbacks):
         raise Missing(f"interp.{name} is not available")
 
     monkeypatch.setattr(stages, "find", fake_find)
+    monkeypatch.setattr(causal, "find", fake_find)
     report = build_report(gpt2_model, out=tmp_path / "r.html", tokens=256, data=["x = 1\n"] * 4,
                           progress=False)
     text = report.path.read_text()
-    assert report.titles == ["Residual-stream decomposition", "Subspace probes and the shared-memory map",
-                             "Memory management", "Model card", "Settings"]
+    assert report.titles == ["Summary", "Residual-stream decomposition", "Attention heads",
+                             "Subspace probes and the shared-memory map", "Memory management", "Causal evidence",
+                             "Model card", "Settings"]
+    assert "No finding could be computed" in text
     assert "section unavailable: <code>Missing: interp.decompose is not available</code>" in text
     assert "section unavailable: <code>Missing: interp.probe_layers is not available</code>" in text
     summary = report.summary().set_index("section")
@@ -202,11 +227,13 @@ def test_options_are_validated(tmp_path, gpt2_model):
 def test_markdown_card():
     md = (
         "# stdlib_lm\n\nA *small* model with `n_layers=2` and **rotary** positions.\n\n"
-        "| metric | value |\n|---|---:|\n| loss | 1.5 |\n\n- one\n- two <b>\n\n```\nx = 1 < 2\n```\n"
+        "| metric | value |\n|---|---:|\n| loss | 1.5 |\n| BOS | `<\\|endoftext\\|>` |\n\n- one\n- two <b>\n\n"
+        "```\nx = 1 < 2\n```\n"
     )
-    out = to_html(md, heading_offset=2)
+    out = markdown_html(md, heading_offset=2)
     assert "<h3>stdlib_lm</h3>" in out
     assert "<em>small</em>" in out and "<code>n_layers=2</code>" in out and "<strong>rotary</strong>" in out
-    assert "<th>metric</th>" in out and "<td>1.5</td>" in out
+    assert "<th>metric</th>" in out and '<td style="text-align:right">1.5</td>' in out
+    assert "<code>&lt;|endoftext|&gt;</code></td>" in out and out.count("<tr>") == 3  # one cell, not three
     assert "<li>two &lt;b&gt;</li>" in out  # escaped, not markup
-    assert "<pre><code>x = 1 &lt; 2</code></pre>" in out
+    assert "<pre><code>x = 1 &lt; 2\n</code></pre>" in out

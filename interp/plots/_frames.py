@@ -1,4 +1,4 @@
-"""Input checks shared by the figure functions."""
+"""Input checks and token display shared by the figure functions (and the CLI's tables)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,15 @@ def require_columns(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str,
         raise ValueError(f"df lacks the column(s) {missing} that {fn} needs; pass the DataFrame from {source}")
     if df.empty and not allow_empty:
         raise ValueError(f"df is empty; {fn} needs at least one row from {source}")
+
+
+#: How whitespace is drawn in token labels: a space as a middle dot, a newline as a return
+#: arrow, a tab as a tab arrow; other control characters as escapes (``\\x08``).
+WHITESPACE = {" ": "\u00b7", "\n": "\u21b5", "\t": "\u21e5", "\r": "\\r"}
+
+
+def show_token(token: str) -> str:
+    """A token as a reader can see it: ``" value"`` -> ``"·value"``, ``"\\n   "`` -> ``"↵···"``;
+    the empty token is ``"∅"``."""
+    out = "".join(WHITESPACE.get(c) or (c if c.isprintable() else repr(c)[1:-1]) for c in str(token))
+    return out or "\u2205"

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.plots._frames import require_columns
+from interp._checks import options
+from interp.plots._frames import require_columns, show_token
 from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, PALETTE, SEQUENTIAL, apply
 
 KIND_ORDER = ("embed", "pos_embed", "attn", "head", "attn_bias", "mlp", "neuron", "mlp_bias", "unembed_bias")
@@ -35,15 +36,15 @@ def _rows(df: pd.DataFrame, batch: int | None) -> pd.DataFrame:
 
 
 def _show(token: str) -> str:
-    """A token as cell text: control characters escaped, blank tokens made visible."""
-    s = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in token)
-    return s if s.strip() else s.replace(" ", "\u2423") or "\u2205"
+    """A token as cell text (``show_token``): whitespace drawn, control characters escaped."""
+    return show_token(token)
 
 
 def _layer_label(layer: object) -> str:
     return "embed" if pd.isna(layer) else f"L{int(layer)}"
 
 
+@options(batch="index")
 def write_norms(df: pd.DataFrame, *, batch: int | None = None) -> go.Figure:
     """Per-layer write norms stacked by kind, from ``interp.decompose``.
 
@@ -76,6 +77,7 @@ def write_norms(df: pd.DataFrame, *, batch: int | None = None) -> go.Figure:
     return apply(fig)
 
 
+@options(batch="index", pos="index")
 def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | None = None) -> go.Figure:
     """Layer x head heatmap of direct logit attribution, from ``interp.logit_attribution``
     with ``by="head"`` or ``"component"``; each cell is the mean over the selected positions
@@ -104,6 +106,7 @@ def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | N
     return apply(fig)
 
 
+@options(k="count", batch="index")
 def top_neurons(df: pd.DataFrame, *, k: int = 20, value: str | None = None, batch: int | None = None) -> go.Figure:
     """Bar chart of the ``k`` neurons with the largest mean ``|value|`` over positions.
 
@@ -128,8 +131,11 @@ def top_neurons(df: pd.DataFrame, *, k: int = 20, value: str | None = None, batc
     colours = [PALETTE[1] if m > 0 else PALETTE[0] for m in agg["mean"]]
     fig = go.Figure(go.Bar(x=agg["mean"], y=names, orientation="h", hovertext=hover, hoverinfo="text",
                            marker_color=colours))
-    fig.update_layout(title=f"Top {len(names)} neurons by mean |{value}|", xaxis_title=f"mean {value}",
-                      yaxis_title="neuron")
+    sign = ("orange: raises the actual next token's logit; blue: lowers it" if value == "attribution"
+            else "orange: positive mean; blue: negative")
+    fig.update_layout(title=dict(text=f"Top {len(names)} neurons by mean |{value}|", subtitle=dict(text=sign)),
+                      xaxis_title=f"mean {value}", yaxis_title="neuron", height=150 + 22 * len(names))
+    fig.update_yaxes(tickmode="array", tickvals=names, ticktext=names)  # every bar named
     return apply(fig)
 
 
@@ -150,41 +156,77 @@ def _stream_order(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(_stream_labels(df).loc[keys.index]))
 
 
-def logit_lens(df: pd.DataFrame, *, batch: int = 0) -> go.Figure:
-    """Logit-lens heatmap from ``interp.logit_lens``: stream x position, cell text = the
-    top token, colour = the probability of the actual next token."""
+def _pick(order: list[str], most: int) -> list[str]:
+    """At most ``most`` streams, evenly spaced, always the first and the last."""
+    if len(order) <= most:
+        return order
+    idx = np.unique(np.round(np.linspace(0, len(order) - 1, most)).astype(int))
+    return [order[i] for i in idx]
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: max(1, chars - 1)] + "\u2026"
+
+
+#: Plot-area width (px) the logit lens sizes its cell text for: the report's column at 1400 px.
+LENS_WIDTH_PX = 860
+#: Height of one position's row in the logit lens (px).
+LENS_ROW_PX = 22
+
+
+@options(batch="index", max_streams="count")
+def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go.Figure:
+    """Logit-lens heatmap from ``interp.logit_lens``: one row per position (its token on the
+    y axis), one column per stream; cell text = the stream's top token, colour = the
+    probability of the actual next token.
+
+    ``max_streams``: columns shown (evenly spaced, always the first and the final stream),
+    so the top token stays readable on a deep model; hover gives every cell's numbers. The
+    figure grows with the number of positions (``LENS_ROW_PX`` per row).
+    """
     _need(df, ("layer", "where", "pos", "token", "top_token", "top_prob", "next_token", "next_prob"),
           "logit_lens", "interp.logit_lens")
+    if isinstance(max_streams, bool) or not isinstance(max_streams, int) or max_streams < 2:
+        raise ValueError(f"max_streams={max_streams!r} must be an int >= 2")
     d = _rows(df, batch).copy()
     d["stream"] = _stream_labels(d)
-    order = _stream_order(d)
+    order = _pick(_stream_order(d), max_streams)
     positions = sorted(d["pos"].unique())
     toks = d.drop_duplicates("pos").set_index("pos")["token"].astype(str)
-    xs = [f"{p}: {toks[p]!r}" for p in positions]
+    ys = [f"{p} {_clip(_show(toks[p]), 14)}" for p in positions]
+    chars = max(3, int(LENS_WIDTH_PX / len(order) / 7.5))
     cell = d.set_index(["stream", "pos"])
-    z = np.full((len(order), len(positions)), np.nan)
-    text = [["" for _ in positions] for _ in order]
-    hover = [["" for _ in positions] for _ in order]
-    for i, s in enumerate(order):
-        for j, p in enumerate(positions):
+    z = np.full((len(positions), len(order)), np.nan)
+    text = [["" for _ in order] for _ in positions]
+    hover = [["" for _ in order] for _ in positions]
+    for j, s in enumerate(order):
+        for i, p in enumerate(positions):
             if (s, p) not in cell.index:
                 continue
             r = cell.loc[(s, p)]
             z[i, j] = r["next_prob"]
-            text[i][j] = _show(str(r["top_token"]))
+            text[i][j] = _clip(_show(str(r["top_token"])), chars)
             nxt = "none (last position)" if pd.isna(r["next_prob"]) else f"{r['next_token']!r} p={r['next_prob']:.3g}"
             hover[i][j] = (f"{s}, pos {p} {toks[p]!r}<br>top {r['top_token']!r} p={r['top_prob']:.3g}"
                            f"<br>next {nxt}" + (f"<br>KL to final {r['kl_to_final']:.3g}" if "kl_to_final" in r else ""))
     fig = go.Figure(go.Heatmap(
-        z=z, x=xs, y=order, text=text, texttemplate="%{text}", colorscale=SEQUENTIAL, zmin=0, zmax=1,
-        hovertext=hover, hoverinfo="text", colorbar=dict(title="p(next)"),
+        z=z, x=order, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=11),
+        colorscale=SEQUENTIAL, zmin=0, zmax=1, xgap=1, ygap=1,
+        hovertext=hover, hoverinfo="text", colorbar=dict(title=dict(text="p(next)", side="right")),
     ))
-    fig.update_layout(title="Logit lens: top token per stream (colour: probability of the actual next token)",
-                      xaxis_title="position", yaxis_title="stream")
-    fig.update_yaxes(autorange="reversed")
+    shown = "" if len(order) == len(_stream_order(d)) else f" ({len(order)} of {len(_stream_order(d))} streams)"
+    fig.update_layout(
+        title=dict(text="Logit lens: top token of each stream" + shown,
+                   subtitle=dict(text="colour: probability of the actual next token")),
+        xaxis_title="stream (before each layer; final = the model's output)", yaxis_title="position and token",
+        height=160 + LENS_ROW_PX * len(positions),
+    )
+    fig.update_xaxes(side="top", showgrid=False, type="category")
+    fig.update_yaxes(autorange="reversed", showgrid=False, type="category", tickfont=dict(size=11))
     return apply(fig)
 
 
+@options(batch="index", max_lines="count")
 def stream_norms(df: pd.DataFrame, *, batch: int = 0, max_lines: int = 24) -> go.Figure:
     """Stream norm growth through the layers, from ``interp.stream_norms``: one line per
     position (up to ``max_lines`` positions; beyond that the first position, the median of

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp._checks import options
 from interp.plots._frames import require_columns
 from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, NULL_BAND, apply
 
@@ -25,6 +27,7 @@ def _need(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str) -> None:
     require_columns(df, cols, fn, source, allow_empty=True)
 
 
+@options(max_points="count", title="text")
 def deleting_neurons(df: pd.DataFrame, *, max_points: int = 3000, title: str | None = None) -> go.Figure:
     """Per-layer distribution of neuron in/out cosines with flagged neurons highlighted.
 
@@ -88,6 +91,7 @@ def deleting_neurons(df: pd.DataFrame, *, max_points: int = 3000, title: str | N
     return apply(fig)
 
 
+@options(title="text")
 def deleting_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Heatmap of the heads' OV eigenvalue score (layer x head), from ``find_deleting_heads``;
     flagged heads are ringed, and hover gives every component of the score."""
@@ -130,13 +134,21 @@ def _stage(kind: str, layer: int) -> float:
     return layer + (0.5 if kind in ("neuron", "mlp_bias", "mlp") else 0.0)
 
 
+#: Vertical room per node in the deletion graph (px), so stacked labels never touch.
+GRAPH_ROW_PX = 26
+
+
+@options(min_share="share", title="text")
 def deletion_graph(df: pd.DataFrame, *, min_share: float = 0.05, title: str | None = None) -> go.Figure:
     """Deleters linked to the writers they erase, from ``deletion_evidence``.
 
-    Nodes sit at their layer (embeddings left, attention at the layer, MLP half a layer
-    later); deleters are orange, writers coloured by kind. An edge ``writer -> deleter`` is
-    drawn for every share of at least ``min_share``, its width proportional to the share;
-    hover on a node or an edge's midpoint names it.
+    Columns are stages of the forward pass (embeddings left, each layer's attention, then its
+    MLP); within a column the nodes are stacked in name order, one row each (vertical
+    position carries no meaning; the figure grows with the longest column). Deleters are
+    orange diamonds labelled on their right, writers circles coloured by kind and labelled
+    on their left. An edge ``writer -> deleter`` is drawn for every share of at least
+    ``min_share``, its width proportional to the share; hovering a node or the middle of an
+    edge names it and gives the numbers.
     """
     _need(df, ("deleter", "kind", "layer", "writer", "writer_kind", "writer_layer", "share"), "deletion_graph",
           "interp.deletion_evidence")
@@ -152,9 +164,11 @@ def deletion_graph(df: pd.DataFrame, *, min_share: float = 0.05, title: str | No
     by_x: dict[float, list[str]] = {}
     for name, n in nodes.items():
         by_x.setdefault(n["x"], []).append(name)
+    tallest = max((len(v) for v in by_x.values()), default=1)
     for names in by_x.values():
-        for i, name in enumerate(sorted(names)):
-            nodes[name]["y"] = i - (len(names) - 1) / 2
+        ordered = sorted(names, key=lambda k: (not nodes[k]["deleter"], _natural(k)))
+        for i, name in enumerate(ordered):
+            nodes[name]["y"] = (len(ordered) - 1) / 2 - i
     fig = go.Figure()
     top = max(float(edges["share"].max()), 1e-9) if len(edges) else 1.0
     mids_x, mids_y, mids_t = [], [], []
@@ -162,32 +176,43 @@ def deletion_graph(df: pd.DataFrame, *, min_share: float = 0.05, title: str | No
         a, b = nodes[r.writer], nodes[r.deleter]
         fig.add_trace(go.Scatter(
             x=[a["x"], b["x"]], y=[a["y"], b["y"]], mode="lines", showlegend=False, hoverinfo="skip",
-            line=dict(width=1 + 7 * min(r.share, top) / top, color="rgba(213,94,0,0.45)"),
+            line=dict(width=1 + 7 * min(r.share, top) / top, color="rgba(213,94,0,0.35)"),
         ))
         mids_x.append((a["x"] + b["x"]) / 2)
         mids_y.append((a["y"] + b["y"]) / 2)
         mids_t.append(f"{r.deleter} erases {r.share:.0%} from {r.writer}")
-    fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers", name="erased share",
-                             marker=dict(size=6, color="rgba(213,94,0,0.6)"), text=mids_t,
-                             hovertemplate="%{text}<extra></extra>"))
-    for role in (False, True):
-        names = [k for k, n in nodes.items() if n["deleter"] is role]
-        if not names:
-            continue
-        colour = [HIGHLIGHT if role else KIND_COLOURS.get(nodes[k]["kind"], "#7F7F7F") for k in names]
+    # invisible hover targets at the edges' midpoints (the share is also the edge's width)
+    fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers", showlegend=False, name="edge",
+                             marker=dict(size=10, opacity=0), text=mids_t, hovertemplate="%{text}<extra></extra>"))
+    groups: dict[tuple[bool, str], list[str]] = {}
+    for k, n in nodes.items():
+        groups.setdefault((n["deleter"], "deleter" if n["deleter"] else str(n["kind"])), []).append(k)
+    for (role, kind), names in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1])):
         fig.add_trace(go.Scatter(
             x=[nodes[k]["x"] for k in names], y=[nodes[k]["y"] for k in names], mode="markers+text",
-            name="deleter" if role else "writer", text=names, textposition="top center",
-            marker=dict(size=16 if role else 12, color=colour, symbol="diamond" if role else "circle",
-                        line=dict(color="white", width=1)),
+            name="deleter" if role else f"writer ({kind})", text=names,
+            textposition="middle right" if role else "middle left", textfont=dict(size=12),
+            marker=dict(size=14 if role else 11, color=HIGHLIGHT if role else KIND_COLOURS.get(kind, "#7F7F7F"),
+                        symbol="diamond" if role else "circle", line=dict(color="white", width=1)),
             customdata=[nodes[k]["info"] for k in names],
             hovertemplate="%{text}<br>%{customdata}<extra></extra>",
         ))
     xs = sorted({n["x"] for n in nodes.values()})
+    lo, hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    span = max(hi - lo, 1.0)
     fig.update_layout(
-        title=title or "Deletion graph: who erases whose writes",
-        xaxis=dict(title="layer (embeddings, attention, MLP)", tickmode="array", tickvals=xs,
-                   ticktext=["embed" if x < 0 else f"L{int(x)} {'mlp' if x % 1 else 'attn'}" for x in xs]),
-        yaxis=dict(title="component", showticklabels=False),
+        title=dict(text=title or "Deletion graph: who erases whose writes",
+                   subtitle=dict(text="edge width: the writer's share of what the deleter erases")),
+        xaxis=dict(title="stage of the forward pass", tickmode="array", tickvals=xs, showgrid=False,
+                   ticktext=["embed" if x < 0 else f"L{int(x)} {'mlp' if x % 1 else 'attn'}" for x in xs],
+                   range=[lo - 0.22 * span, hi + 0.22 * span]),
+        yaxis=dict(visible=False, range=[-(tallest + 1) / 2, (tallest + 1) / 2]),
+        height=max(420, 170 + GRAPH_ROW_PX * tallest),
+        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, xanchor="left"),
     )
     return apply(fig)
+
+
+def _natural(name: str) -> tuple:
+    """Sort key: ``L1N10`` after ``L1N9``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

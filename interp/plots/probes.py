@@ -16,7 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
+from interp._checks import options
 from interp.plots._frames import require_columns
 from interp.plots.style import NULL_BAND, PALETTE, SEQUENTIAL, apply
 
@@ -30,13 +32,16 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 
+@options(title="text")
 def probe_accuracy(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Held-out probe accuracy per layer, from ``interp.probe_layers``.
+    """Held-out probe accuracy per layer, from ``interp.probe_layers``: one panel per label
+    (several ``probe_layers`` frames can be concatenated), on a shared accuracy axis.
 
-    One solid line per label (several ``probe_layers`` frames can be concatenated); the
-    control task is a dashed line with the band between it and the accuracy shaded (the
-    selectivity), and the majority-class baseline a grey band from zero. Hover names the
-    site and gives accuracy, train accuracy, control, baseline and selectivity.
+    Each panel: the probe's held-out accuracy (solid), the accuracy of predicting the label
+    from the current token alone (``lookup_accuracy``, dotted; a probe above it reads more
+    than the current token), the control task (dashed, Hewitt & Liang: random labels keyed
+    on the current token) and the majority-class baseline (grey band). Hover names the site
+    and gives every number, selectivity included.
     """
     _need(df, ["layer", "accuracy", "control_accuracy", "baseline"], "probe_accuracy", "interp.probe_layers")
     df = df.copy()
@@ -44,48 +49,59 @@ def probe_accuracy(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         df["label"] = "probe"
     if "site" not in df.columns:
         df["site"] = [f"L{int(ly)}" for ly in df["layer"]]
-    fig = go.Figure()
-    for i, (label, d) in enumerate(df.groupby("label", sort=False)):
-        d = d.sort_values("layer")
-        colour = PALETTE[i % len(PALETTE)]
+    labels = list(dict.fromkeys(df["label"].astype(str)))
+    fig = make_subplots(rows=1, cols=len(labels), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=[lab.replace("_", " ") for lab in labels])
+    colours = dict(accuracy=PALETTE[0], lookup=PALETTE[1], control=PALETTE[7])
+    for i, label in enumerate(labels):
+        d = df[df["label"].astype(str) == label].sort_values("layer")
         x = d["layer"].astype(int).tolist()
+        first, col = i == 0, i + 1
         fig.add_trace(go.Scatter(
             x=x + x[::-1], y=[0.0] * len(x) + d["baseline"].tolist()[::-1], fill="toself", fillcolor=NULL_BAND,
-            line=dict(width=0), hoverinfo="skip", name=f"{label}: majority baseline", legendgroup=str(label),
-        ))
+            line=dict(width=0), hoverinfo="skip", name="majority baseline", legendgroup="baseline",
+            showlegend=first,
+        ), row=1, col=col)
         fig.add_trace(go.Scatter(
-            x=x + x[::-1], y=d["accuracy"].tolist() + d["control_accuracy"].tolist()[::-1], fill="toself",
-            fillcolor=_rgba(colour, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
-            legendgroup=str(label),
-        ))
-        fig.add_trace(go.Scatter(
-            x=x, y=d["control_accuracy"], mode="lines+markers", line=dict(color=colour, dash="dash"),
-            name=f"{label}: control task", legendgroup=str(label), customdata=d[["site"]].to_numpy(),
-            hovertemplate="%{customdata[0]}<br>control accuracy %{y:.3f}<extra>" + str(label) + "</extra>",
-        ))
+            x=x, y=d["control_accuracy"], mode="lines+markers", line=dict(color=colours["control"], dash="dash"),
+            marker=dict(size=5), name="control task (random label per current token)", legendgroup="control",
+            showlegend=first, customdata=d[["site"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>control accuracy %{y:.3f}<extra>" + label + "</extra>",
+        ), row=1, col=col)
+        if "lookup_accuracy" in d.columns and d["lookup_accuracy"].notna().any():
+            fig.add_trace(go.Scatter(
+                x=x, y=d["lookup_accuracy"], mode="lines", line=dict(color=colours["lookup"], dash="dot", width=2),
+                name="current token alone (lookup table)", legendgroup="lookup", showlegend=first,
+                hovertemplate="from the current token alone %{y:.3f}<extra>" + label + "</extra>",
+            ), row=1, col=col)
         train = d["train_accuracy"] if "train_accuracy" in d else d["accuracy"]
         sel = d["selectivity"] if "selectivity" in d else d["accuracy"] - d["control_accuracy"]
         custom = np.stack([d["site"].to_numpy(), train.to_numpy(), d["control_accuracy"].to_numpy(),
                            d["baseline"].to_numpy(), sel.to_numpy()], axis=1)
         fig.add_trace(go.Scatter(
-            x=x, y=d["accuracy"], mode="lines+markers", line=dict(color=colour, width=2.5),
-            name=f"{label}: held-out accuracy", legendgroup=str(label), customdata=custom,
+            x=x, y=d["accuracy"], mode="lines+markers", line=dict(color=colours["accuracy"], width=2.5),
+            name="held-out accuracy", legendgroup="accuracy", showlegend=first, customdata=custom,
+            meta=label,
             hovertemplate=(
                 "%{customdata[0]}<br>accuracy %{y:.3f}<br>train %{customdata[1]:.3f}"
                 "<br>control %{customdata[2]:.3f}<br>baseline %{customdata[3]:.3f}"
-                "<br>selectivity %{customdata[4]:.3f}<extra>" + str(label) + "</extra>"
+                "<br>selectivity %{customdata[4]:.3f}<extra>" + label + "</extra>"
             ),
-        ))
-    n_layers = int(df["layer"].max())
+        ), row=1, col=col)
+        n_layers = int(d["layer"].max())
+        fig.update_xaxes(tickmode="linear", dtick=max(1, round(n_layers / 8)), range=[-0.3, n_layers + 0.3],
+                         row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_yaxes(title_text="held-out accuracy", row=1, col=1)
+    fig.update_xaxes(title_text="layer (stream entering it)", row=1, col=(len(labels) + 1) // 2)
     fig.update_layout(
         title=title or "Linear probe accuracy by layer",
-        xaxis=dict(title="layer (stream entering the block; last = final stream)", tickmode="linear", dtick=1,
-                   range=[-0.3, n_layers + 0.3]),
-        yaxis=dict(title="held-out accuracy", range=[0, 1.02]),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"), height=460,
     )
     return apply(fig)
 
 
+@options(title="text")
 def subspace_writers(df: pd.DataFrame, *, value: str = "norm", title: str | None = None) -> go.Figure:
     """Heatmap layer × head of how much each head writes into a subspace, from ``interp.writers``.
 
@@ -115,12 +131,13 @@ def subspace_writers(df: pd.DataFrame, *, value: str = "norm", title: str | None
         zmid=0 if signed else None, colorbar=dict(title=value),
     ))
     fig.update_layout(
-        title=dict(text=(title or "Heads writing into the subspace") + f"<br><sup>top writers: {sub}</sup>"),
+        title=dict(text=title or "Heads writing into the subspace", subtitle=dict(text=f"top writers: {sub}")),
         xaxis=dict(title="head", showgrid=False), yaxis=dict(title="layer", autorange="reversed", showgrid=False),
     )
     return apply(fig)
 
 
+@options(title="text")
 def subspace_angles(df: pd.DataFrame, *, value: str = "min_angle", title: str | None = None) -> go.Figure:
     """Matrix of principal angles between several subspaces, from
     ``interp.probes.overlap_matrix``.

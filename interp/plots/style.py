@@ -47,23 +47,30 @@ _FONT = "Inter, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 
 
 def _template() -> go.layout.Template:
+    # automargin: the margins grow to hold the tick labels and the axis title, so no label is
+    # clipped by the figure's edge and the title is set off from the ticks (``standoff`` only
+    # applies with automargin).
     axis = dict(
         showgrid=True, gridcolor="#ECECEC", zeroline=False, linecolor="#BBBBBB", ticks="outside",
-        tickcolor="#BBBBBB", title=dict(standoff=8),
+        tickcolor="#BBBBBB", title=dict(standoff=10), automargin=True,
     )
     return go.layout.Template(
+        # colour-bar titles beside the bar, not on its top tick label
+        data=dict(heatmap=[go.Heatmap(colorbar=dict(title=dict(side="right"), thickness=14))]),
         layout=dict(
             font=dict(family=_FONT, size=13, color="#222222"),
-            title=dict(x=0.0, xanchor="left", font=dict(size=16)),
+            title=dict(x=0.0, xanchor="left", y=1.0, yanchor="top", yref="container", pad=dict(t=12, l=4),
+                       automargin=True, font=dict(size=16),
+                       subtitle=dict(font=dict(size=12, color="#59636E"))),
             colorway=list(PALETTE),
             paper_bgcolor="white",
             plot_bgcolor="white",
             xaxis=axis,
             yaxis=axis,
-            margin=dict(l=64, r=24, t=56, b=56),
+            margin=dict(l=64, r=24, t=64, b=56),
             hoverlabel=dict(font=dict(family=_FONT, size=12)),
             legend=dict(bgcolor="rgba(255,255,255,0.8)"),
-            coloraxis=dict(colorbar=dict(thickness=12, outlinewidth=0)),
+            coloraxis=dict(colorbar=dict(thickness=12, outlinewidth=0, title=dict(side="right"))),
         )
     )
 

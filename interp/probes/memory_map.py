@@ -54,9 +54,10 @@ class _Acc:
         self.norm = self.proj_sq = self.total_sq = self.signed = 0.0
 
 
-def _batch_parts(w: ResidualWrites, B: Tensor, m: Tensor, stop: int) -> tuple[list, list]:
+def _batch_parts(w: ResidualWrites, B: Tensor, m: Tensor, stop: int, mid: bool = False) -> tuple[list, list]:
     """Each component's write at the kept positions ``m``, projected: ``(label, kind,
-    {layer, head}, proj [n, k], ||write||^2 [n])``, and per layer ``(layer, acts [n, d_mlp],
+    {layer, head}, proj [n, k], ||write||^2 [n])`` for the writes before ``resid_pre[stop]``
+    (and block ``stop``'s attention when ``mid``), and per layer ``(layer, acts [n, d_mlp],
     W_out @ B [d_mlp, k], ||W_out[n]||^2 [d_mlp])`` for the neurons."""
     cd, dev = B.dtype, B.device
     n = int(m.sum())
@@ -69,18 +70,40 @@ def _batch_parts(w: ResidualWrites, B: Tensor, m: Tensor, stop: int) -> tuple[li
     if w.pos_embed is not None:
         add("pos_embed", "pos_embed", w.pos_embed[m].to(cd))
     neurons = []
-    for ly in range(stop):
+    for ly in range(stop + (1 if mid else 0)):
         W_O = w.weights.W_O[ly].to(device=dev, dtype=cd)  # [H, dh, d]
         z = w.z[ly][m].to(cd)  # [n, H, dh]
         proj = torch.einsum("nhe,hek->nhk", z, torch.einsum("hed,dk->hek", W_O, B))
         total = torch.einsum("nhe,hef,nhf->nh", z, W_O @ W_O.transpose(1, 2), z)
         parts += [(f"L{ly}H{h}", "head", dict(layer=ly, head=h), proj[:, h], total[:, h]) for h in range(z.shape[1])]
         add(f"L{ly}_attn_bias", "attn_bias", w.weights.b_O[ly].to(device=dev, dtype=cd).expand(n, -1), layer=ly)
+        if ly == stop:  # resid_mid of block ``stop``: its attention has written, its MLP not yet
+            break
         acts = w.acts[ly][m].to(cd)  # [n, d_mlp]
         W_out = w.weights.W_out[ly].to(device=dev, dtype=cd)
         add(f"L{ly}_mlp", "mlp", acts @ W_out + w.weights.b_out[ly].to(device=dev, dtype=cd), layer=ly)
         neurons.append((ly, acts, W_out @ B, W_out.pow(2).sum(-1)))
     return parts, neurons
+
+
+def _read_point(subspace: Any, layer: int | None, n_layers: int) -> tuple[int, bool]:
+    """``(stop, mid)``: the writes before ``resid_pre[stop]`` count, plus block ``stop``'s
+    attention when ``mid`` (a ``resid_mid`` site)."""
+    if layer is not None:
+        return (n_layers if layer == n_layers else check_index("layer", layer, n_layers, "layer")), False
+    site = getattr(subspace, "site", None)
+    if site is None:
+        name = getattr(subspace, "name", "subspace")
+        raise ValueError(
+            f"writers needs the point where subspace {name!r} was read, and it has no site; pass layer=L "
+            f"(the stream entering block L, e.g. the layer its probe read; layer={n_layers} is the final "
+            "stream), or build it with Subspace.from_probe, which keeps the probe's site"
+        )
+    if not 0 <= site.layer <= n_layers or (site.layer == n_layers and site.where != "resid_pre"):
+        raise ValueError(f"subspace site {site.label} is outside a model with {n_layers} layers")
+    if site.where == "resid_post":
+        return site.layer + 1, False
+    return site.layer, site.where == "resid_mid"
 
 
 def writers(
@@ -97,9 +120,13 @@ def writers(
         subspace: a ``Subspace`` (or anything with ``.basis`` ``[d_model, k]``).
         writes: one ``ResidualWrites`` or an iterable of them (e.g. ``model.stream_writes``),
             recorded at every layer; they are reduced batch by batch.
-        layer: only the components that write before the stream entering ``layer``
-            (``resid_pre``), e.g. the layer a probe read the subspace at; default: all of
-            them, up to the final stream. ``r`` below is the stream at that point.
+        layer: the read point: only the components that write before the stream entering
+            ``layer`` (``resid_pre``; ``n_layers`` is the final stream). Default: the
+            subspace's own ``site`` (``Subspace.from_probe`` keeps the probe's, so a
+            ``resid_mid`` site counts the block's attention and not its MLP). A subspace
+            without a site needs ``layer``: a component that writes after the point where
+            the subspace was read cannot be what put the information there. ``r`` below is
+            the stream at the read point.
         top_neurons: individual MLP neurons to list (the strongest writers over all layers).
             A neuron's write is ``act * W_out[n]``, so its projection is ``act * (W_out B)[n]``:
             no ``[pos, d_mlp, d_model]`` tensor is built.
@@ -115,9 +142,11 @@ def writers(
             write with no preference), signed_share:float (``sum <P w, P r> / sum ||P r||^2``
             with ``r`` the stream at ``layer`` (default the final stream): the component's
             signed part of what the subspace holds there; sums to 1 over the non-neuron
-            components), rank:int.
+            components), rank:int. ``attrs["read_point"]`` names the read point
+            (``"L1_resid_pre"``, ``"final stream"``).
     Raises:
-        ValueError: a subspace of another ``d_model``, or writes missing layers.
+        ValueError: a subspace of another ``d_model``, writes missing layers, or no read
+            point (``layer=None`` and a subspace without ``site``).
     """
     top_neurons = check_int("top_neurons", top_neurons)
     if top_neurons < 0:
@@ -129,27 +158,26 @@ def writers(
     batches = one_model("writes", batches)
     accs: dict[str, _Acc] = {}
     neuron_accs: dict[int, list[Tensor]] = {}
-    count, r_sq = 0, 0.0
+    count, r_sq, read_at = 0, 0.0, ""
     for w in batches:
         if not isinstance(w, ResidualWrites):
             raise TypeError(f"writes must hold ResidualWrites, got {type(w).__name__}")
-        stop = w.n_layers
-        if layer is not None and layer != w.n_layers:
-            stop = check_index("layer", layer, w.n_layers, "layer")
-        missing = [ly for ly in range(stop) if ly not in w.z]
-        if missing:
-            raise ValueError(f"writes lack layers {missing}; record them with run_with_writes(..., layers=None)")
         cd, dev = w.compute_dtype, w.embed.device
         B = _basis(subspace, w.embed.shape[-1], "the writes have").to(device=dev, dtype=cd)
+        stop, mid = _read_point(subspace, layer, w.n_layers)
+        read_at = f"L{stop}_resid_mid" if mid else ("final stream" if stop == w.n_layers else f"L{stop}_resid_pre")
+        missing = [ly for ly in range(stop + mid) if ly not in w.z]
+        if missing:
+            raise ValueError(f"writes lack layers {missing}; record them with run_with_writes(..., layers=None)")
         m = w.mask.to(dev).clone()
         if exclude_first:
             m[:, 0] = False
         n = int(m.sum())
         if n == 0:
             continue
-        parts, neurons = _batch_parts(w, B, m, stop)
+        parts, neurons = _batch_parts(w, B, m, stop, mid)
         parts = [(label, accs.setdefault(label, _Acc(kind, **pos)), proj, tot) for label, kind, pos, proj, tot in parts]
-        r = sum(p[2] for p in parts)  # [n, k]: the final stream's coordinates in the subspace
+        r = sum(p[2] for p in parts)  # [n, k]: the stream's coordinates at the read point
         r_sq += float(r.pow(2).sum())
         for _, acc, proj, total_sq in parts:
             acc.norm += float(proj.norm(dim=-1).sum())
@@ -189,7 +217,9 @@ def writers(
     for col in ("layer", "head", "neuron"):
         df[col] = df[col].astype("Int64")
     df["rank"] = range(1, len(df) + 1)
-    return df[WRITER_COLUMNS]
+    df = df[WRITER_COLUMNS]
+    df.attrs["read_point"] = read_at
+    return df
 
 
 def readers(subspace: Subspace, model: Any, *, unembed: bool = True) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_device, check_fraction, check_int, check_stream
+from interp._threads import with_analysis_threads
 from interp.probes.labels import get_labeler
 from interp.probes.linear import LinearProbe
 from interp.probes.sites import Collected, collect, resolve_sites
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = [
     "label", "layer", "where", "site", "accuracy", "train_accuracy", "baseline", "control_accuracy",
-    "selectivity", "r2", "control_r2", "n_classes", "n_train", "n_test",
+    "selectivity", "lookup_accuracy", "r2", "control_r2", "n_classes", "n_train", "n_test",
 ]
 
 
@@ -65,6 +66,20 @@ def control_labels(y: Tensor, types: Tensor, *, seed: int) -> Tensor:
     return y[draw][inverse]
 
 
+def lookup_accuracy(y: Tensor, types: Tensor, test: Tensor) -> float:
+    """Held-out accuracy of predicting ``y`` from the current token alone: a table from each
+    training token type to its most frequent label (unseen types: the majority label).
+
+    A probe above it reads more than the current token; one at it may only be mapping the
+    current token's identity to the label it usually has (what a memorising probe does).
+    """
+    train = pd.DataFrame({"t": types[~test].cpu().numpy(), "y": y[~test].cpu().numpy()})
+    table = train.value_counts().reset_index().drop_duplicates("t").set_index("t")["y"]
+    majority = train["y"].mode().iloc[0]
+    pred = pd.Series(types[test].cpu().numpy()).map(table).fillna(majority).to_numpy()
+    return float((pred == y[test].cpu().numpy()).mean())
+
+
 def _fit_and_score(
     probe: LinearProbe, X_train: Tensor, X_test: Tensor, y: Tensor, test: Tensor
 ) -> tuple[Tensor, Tensor, LinearProbe]:
@@ -72,6 +87,7 @@ def _fit_and_score(
     return probe.score(X_test, y[test]), probe.score(X_train, y[~test]), probe
 
 
+@with_analysis_threads
 def probe_layers(
     model: Any,
     data: Any = "stdlib:val",
@@ -122,7 +138,11 @@ def probe_layers(
             frequency of the training set's majority class), control_accuracy:float
             (held-out accuracy of the same probe on control labels: a fixed random label per
             current-token type with the label's distribution), selectivity:float
-            (accuracy - control_accuracy), r2 / control_r2:float (ordinal labels: held-out R²
+            (accuracy - control_accuracy; when the current token is decodable at a site the
+            control is about as easy as the task, so selectivity is then near or below 0
+            whatever the probe reads), lookup_accuracy:float (held-out accuracy of predicting
+            the label from the current token alone, a table fitted on the training documents:
+            a probe above it reads more than the current token), r2 / control_r2:float (ordinal labels: held-out R²
             of a ridge regression on the label's value and on control values; NaN for
             categorical labels), n_classes:int, n_train:int, n_test:int.
         ``df.attrs["probe"]`` holds the fitted classification ``LinearProbe`` (one site per
@@ -164,6 +184,8 @@ def _probe_frame(
     probe.sites_ = list(col.sites)
     majority = probe.encode(y[~test]).mode().values
     baseline = float((probe.encode(y[test]) == majority).float().mean())
+    enc = probe.encode(y)  # labels outside the kept classes pooled, as the probe scores them
+    lookup = lookup_accuracy(enc, col.types, test)
     y_ctrl = control_labels(y, col.types, seed=seed + 1)
     ctrl = LinearProbe(**{k: getattr(probe, k) for k in ("top_k", "weight_decay", "max_iter", "solver", "lr", "scaling")})
     ctrl_acc, _, _ = _fit_and_score(ctrl, X_train, X_test, y_ctrl, test)
@@ -185,6 +207,7 @@ def _probe_frame(
         "baseline": baseline,
         "control_accuracy": _np(ctrl_acc),
         "selectivity": _np(acc) - _np(ctrl_acc),
+        "lookup_accuracy": lookup,
         "r2": _np(r2),
         "control_r2": _np(ctrl_r2),
         "n_classes": len(probe.classes_),

@@ -33,10 +33,12 @@ class Subspace:
     Attributes:
         basis: ``[d_model, k]`` float32 with orthonormal columns.
         name: a label for tables and figures.
+        site: where in the stream the subspace was read (a ``Site(layer, where)``; set by
+            ``from_probe``, or passed), or None. ``writers`` measures up to this point.
     """
 
     def __init__(self, directions: Float[Tensor, "k d_model"] | Float[Tensor, " d_model"], *, name: str = "subspace",
-                 drop_dependent: bool = False):
+                 site: Any = None, drop_dependent: bool = False):
         if not isinstance(directions, Tensor):
             raise TypeError(
                 f"directions must be a torch.Tensor [k, d_model] or [d_model], got {type(directions).__name__}"
@@ -53,13 +55,17 @@ class Subspace:
         rank = int((S > S[0] * 1e-6).sum())
         self.basis = U[:, :rank].float().contiguous()
         self.name = name
+        if site is not None and not (isinstance(getattr(site, "layer", None), int)
+                                     and getattr(site, "where", None) in ("resid_pre", "resid_mid", "resid_post")):
+            raise TypeError(f"site={site!r} must be a Site(layer, where) from interp.probes.sites, or None")
+        self.site = site
 
     @classmethod
-    def from_basis(cls, basis: Float[Tensor, "d_model k"], *, name: str = "subspace") -> Subspace:
+    def from_basis(cls, basis: Float[Tensor, "d_model k"], *, name: str = "subspace", site: Any = None) -> Subspace:
         """A subspace spanned by the columns of ``basis`` ``[d_model, k]``."""
         if not isinstance(basis, Tensor) or basis.dim() != 2:
             raise ValueError(f"basis must be a 2-D tensor [d_model, k], got {getattr(basis, 'shape', type(basis))}")
-        return cls(basis.T, name=name)
+        return cls(basis.T, name=name, site=site)
 
     @classmethod
     def random(cls, d_model: int, k: int, *, seed: int = 0, name: str | None = None) -> Subspace:
@@ -80,7 +86,8 @@ class Subspace:
 
         For a classifier the class-mean row is removed first (softmax ignores it).
         ``k=None`` keeps the fewest directions that hold ``energy`` of the squared singular
-        values. The basis lives in the probe's feature space (the residual stream).
+        values. The basis lives in the probe's feature space (the residual stream), and the
+        subspace keeps the probe's site there as ``.site`` (when the probe records its sites).
         """
         coef = getattr(probe, "coef_", None)
         if coef is None:
@@ -102,10 +109,11 @@ class Subspace:
             k = int((cum < energy - 1e-12).sum()) + 1
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(S):
             raise ValueError(f"k={k!r} must be an int in 1..{len(S)} (the probe's rank bound)")
+        sites = getattr(probe, "sites_", None)
+        where = sites[site] if sites else None
         if name is None:
-            sites = getattr(probe, "sites_", None)
-            name = f"probe {sites[site].label}" if sites else f"probe site {site}"
-        return cls(Vh[:k].float(), name=name)
+            name = f"probe {where.label}" if where is not None else f"probe site {site}"
+        return cls(Vh[:k].float(), name=name, site=where)
 
     # ---- geometry ----------------------------------------------------------------------
     @property
@@ -117,7 +125,8 @@ class Subspace:
         return self.basis.shape[0]
 
     def __repr__(self) -> str:
-        return f"Subspace({self.name!r}, k={self.k}, d_model={self.d_model})"
+        at = f", site={self.site.label}" if self.site is not None else ""
+        return f"Subspace({self.name!r}, k={self.k}, d_model={self.d_model}{at})"
 
     def check(self, d_model: int, what: str = "the model") -> None:
         """Raise ``ValueError`` unless this subspace lives in ``d_model`` dimensions."""

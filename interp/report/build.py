@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.report.document import Section
+from interp.report.document import Section, Text
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +198,44 @@ def build_report(
     settings_section = Section("Settings")
     stages.settings_table(ctx, settings_section, timings, total)
     sections.append(settings_section)
+    sections.insert(0, _summary(ctx, sections))
     return _write(sections, ctx, out, total, timings)
 
 
+def _summary(ctx: Context, sections: list[Section]) -> Section:
+    """The findings a reader should take away, computed from the stages' results."""
+    from interp.report import summary
+    from interp.report.document import Figure, Html, Table, slug
+
+    section = Section("Summary")
+    found = summary.findings(ctx.shared)
+    present = {f"{slug(s.title)}--{slug(b.title)}" for s in sections for b in s.blocks
+               if isinstance(b, (Figure, Table))}
+    if found:
+        section.add(Html("What this report finds", summary.html(found, present)))
+    else:
+        section.add(Text("No finding could be computed: the stages it draws on are unavailable (see below)."))
+    ctx.shared["findings"] = found
+    return section
+
+
+def _memory_and_examples(ctx: Context, section: Section, bar: tqdm) -> None:
+    from interp.report import causal, stages
+
+    stages.memory(ctx, section, bar)
+    causal.neuron_examples(ctx, section, bar)
+
+
 def _run_stages(ctx: Context, timings: dict[str, float], progress: bool) -> list[Section]:
-    from interp.report import stages
+    from interp.report import causal, stages
 
     sections: list[Section] = []
     plan: list[tuple[Section, StageFn, int]] = [
         (Section("Residual-stream decomposition", stages.DECOMPOSITION_INTRO), stages.decomposition, 6),
+        (Section("Attention heads", causal.HEADS_INTRO), causal.heads, 4),
         (Section("Subspace probes and the shared-memory map", stages.PROBES_INTRO), stages.probes, 7),
-        (Section("Memory management", stages.MEMORY_INTRO), stages.memory, 5),
+        (Section("Memory management", stages.MEMORY_INTRO), _memory_and_examples, 6),
+        (Section("Causal evidence", causal.CAUSAL_INTRO), causal.causal, 2),
     ]
     for section, fn, steps in plan:
         with _stage_bar(section.title, steps, progress) as bar:
@@ -258,11 +285,21 @@ def _write(sections: list[Section], ctx: Context, out: Path | None, total: float
     return Report(path=out, sections=sections, timings=timings, html=text)
 
 
+def parameter_count(model: Any) -> int:
+    """The model's parameters, each counted once (tied weights once; the checkpoint's own
+    tensors, not the bridge's split copies): ``Model.n_params``."""
+    n = getattr(model, "n_params", None)
+    if isinstance(n, int):
+        return n
+    hf = getattr(getattr(model, "_fast", None), "hf", None)  # the checkpoint's own module
+    params = (hf or model.bridge).parameters()  # nn.Module.parameters() yields shared tensors once
+    return sum(p.numel() for p in params)
+
+
 def auto_threads(model: Any) -> int:
     """1 for a model under 20M parameters (its small operations run fastest on one thread,
     several times faster on a busy machine), else torch's current setting."""
-    n_params = sum(p.numel() for p in model.bridge.parameters())
-    return 1 if n_params < SMALL_MODEL else torch.get_num_threads()
+    return 1 if parameter_count(model) < SMALL_MODEL else torch.get_num_threads()
 
 
 class _stage_bar:

@@ -48,6 +48,7 @@ def _figure_json(fig: go.Figure) -> str:
     fig = apply(go.Figure(fig))
     if fig.layout.height is None:
         fig.update_layout(height=440)
+    fig.layout.width = None  # the page's column decides: every figure of the report is responsive
     # "</" inside a <script> block would end it early; JSON allows the escaped form.
     return fig.to_json().replace("</", "<\\/")
 
@@ -123,7 +124,8 @@ def render(sections: Sequence[Section], page: Page) -> str:
                 if block.caption:
                     body.append(f'<p class="caption">{html.escape(block.caption)}</p>')
                 body.append(
-                    f'<div class="plot" id="fig-{n_fig}" data-spec="fig-{n_fig}-spec"></div>'
+                    f'<div class="figure"><div class="plot" id="fig-{n_fig}" data-spec="fig-{n_fig}-spec" '
+                    f'data-title="{html.escape(block.title)}"></div></div>'
                     f'<script type="application/json" id="fig-{n_fig}-spec">{_figure_json(block.fig)}</script>'
                 )
             elif isinstance(block, Table):
@@ -162,6 +164,24 @@ def _unique(base: str, used: set[str]) -> str:
         out, i = f"{base}-{i}", i + 1
     used.add(out)
     return out
+
+
+def markdown_html(text: str, *, heading_offset: int = 0) -> str:
+    """Markdown (CommonMark with GitHub tables) as HTML, through markdown-it-py.
+
+    Raw HTML in the source is escaped, not passed through; headings move down
+    ``heading_offset`` levels (``#`` becomes ``<h3>`` with 2), so a model card's title sits
+    under the report's own headings. A ``|`` inside a table cell must be written ``\\|``, as
+    on GitHub.
+    """
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(text)
+    for tok in tokens:
+        if tok.type in ("heading_open", "heading_close"):
+            tok.tag = f"h{min(6, int(tok.tag[1]) + heading_offset)}"
+    return md.renderer.render(tokens, md.options, {})
 
 
 def table_block(title: str, df: pd.DataFrame, caption: str = "", max_rows: int = 20) -> Table:

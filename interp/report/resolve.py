@@ -11,8 +11,9 @@ import importlib
 from typing import Any
 
 ANALYSIS_MODULES = ("interp", "interp.decomposition", "interp.readout", "interp.logit_lens", "interp.probes",
-                    "interp.memory")
-PLOT_MODULES = ("interp.plots", "interp.plots.decomposition", "interp.plots.probes", "interp.plots.memory")
+                    "interp.memory", "interp.heads", "interp.patching", "interp.stats")
+PLOT_MODULES = ("interp.plots", "interp.plots.decomposition", "interp.plots.probes", "interp.plots.memory",
+                "interp.plots.heads", "interp.plots.patching", "interp.plots.stats")
 
 
 class Missing(LookupError):

@@ -28,11 +28,16 @@ DECOMPOSITION_INTRO = (
 )
 PROBES_INTRO = (
     "Linear probes read information out of the stream at each layer. Accuracy is measured on "
-    "held-out documents and compared with the majority-class baseline and a control task "
-    "(fixed random labels per token type, Hewitt & Liang 2019): selectivity = accuracy - "
-    "control accuracy. The previous-token probe's top directions define a subspace; the "
-    "components that write into it and read from it form the stream's shared-memory map, and "
-    "removing the subspace measures what the model loses."
+    "held-out documents and compared with two baselines: the majority class, and the label "
+    "predicted from the current token alone (a lookup table fitted on the training documents). "
+    "A probe above the lookup reads more than the current token; one at it may only be mapping "
+    "the current token to the label it usually has, which is what a memorising probe does. The "
+    "Hewitt & Liang (2019) control task (a fixed random label per current token) is in the table "
+    "for reference, but it cannot tell the two apart here: wherever the current token is decodable "
+    "the control is as easy as the task, so its selectivity (accuracy - control) is near or below "
+    "zero whatever the probe reads. The previous-token probe's top directions define a subspace; "
+    "the components that write into it before the point it was read, and those that read from it, "
+    "form the stream's shared-memory map, and removing the subspace measures what the model loses."
 )
 MEMORY_INTRO = (
     "The stream has limited bandwidth, so some components delete what others wrote. A neuron "
@@ -99,11 +104,14 @@ def decomposition(ctx: Any, section: Section, bar: tqdm) -> None:
     bar.update(1)
 
     lens = _run(section, "Logit lens", lambda: find("logit_lens")(writes, k=5, model=model))
+    ctx.shared["lens"] = lens
     if lens is not None:
         section.attempt("Logit lens", lambda: find("plots.logit_lens")(lens),
-                        caption="Top token (cell text) and the probability of the actual next token "
-                                "(colour) if the stream stopped before each layer; the final norm's "
-                                "scale is recomputed for every partial stream.")
+                        caption="One row per position of the example (its token on the left), one column per "
+                                "stream: the top token (cell text; spaces drawn as ·, newlines as ↵) and the "
+                                "probability of the actual next token (colour) if the stream stopped before "
+                                "that layer; the final norm's scale is recomputed for every partial stream. "
+                                "Deep models show evenly spaced layers; hover a cell for its numbers.")
         section.attempt("Logit lens per layer: KL to the final prediction, probability of the next token",
                         lambda: lens.groupby(["layer", "where"], sort=False)[["kl_to_final", "next_prob"]]
                         .mean().reset_index())
@@ -146,16 +154,20 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
         if df is not None:
             results[label] = df
         bar.update(1)
+    ctx.shared["probes"] = results
     if results:
         table = pd.concat([df.assign(label=k) for k, df in results.items()], ignore_index=True)
         section.attempt("Probe accuracy per layer", lambda: find("plots.probe_accuracy")(table),
-                        caption="Held-out accuracy of a linear probe at each layer's stream (solid), the "
-                                "control task (dashed; the shaded gap is the selectivity) and the "
-                                "majority-class baseline (grey).")
-        cols = [c for c in ("label", "layer", "where", "accuracy", "train_accuracy", "baseline",
+                        caption="One panel per label: held-out accuracy of a linear probe at each layer's "
+                                "stream (solid blue), the label predicted from the current token alone "
+                                "(dotted orange), the Hewitt & Liang control task (dashed grey) and the "
+                                "majority-class baseline (grey band).")
+        cols = [c for c in ("label", "layer", "where", "accuracy", "lookup_accuracy", "baseline", "train_accuracy",
                             "control_accuracy", "selectivity", "r2", "control_r2", "n_classes", "n_train",
                             "n_test") if c in table.columns]
-        section.attempt("Probe accuracy and selectivity per layer", lambda: table[cols], max_rows=60)
+        section.attempt("Probe accuracy per layer, with its baselines", lambda: table[cols], max_rows=60,
+                        caption="lookup_accuracy: from the current token alone. selectivity = accuracy - "
+                                "control_accuracy (uninformative here: see the section's introduction).")
 
     prev = results.get("previous_token")
     if prev is None:
@@ -191,16 +203,22 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     stream = dict(batch_size=s.batch_size, n_ctx=s.n_ctx, max_tokens=small, progress=False)
     w = _run(section, "Writers of the previous-token subspace",
              lambda: find("writers")(subspace, model.stream_writes(s.data, **stream)))
+    ctx.shared["writers"] = w
     if w is not None:
-        section.attempt("Writers of the previous-token subspace", lambda: find("plots.subspace_writers")(w),
-                        caption="Mean norm of each head's write projected onto the previous-token subspace.")
-        section.attempt("Top writers of the previous-token subspace", lambda: w.head(s.top_k))
+        at = w.attrs.get("read_point", where)
+        section.attempt("Writers of the previous-token subspace",
+                        lambda: find("plots.subspace_writers")(w, value="signed_share"),
+                        caption=f"Each head's signed share of what the subspace holds at {at}, where the probe "
+                                "read it: only components that write before that point count.")
+        section.attempt("Top writers of the previous-token subspace", lambda: w.head(s.top_k),
+                        caption=f"Strongest first (norm of the write inside the subspace); signed_share sums to 1 "
+                                f"over the non-neuron components at {at}.")
     bar.update(1)
     section.attempt("Readers of the previous-token subspace", lambda: find("readers")(subspace, model).head(s.top_k),
                     caption="How strongly each head's W_Q, W_K, W_V and each MLP's W_in read from the "
                             "subspace; ratio > 1 reads it more than a random subspace of the same size.")
     bar.update(1)
-    section.attempt(
+    ctx.shared["ablation"] = section.attempt(
         "Ablating the previous-token subspace",
         lambda: find("ablation_effect")(model, s.data, subspace, at=layer, mode="mean", label="previous_token",
                                         max_tokens=s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed,
@@ -228,6 +246,7 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
     """In/out cosines with the null band, flagged neurons, deleting heads, deletion evidence."""
     model, s = ctx.model, ctx.settings
     cos = _run(section, "In/out cosine of every neuron", lambda: find("neuron_in_out_cosines")(model))
+    ctx.shared["cosines"] = cos
     if cos is not None:
         section.attempt("In/out cosine of every neuron", lambda: find("plots.deleting_neurons")(cos),
                         caption="Cosine of each neuron's input vector W_in[:, n] and output vector "
@@ -241,6 +260,7 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
     bar.update(1)
 
     heads = _run(section, "Deleting heads", lambda: find("find_deleting_heads")(model))
+    ctx.shared["deleting_heads"] = heads
     if heads is not None:
         section.attempt("Deleting heads", lambda: find("plots.deleting_heads")(heads),
                         caption="OV-circuit deletion score per head (share of W_V W_O's eigenvalue mass "
@@ -258,11 +278,18 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
     evidence = _run(section, "Deletion evidence on data", lambda: find("deletion_evidence")(
         model, s.data, neurons=chosen_n, heads=chosen_h, subspace=ctx.shared.get("previous_token_subspace"),
         max_tokens=max(256, s.tokens // 4), batch_size=s.batch_size, n_ctx=s.n_ctx, progress=ctx.progress))
+    ctx.shared["evidence"] = evidence
     bar.update(1)
     if evidence is not None:
+        n_tok = int(evidence["n_tokens"].iloc[0]) if len(evidence) else 0
+        section.add(Text(f"Deletion evidence measured on {n_tok:,} real tokens of {s.data!r} "
+                         f"(a quarter of the report's {s.tokens:,})."))
         section.attempt("Deletion graph", lambda: find("plots.deletion_graph")(evidence),
-                        caption="Flagged neurons and heads (orange) linked to the earlier components whose "
-                                "writes they erase; edge width is the writer's share of the erased direction.")
+                        caption="Flagged neurons and heads (orange diamonds, right) linked to the earlier "
+                                "components whose writes they erase (circles, coloured by kind); columns are "
+                                "stages of the forward pass, rows within a column only separate the nodes. "
+                                "Edge width is the writer's share of the erased direction; hover an edge's "
+                                "middle for the number.")
         section.attempt("What each deleter erases", lambda: find("deletion_summary")(evidence),
                         caption="Firing rate, the fraction of the stream's component along the input "
                                 "direction that the write removes, and the writers it erases.")
@@ -282,17 +309,19 @@ def _flag_counts(cos: pd.DataFrame) -> pd.DataFrame:
 
 def model_card(ctx: Any, section: Section) -> None:
     """The model's own card (MODEL_CARD.md or README.md next to its weights), rendered."""
-    from interp.report.markdown import to_html
+    from interp.report.html import markdown_html
 
     path = _card_path(ctx.model, ctx.settings.model)
     if path is None:
         section.add(Text("This model has no model card (no MODEL_CARD.md or README.md next to its weights)."))
     else:
-        section.add(Html(f"Model card ({path.name})", to_html(path.read_text(encoding="utf-8"), heading_offset=2)))
+        section.add(Html(f"Model card ({path.name})", markdown_html(path.read_text(encoding="utf-8"), heading_offset=2)))
     cfg = ctx.model.cfg
     rows = {k: str(getattr(cfg, k)) for k in cfg.__dataclass_fields__}
     rows["model_id"] = ctx.model.model_id
-    rows["parameters"] = f"{sum(p.numel() for p in ctx.model.bridge.parameters()):,}"
+    from interp.report.build import parameter_count
+
+    rows["parameters"] = f"{parameter_count(ctx.model):,}"
     section.attempt("Configuration", lambda: pd.DataFrame(list(rows.items()), columns=["field", "value"]))
 
 
