@@ -16,7 +16,9 @@ component arrives there intact; 0: erased. ``change`` is ablated minus clean;
 ``sum(sign(p) * (write_ablated - write) . d) / sum(|p|)``: nothing but the deleter differs
 before that site, so a measured change that departs from it is a bug. Later sites show what
 the rest of the model makes of it. ``n_controls`` random components of the same kind and
-layer, each measured along its own input direction, are the yardstick.
+layer, each measured along its own input direction, are the yardstick. For a component that
+does not erase, the stream's component along its direction can be small next to its write, so
+its survival and change are large and noisy: read a deleter against its controls.
 """
 
 from __future__ import annotations
