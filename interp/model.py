@@ -96,6 +96,8 @@ class Weights:
         return None if t is None else t.detach()
 
     def __getattr__(self, name: str) -> Tensor | None:
+        if name.startswith("_"):  # copy/pickle probe dunders before __init__ has run
+            raise AttributeError(name)
         c = self._cfg
         zeros = {
             "b_Q": (c.n_layers, c.n_heads, c.d_head), "b_K": (c.n_layers, c.n_heads, c.d_head),
@@ -171,6 +173,15 @@ class Model:
                 raw_hf, hf_module_paths(bridge), n_heads=self.cfg.n_heads, d_head=self.cfg.d_head,
                 normalization=self.cfg.normalization, eps=self.cfg.eps,
             )
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: a lock is not state
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     @property
     def capture_path(self) -> str:

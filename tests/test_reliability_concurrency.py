@@ -137,3 +137,13 @@ def test_threads_sharing_smollm2_each_get_their_own_record(smollm2):
     for t in threads:
         t.join(timeout=300)
     assert not errors and not wrong, (errors[:2], wrong)
+
+
+def test_a_copied_model_has_its_own_lock_and_gives_the_same_records():
+    import copy
+
+    model = random_model("gpt2", seed=6)
+    w = model.run_with_writes(TEXTS[0])
+    twin = copy.deepcopy(model)
+    assert twin._lock is not model._lock and twin.model_id == model.model_id
+    assert _same(twin.run_with_writes(TEXTS[0]), w)
