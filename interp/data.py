@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp._checks import check_int
+
 logger = logging.getLogger(__name__)
 
 EXCLUDED_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
@@ -191,7 +193,8 @@ def token_batches(
         ("batch_size", batch_size, 1),
         ("min_tokens", min_tokens, 1),
     ):
-        if not isinstance(value, int) or value < low:
+        value = check_int(name, value)  # numpy ints too; a str or float is a TypeError
+        if value < low:
             raise ValueError(f"{name}={value!r} must be an int >= {low}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens!r} must be positive or None")

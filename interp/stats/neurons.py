@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp._checks import check_indices, check_int
+from interp._checks import check_indices, check_int, check_stream
 from interp.stats.base import Statistic
 from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
 from interp.stats.moments import Extremes, FiringRate, Moments
@@ -194,6 +194,8 @@ def neuron_stats(
         max_tokens = check_int("max_tokens", max_tokens, minimum=1)
     if n_ctx is not None:
         n_ctx = check_int("n_ctx", n_ctx, minimum=2)
+    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
+                 exclude_first=exclude_first)
     _check_data(data)
     rank, world = rank_and_world(group)
     budget = shard_budget(max_tokens, group)
