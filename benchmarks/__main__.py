@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import analyses, capture, load, patching, stream
+from benchmarks import analyses, capture, heads, load, patching, stream
 from benchmarks.common import machine
 
 SUITES = {
@@ -23,6 +23,7 @@ SUITES = {
     "probes": lambda q: analyses.probes_vs_forward(tokens=10_000 if q else 100_000),
     "load": lambda q: load.run(repeats=1 if q else 3),
     "patching": lambda q: patching.run(smollm2=not q),
+    "heads": lambda q: heads.run(old_layers=1 if q else 2),
 }
 
 

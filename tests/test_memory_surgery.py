@@ -114,15 +114,20 @@ def test_defaults_find_every_planted_neuron(planted, null):
         assert df.set_index("label").loc["L1N20", "cosine_gate"] > -0.5
 
 
-def test_defaults_find_every_planted_head(planted):
+def test_planted_heads_top_the_ov_score_and_nothing_else_is_deleting(planted):
+    """These planted heads attend about uniformly, so they write minus the average of what the
+    prefix holds: the OV score finds them, and the verdict (which needs them to read their own
+    position's content and to erase it on data) may or may not call them deleting; nothing
+    unplanted is."""
     df = interp.find_deleting_heads(planted)
     flagged = set(zip(df.loc[df["flagged"], "layer"], df.loc[df["flagged"], "head"]))
-    assert set(HEADS) <= flagged and len(flagged - set(HEADS)) <= 1
-    assert set(zip(df["layer"][:2], df["head"][:2])) == set(HEADS)
-    top = df.iloc[0]
-    assert top["score"] > 0.95 and top["neg_eig_share"] > 0.95
+    assert flagged <= set(HEADS)
+    by_score = df.sort_values("score", ascending=False)
+    assert set(zip(by_score["layer"][:2], by_score["head"][:2])) == set(HEADS)
+    top = by_score.iloc[0]
+    assert top["score"] > 0.95 and top["neg_eig_share"] > 0.95 and top["z"] > df.attrs["z_threshold"]
     assert list(df.columns[:6]) == ["layer", "head", "label", "score", "z", "flagged"]
-    assert df.attrs["z_threshold"] > 2
+    assert df.attrs["z_threshold"] > 2 and df.attrs["null"] in ("cross-head", "gaussian")
 
 
 def test_copy_suppression_sees_planted_heads_through_tied_embeddings(planted_gpt2):
@@ -155,5 +160,7 @@ def test_evidence_names_the_planted_writer(planted_gpt2):
 def test_default_selection_is_the_flagged_set(planted_gpt2):
     ev = interp.deletion_evidence(planted_gpt2, TEXTS[:1], progress=False, top_writers=2)
     deleters = ev.drop_duplicates("deleter")
-    assert set(deleters["deleter"]) == {f"L{ly}N{n}" for ly, n in DELETERS} | {f"L{ly}H{h}" for ly, h in HEADS}
+    heads = interp.find_deleting_heads(planted_gpt2).query("flagged")["label"]
+    assert set(heads) and set(heads) <= {f"L{ly}H{h}" for ly, h in HEADS}
+    assert set(deleters["deleter"]) == {f"L{ly}N{n}" for ly, n in DELETERS} | set(heads)
     assert (ev.groupby("deleter").size() == 3).all()  # two writers and "other"

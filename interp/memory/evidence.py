@@ -286,7 +286,7 @@ def deletion_evidence(
         raise ValueError(f"top_writers={top_writers!r} must be a positive int, e.g. 5")
     check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
     neurons = find_deleting_neurons(model) if neurons is None else neurons
-    heads = find_deleting_heads(model, n_tokens=0).query("flagged") if heads is None else heads
+    heads = find_deleting_heads(model).query("flagged") if heads is None else heads
     sel_n = _select("neurons", neurons, "neuron", c.n_layers, c.d_mlp)
     sel_h = _select("heads", heads, "head", c.n_layers, c.n_heads)
     basis = _subspace_basis(subspace, c.d_model)

@@ -1,27 +1,27 @@
 """Measurements of the phenomena the embedded model must show.
 
-Plain torch on a Hugging Face GPT-NeoX causal LM (no TransformerLens), so the
-training script, the tests and the model card share one definition of each number:
-previous-token and induction scores per head, loss on the first vs second copy of a
-repeated random sequence, linear decodability of the previous token, and MLP neuron
-in/out cosines against a random-init baseline.
+The training script, the tests and the model card share one definition of each number.
+Head scores (previous-token, induction) are ``interp.head_scores`` run on an
+``interp.Model`` of the checkpoint; the rest is plain torch on the Hugging Face GPT-NeoX
+model: loss on the first vs second copy of a repeated random sequence, linear
+decodability of the previous token, and MLP neuron in/out cosines against a random-init
+baseline.
 
 Example:
     >>> from interp.models import DEFAULT_MODEL_DIR
     >>> model, tok = load_hf(DEFAULT_MODEL_DIR)
-    >>> induction_scores(model, length=37).max()
+    >>> induction_scores(model, length=37, tokenizer=tok).max()
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from interp._linalg import solve_spd
 from interp.models.synthetic import repeated_tokens
 
 
@@ -41,48 +41,34 @@ def _neox(model):
     return base
 
 
-@contextlib.contextmanager
-def _eager(model) -> Iterator[None]:
-    """Temporarily switch the model to eager attention so it returns patterns."""
-    old = model.config._attn_implementation
-    model.config._attn_implementation = "eager"
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = old
+def as_model(model, tokenizer):
+    """An ``interp.Model`` of a Hugging Face causal LM (a copy; the caller's model is untouched)."""
+    from interp.load import load
+
+    return load(model, tokenizer=tokenizer, device="cpu", fast=True)
 
 
-@torch.no_grad()
-def attention_patterns(model, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention probabilities: Float[layer, batch, head, query, key]."""
-    with _eager(model):
-        out = model(input_ids=tokens, attention_mask=mask, output_attentions=True)
-    return torch.stack([a.float() for a in out.attentions])
+def head_score_matrix(model, tokenizer, kind: str, tokens: torch.Tensor, mask: torch.Tensor | None = None):
+    """``interp.head_scores`` (the one definition of each head score) as ``Float[layer, head]``."""
+    from interp.heads import head_scores
+    from interp.tokens import Tokens
+
+    m = model if hasattr(model, "run_with_writes") else as_model(model, tokenizer)
+    mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
+    df = head_scores(m, kind, data=Tokens(tokens, mask)).sort_values(["layer", "head"])
+    return torch.tensor(df["score"].to_numpy(), dtype=torch.float32).reshape(m.cfg.n_layers, m.cfg.n_heads)
 
 
-def prev_token_scores(model, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean attention from each query i >= 1 to key i - 1: Float[layer, head].
-
-    tokens: Long[batch, pos]; mask: Bool[batch, pos] (padding excluded).
-    """
-    pattern = attention_patterns(model, tokens, mask)
-    diag = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)  # [layer, batch, head, pos-1]
-    if mask is None:
-        return diag.mean(dim=(1, 3))
-    weight = mask[:, 1:].float()[None, :, None, :]
-    return (diag * weight).sum(dim=(1, 3)) / weight.sum()
+def prev_token_scores(model, tokens: torch.Tensor, mask: torch.Tensor | None = None, *, tokenizer=None):
+    """``head_scores(kind="previous_token")`` on these rows: Float[layer, head]."""
+    return head_score_matrix(model, tokenizer, "previous_token", tokens, mask)
 
 
-def induction_scores(model, length: int, *, batch: int = 16, seed: int = 0) -> torch.Tensor:
-    """Induction score per head on BOS + S + S with ``len(S) = length``: Float[layer, head].
-
-    The mean attention from each second-copy position to the token right after
-    that token's earlier occurrence (key offset ``1 - length`` from the query).
-    """
-    tokens = repeated_tokens(batch, length, vocab_size=model.config.vocab_size, seed=seed)
-    pattern = attention_patterns(model, tokens)
-    diag = pattern.diagonal(offset=1 - length, dim1=-2, dim2=-1)  # keys k = q + 1 - length
-    return diag[..., -length:].mean(dim=(1, 3))
+def induction_scores(model, length: int, *, batch: int = 16, seed: int = 0, tokenizer=None):
+    """``head_scores(kind="induction")`` on BOS + S + S with ``len(S) = length``: Float[layer, head]."""
+    vocab = model.cfg.d_vocab if hasattr(model, "cfg") else model.config.vocab_size
+    tokens = repeated_tokens(batch, length, vocab_size=vocab, seed=seed)
+    return head_score_matrix(model, tokenizer, "induction", tokens)
 
 
 @torch.no_grad()
@@ -136,7 +122,7 @@ def _ridge_accuracy(
     x = (x - mean) / std
     targets = F.one_hot(y, n_classes).double()
     gram = x[train].T @ x[train] + ridge * torch.eye(x.shape[1], dtype=x.dtype)
-    weights = torch.linalg.solve(gram, x[train].T @ targets[train])
+    weights = solve_spd(gram, x[train].T @ targets[train])
     predicted = (x[~train] @ weights).argmax(-1)
     return float((predicted == y[~train]).float().mean())
 
@@ -244,8 +230,9 @@ def expected_random_cosine_std(d_model: int) -> float:
 def summarize(path: str | Path, *, lengths=(37, 45, 100), val_tokens_max: int | None = None) -> dict:
     """Every number the model card reports, for the checkpoint at ``path``."""
     model, tokenizer = load_hf(path)
+    imodel = as_model(model, tokenizer)
     tokens, mask = val_tokens(tokenizer, n_rows=16, n_ctx=256)
-    prev = prev_token_scores(model, tokens, mask)
+    prev = prev_token_scores(imodel, tokens, mask)
     result = {
         "val_loss_nats_per_token": mean_loss(model, tokenizer, "stdlib:val", max_tokens=val_tokens_max),
         "prev_token_scores": prev.tolist(),
@@ -259,7 +246,7 @@ def summarize(path: str | Path, *, lengths=(37, 45, 100), val_tokens_max: int | 
     for length in lengths:
         first, second = copy_losses(model, length, batch=16, seed=123)
         result["induction"][str(length)] = {
-            "scores": induction_scores(model, length, batch=16, seed=123).tolist(),
+            "scores": induction_scores(imodel, length, batch=16, seed=123).tolist(),
             "loss_first_copy": first,
             "loss_second_copy": second,
         }

@@ -183,15 +183,16 @@ def step_loss(model, step: int, args, corpus, bos: int) -> tuple[torch.Tensor, d
 
 
 @torch.no_grad()
-def evaluate(model, args, val) -> dict[str, float]:
+def evaluate(model, args, val, tokenizer=None) -> dict[str, float]:
     """Held-out text loss and the phenomena, on small fixed batches."""
     model.eval()
     tokens, mask = val
     length = int(args.heldout_lengths.split(",")[0]) if args.heldout_lengths else 37
     logits = model(input_ids=tokens).logits
     val_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:]).item()
-    prev = measure.prev_token_scores(model, tokens, mask)
-    ind = measure.induction_scores(model, length, batch=8, seed=1)
+    imodel = measure.as_model(model.eval(), tokenizer)  # interp.head_scores: the one definition of each score
+    prev = measure.prev_token_scores(imodel, tokens, mask)
+    ind = measure.induction_scores(imodel, length, batch=8, seed=1)
     first, second = measure.copy_losses(model, length, batch=8, seed=1)
     model.train()
     return {
@@ -288,7 +289,7 @@ def run(args) -> Path:
             seconds=round(time.time() - t0, 1),
         )
         if (step + 1) % args.eval_every == 0 or step + 1 == total:
-            record.update(evaluate(model, args, val))
+            record.update(evaluate(model, args, val, tokenizer))
             bar.set_postfix(
                 ind=f"{record['induction_best']:.2f}",
                 prev=f"{record['prev_token_best']:.2f}",

@@ -2,12 +2,15 @@
 figure can be rebuilt from a saved table. Export with ``interp.export(fig, path)``."""
 
 from interp.plots.decomposition import head_attribution, logit_lens, stream_norms, top_neurons, write_norms
+from interp.plots.heads import attention_pattern, composition_edges
 from interp.plots.memory import deleting_heads, deleting_neurons, deletion_graph
 from interp.plots.patching import deletion_effect, patching_heads, patching_neurons, patching_positions
 from interp.plots.probes import probe_accuracy, subspace_angles, subspace_writers
 from interp.plots.stats import top_examples
 
 __all__ = [
+    "attention_pattern",
+    "composition_edges",
     "deleting_heads",
     "deleting_neurons",
     "deletion_effect",
