@@ -36,6 +36,11 @@ class IndexOutOfRangeError(InterpError, IndexError, ValueError):
     """A layer, head or neuron index outside the model (``except ValueError`` catches it)."""
 
 
+class DistributedError(InterpError, RuntimeError):
+    """A collective across torch.distributed ranks failed or timed out: another rank failed,
+    was interrupted or is stuck."""
+
+
 class PromptMismatchError(InterpError, ValueError):
     """Clean and corrupt prompts for patching differ in length or batch size (or are padded)."""
 
