@@ -147,3 +147,14 @@ def test_icl_score_against_direct_losses(default_model, hf):
     assert got["late"].iloc[0] == 60
     text = interp.icl_score(default_model)
     assert text["late"].iloc[0] == default_model.cfg.n_ctx - 1 and text["n_rows"].iloc[0] == 16
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_composition_is_the_same_under_raw_processing(family):
+    """Raw weights: the norm's scale (and LayerNorm's centring) folded by composition_scores
+    itself gives what TransformerLens's compat processing gives."""
+    from interp.testing import random_model
+
+    a = interp.composition_scores(random_model(family)).set_index(["kind", "source", "target"])["score"]
+    b = interp.composition_scores(random_model(family, processing="raw")).set_index(["kind", "source", "target"])
+    assert (a - b["score"].loc[a.index]).abs().max() < 1e-6
