@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import analyses, capture, heads, load, patching, stream
+from benchmarks import analyses, capture, heads, load, patching, stats, stream
 from benchmarks.common import machine
 
 SUITES = {
@@ -21,6 +21,7 @@ SUITES = {
     "neurons": lambda q: analyses.neuron_decomposition(),
     "deleting7b": lambda q: analyses.deleting_neurons_7b(layers=4 if q else 32),
     "probes": lambda q: analyses.probes_vs_forward(tokens=10_000 if q else 100_000),
+    "stats": lambda q: stats.run(200_000, 50_000, 100_000) if q else stats.run(),
     "load": lambda q: load.run(repeats=1 if q else 3),
     "patching": lambda q: patching.run(smollm2=not q),
     "heads": lambda q: heads.run(old_layers=1 if q else 2),

@@ -10,10 +10,11 @@ them, and flags the components that delete it.
 >>> w = model.run_with_writes("x = 1")
 """
 
-from interp import data, heads, plots
+from interp import data, heads, plots, stats
 from interp.decomposition import decompose, stream_norms
 from interp.errors import (
     ChromiumNotFoundError,
+    DistributedError,
     IndexOutOfRangeError,
     InterpError,
     ModelMismatchError,
@@ -52,6 +53,7 @@ from interp.probes import (
     writers,
 )
 from interp.readout import logit_attribution, logit_lens
+from interp.stats import neuron_stats, top_examples
 from interp.tokens import Tokens
 from interp.writes import ResidualWrites
 
@@ -60,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChromiumNotFoundError",
     "Config",
+    "DistributedError",
     "IndexOutOfRangeError",
     "InterpError",
     "LinearProbe",
@@ -94,11 +97,14 @@ __all__ = [
     "logit_lens",
     "neuron_composition",
     "neuron_in_out_cosines",
+    "neuron_stats",
     "overlap",
     "pattern_frame",
     "plots",
     "probe_layers",
     "readers",
+    "stats",
     "stream_norms",
+    "top_examples",
     "writers",
 ]

@@ -104,6 +104,34 @@ def _probe(model, args):
     )
 
 
+def _stats(model, args):
+    """``neuron_stats`` on every rank of a torchrun / accelerate launch (or one process);
+    rank 0 alone prints and writes."""
+    from interp.stats import init_distributed, neuron_stats, rank_and_world, top_examples
+
+    init_distributed(timeout=args.timeout)
+    df = neuron_stats(model, args.data, layers=args.layers, max_tokens=args.tokens, top_k=args.top_k,
+                      batch_size=args.batch_size, context=args.context, progress=not args.quiet)
+    args.stats_rank = rank_and_world()[0]
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # every collective is done; leave the group cleanly
+        dist.destroy_process_group()
+    if args.examples and args.stats_rank == 0:
+        ex = top_examples(df, args.neurons) if args.neurons else top_examples(df)
+        _write_table(_tidy(ex), Path(args.examples))
+    if args.sort:
+        df = df.sort_values(args.sort, ascending=False, kind="stable").reset_index(drop=True)
+    return df
+
+
+def _stats_figure(df, args):
+    from interp.stats import top_examples
+
+    neuron = args.neurons[0] if args.neurons else str(df.loc[df["max"].idxmax(), "label"])
+    return find("plots.top_examples")(top_examples(df, [neuron]))
+
+
 def _plot(name: str) -> Callable[[Any, argparse.Namespace], Any]:
     """The plot function ``interp.plots.<name>``, looked up when the figure is drawn."""
 
@@ -162,6 +190,25 @@ def _args_probe(p):
     p.add_argument("--tokens", type=int, default=20_000, help="tokens to stream (default: 20000)")
 
 
+def _args_stats(p):
+    p.add_argument("--data", default="stdlib:val",
+                   help="corpus: a file, a directory, 'stdlib', 'stdlib:train' or 'stdlib:val' (default)")
+    p.add_argument("--tokens", type=int, default=100_000,
+                   help="positions measured, over all ranks (default: 100000)")
+    _args_layers(p)
+    p.add_argument("--top-k", type=int, default=20, help="top activating examples kept per neuron (default: 20)")
+    p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default: 8)")
+    p.add_argument("--context", type=int, default=8, help="tokens kept each side of an example (default: 8)")
+    p.add_argument("--sort", default=None, choices=["firing_rate", "mean", "std", "max"],
+                   help="order rows by this column, largest first (default: layer, then neuron)")
+    p.add_argument("--neurons", nargs="+", default=None, metavar="LABEL",
+                   help="neurons whose examples --examples writes and --out draws (default: all / the largest max)")
+    p.add_argument("--examples", default=None, metavar="FILE",
+                   help="write the top examples (one row per neuron and rank) to FILE (.csv, .json, .parquet)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="under torchrun: seconds a rank waits for the others before failing (default: 600)")
+
+
 COMMANDS: list[Command] = [
     Command("decompose", "who wrote what into the residual stream of a text",
             "Take the residual stream of TEXT apart into its writes (embeddings, heads, MLPs, "
@@ -192,7 +239,13 @@ COMMANDS: list[Command] = [
             "Train a linear probe on every layer's residual stream to decode LABEL; held-out "
             "accuracy, the majority baseline and a control task (Hewitt & Liang 2019).",
             _args_probe, _probe, _plot("probe_accuracy")),
-]
+    Command("stats", "neuron statistics over a corpus, on one process or under torchrun",
+            "Every MLP neuron's firing rate, mean, std, min and max over a corpus, and its top "
+            "activating examples with their context. Under torchrun / accelerate launch each rank "
+            "streams its own documents and the statistics are all-reduced (gloo on CPU, nccl on "
+            "GPUs); rank 0 prints and writes. The figure: one neuron's top examples, tokens shaded "
+            "by activation.",
+            _args_stats, _stats, _stats_figure),]
 
 
 # ---- parser -------------------------------------------------------------------------
@@ -356,6 +409,8 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
         df = _tidy(cmd.table(model, args))
     finally:
         torch.set_num_threads(before)
+    if getattr(args, "stats_rank", 0) != 0:  # under torchrun every rank computes; rank 0 reports
+        return 0
     if args.format == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif args.format == "json":

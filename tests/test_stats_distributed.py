@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import interp
 from interp.data import stdlib_files
 from interp.stats import neuron_stats, top_examples
 
@@ -53,18 +54,39 @@ SCRIPT = """
 import sys, torch, interp
 from interp.stats import init_distributed, neuron_stats, rank_and_world, top_examples
 torch.set_num_threads(1)
-assert init_distributed(timeout=60)
+assert init_distributed(timeout=300)
 rank, world = rank_and_world()
 stats = neuron_stats(interp.load(), sys.argv[1], max_tokens=None, top_k=4, batch_size=3, context=2,
                      progress=False)
 stats.to_csv(f"stats{rank}.csv", index=False)
 top_examples(stats).drop(columns=["tokens", "acts"]).to_csv(f"examples{rank}.csv", index=False)
+ev = interp.deletion_evidence(interp.load(), sys.argv[1], neurons=NEURONS, heads=["L1H3"], max_tokens=None,
+                              batch_size=3, progress=False)
+ev.to_csv(f"evidence{rank}.csv", index=False)
+from interp.stats import Covariance, Histogram, Moments, TopK
+x = torch.randn(1000, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 100
+y = x[:, :1] - 2 * x[:, 1:2]
+keys = torch.arange(1000)
+mine = slice(rank * 300, 1000 if rank == world - 1 else 300)  # unequal shares
+parts = [Covariance(4, m=1).update(x[mine], y[mine]), Histogram([90, 95, 100, 105, 110], (4,)).update(x[mine]),
+         Moments((4,)).update(x[mine]), TopK(4, 7, dtype=torch.float64).update(x[mine], keys[mine])]
+whole = [Covariance(4, m=1).update(x, y), Histogram([90, 95, 100, 105, 110], (4,)).update(x),
+         Moments((4,)).update(x), TopK(4, 7, dtype=torch.float64).update(x, keys)]
+for p, w in zip(parts, whole):
+    p.all_reduce()
+c, h, m, t = parts
+assert c.count == 1000 and torch.allclose(c.cov(), whole[0].cov(), rtol=1e-9) and torch.allclose(c.cross_cov(), whole[0].cross_cov(), rtol=1e-9)
+assert torch.equal(h.counts, whole[1].counts)
+assert m.count == 1000 and torch.allclose(m.var(), whole[2].var(), rtol=1e-9)
+assert torch.equal(t.keys, whole[3].keys) and torch.equal(t.values, whole[3].values)
+print("STATISTICS REDUCED", rank)
 print("world", world, "tokens", stats.attrs["n_tokens"])
 """
+NEURONS = ["L1N154", "L1N294", "L1N436"]
 
 
 def test_two_gloo_ranks_give_the_single_process_frame(default_model, corpus, tmp_path):
-    (tmp_path / "run.py").write_text(textwrap.dedent(SCRIPT))
+    (tmp_path / "run.py").write_text(textwrap.dedent(SCRIPT).replace("NEURONS", repr(NEURONS)))
     res, _ = torchrun("run.py", str(corpus), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     one = neuron_stats(default_model, str(corpus), max_tokens=None, top_k=4, batch_size=3, context=2,
@@ -80,6 +102,15 @@ def test_two_gloo_ranks_give_the_single_process_frame(default_model, corpus, tmp
         assert ex[keys].astype(str).equals(want[keys].astype(str))  # top examples: exactly the same
         assert np.allclose(ex["activation"], want["activation"], rtol=1e-6, atol=1e-7)
     assert "world 2" in res.stdout
+    assert "STATISTICS REDUCED 0" in res.stdout and "STATISTICS REDUCED 1" in res.stdout
+    # deletion evidence: its sums are all-reduced the same way
+    ev_one = interp.deletion_evidence(default_model, str(corpus), neurons=NEURONS, heads=["L1H3"], max_tokens=None,
+                                      batch_size=3, progress=False)
+    for r in (0, 1):
+        ev = pd.read_csv(tmp_path / f"evidence{r}.csv", keep_default_na=False)
+        assert ev[["deleter", "writer", "n_tokens", "rank"]].equals(ev_one[["deleter", "writer", "n_tokens", "rank"]])
+        for c in ("firing_rate", "removed_fraction", "share"):
+            assert np.allclose(ev[c], ev_one[c], rtol=1e-6, atol=1e-9), c
 
 
 def test_torchrun_cli_stats(default_model, corpus, tmp_path):

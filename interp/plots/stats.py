@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp._checks import options
 from interp.plots._frames import require_columns, show_token
 from interp.plots.style import apply
 
@@ -20,6 +21,11 @@ _SOURCE = "interp.top_examples(interp.neuron_stats(...), neurons)"
 _COLUMNS = ("label", "rank", "activation", "doc", "pos", "tokens", "acts", "center")
 
 
+def _short(doc: str, width: int = 28) -> str:
+    return doc if len(doc) <= width else "…" + doc[-(width - 1):]
+
+
+@options(max_examples="count", title="text")
 def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: int = 20,
                  title: str | None = None) -> go.Figure:
     """One row per example (best first), one cell per token of its context window, shaded by
@@ -44,11 +50,12 @@ def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: in
         off = left - int(r.center)
         for j, (tok, act) in enumerate(zip(r.tokens, r.acts)):
             z[i, off + j] = act
-            text[i, off + j] = html.escape(show_token(tok))
-            hover[i, off + j] = (f"{html.escape(repr(tok))}<br>activation {act:.3f}<br>{html.escape(str(r.doc))}, "
+            text[i, off + j] = html.escape(show_token(tok), quote=False)
+            hover[i, off + j] = (f"{html.escape(repr(tok), quote=False)}<br>activation {act:.3f}<br>"
+                                 f"{html.escape(str(r.doc), quote=False)}, "
                                  f"position {r.pos + j - int(r.center)}")
     bound = float(np.nanmax(np.abs(z))) or 1.0
-    ylabels = [f"#{r.rank}  {r.activation:.2f}  {str(r.doc)[-28:]}:{r.pos}" for r in d.itertuples()]
+    ylabels = [f"#{r.rank}  {r.activation:.2f}  {_short(str(r.doc))}:{r.pos}" for r in d.itertuples()]
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(-left, width - left)), y=ylabels, text=text, texttemplate="%{text}",
         textfont=dict(size=11, family="Menlo, Consolas, monospace"), customdata=hover,

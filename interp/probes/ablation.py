@@ -22,6 +22,7 @@ from interp.probes.memory_map import _basis
 from interp.probes.probing import split_documents
 from interp.probes.sites import Site, check_model, collect, resolve_sites
 from interp.probes.subspace import Subspace
+from interp.stats.moments import Moments
 
 MODES = ("mean", "zero")
 EFFECT_COLUMNS = ["metric", "layer", "where", "site", "clean", "ablated", "delta", "random_ablated", "random_delta"]
@@ -129,11 +130,13 @@ def site_means(
     model: Any, data: Any, *, at: Any, max_tokens: int | None = 20_000, batch_size: int = 8,
     n_ctx: int | None = None, exclude_first: bool = True, progress: bool = False,
 ) -> dict[tuple[int, str], Tensor]:
-    """The stream's mean ``[d_model]`` at each site in ``at``, over real positions of ``data``."""
+    """The stream's mean ``[d_model]`` at each site in ``at``, over real positions of ``data``:
+    an ``interp.stats.Moments`` streamed batch by batch (memory: one batch, not the corpus)."""
     sites = _sites(model, at)
-    col = collect(model, data, sites, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
-                  exclude_first=exclude_first, progress=progress, desc="site means")
-    return {(s.layer, s.where): col.X[i].mean(0) for i, s in enumerate(sites)}
+    mom = Moments((len(sites), model.cfg.d_model))
+    collect(model, data, sites, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
+            exclude_first=exclude_first, progress=progress, desc="site means", moments=mom, keep_features=False)
+    return {(s.layer, s.where): mom.mean[i].float() for i, s in enumerate(sites)}
 
 
 def ablation_effect(
@@ -184,8 +187,9 @@ def ablation_effect(
     all_sites = list(dict.fromkeys(sub_sites + probe_sites))
     kw = dict(labeler=labeler, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
               exclude_first=exclude_first, loss=True, progress=progress)
-    clean = collect(model, data, all_sites, desc="clean", **kw)
-    means = {(s.layer, s.where): clean.X[all_sites.index(s)].mean(0) for s in sub_sites} if mode == "mean" else None
+    mom = Moments((len(all_sites), model.cfg.d_model)) if mode == "mean" else None
+    clean = collect(model, data, all_sites, desc="clean", moments=mom, **kw)
+    means = {(s.layer, s.where): mom.mean[all_sites.index(s)].float() for s in sub_sites} if mom is not None else None
     rand = Subspace.random(B.shape[0], B.shape[1], seed=seed, name="random")
     runs = {}
     for name, sub in (("ablated", subspace), ("random", rand)):

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from interp._checks import check_choice, check_float, check_int
 from interp.probes.labels import IGNORE
+from interp.stats.moments import Covariance
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +229,13 @@ class LinearProbe:
         S, n, d = X.shape
         self.classes_ = torch.tensor([0])
         self._has_other = False
-        mu, sc = self.mean_, self.scale_
-        yc = y - y.mean()
-        cov = X.transpose(1, 2) @ X / n - mu.unsqueeze(-1) * mu.unsqueeze(1)  # [S, d, d], no copy of X
+        sc = self.scale_
+        # The feature covariance and its covariance with y, as a mergeable statistic (centred
+        # chunk by chunk, so no copy of X and no cancellation): [S, d, d] and [S, d].
+        stat = Covariance(d, lead=(S,), m=1, device=X.device, dtype=X.dtype).update(X, y)
+        cov, xy = stat.cov().to(X.dtype), stat.cross_cov()[..., 0].to(X.dtype)
         A = cov / (sc.unsqueeze(-1) * sc.unsqueeze(1)) + self.weight_decay * torch.eye(d, dtype=X.dtype, device=X.device)
-        w = torch.linalg.solve(A, (X.transpose(1, 2) @ yc) / n / sc)  # [S, d], in scaled units
+        w = torch.linalg.solve(A, xy / sc)  # [S, d], in scaled units
         wr = w / self.scale_
         self.coef_ = wr.unsqueeze(1)  # [S, 1, d]
         self.intercept_ = (y.mean() - (self.mean_ * wr).sum(-1)).unsqueeze(-1)  # [S, 1]

@@ -261,10 +261,14 @@ def collect(
     hooks: Sequence[tuple[str, Any]] = (),
     progress: bool = True,
     desc: str = "probe",
+    moments: Any = None,
+    keep_features: bool = True,
 ) -> Collected:
     """Stream ``data`` through ``model`` and keep the stream at ``sites`` for every labelled
     position, up to ``max_tokens`` positions. Memory: ``max_tokens * len(sites) * d_model``
-    float32 numbers plus one batch's forward pass. ``hooks`` run first (e.g. an ablation)."""
+    float32 numbers plus one batch's forward pass. ``hooks`` run first (e.g. an ablation).
+    ``moments``: an ``interp.stats.Moments((len(sites), d_model))`` updated with every
+    batch's features; with ``keep_features=False`` only it (and the labels) are kept."""
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError(f"max_tokens={max_tokens!r} must be a positive int or None")
     sites = list(sites)
@@ -309,7 +313,11 @@ def collect(
             n = int(mask.sum())
             if n:
                 dev_mask = mask.to(next(iter(store.values())).device) if store else mask
-                xs.append(torch.stack([store[s][dev_mask].cpu() for s in sites]) if sites else torch.empty(0, n, 0))
+                feats = torch.stack([store[s][dev_mask].cpu() for s in sites]) if sites else torch.empty(0, n, 0)
+                if moments is not None:
+                    moments.update(feats.transpose(0, 1))  # [n, site, d_model]
+                if keep_features:
+                    xs.append(feats)
                 ys.append(labels[mask])
                 types.append(batch.tokens[mask])
                 row_doc = torch.tensor([doc_index.setdefault(d, len(doc_index)) for d in batch.doc_ids])
@@ -328,5 +336,6 @@ def collect(
     out.chunks = xs
     out.y, out.types, out.docs = torch.cat(ys), torch.cat(types), torch.cat(docs)
     out.doc_names = list(doc_index)
-    log.info("collected %d positions at %d sites (%.1f MB)", kept, len(sites), kept * len(sites) * xs[0].shape[-1] * 4 / 1e6)
+    log.info("collected %d positions at %d sites (%.1f MB)", kept, len(sites),
+             kept * len(sites) * model.cfg.d_model * 4 / 1e6 if keep_features else 0.0)
     return out

@@ -185,7 +185,9 @@ def shard_records(
     within its document), which make every position's reference unique across ranks.
     Unbounded: the caller stops when its budget is spent.
     """
-    n = min(n_ctx or model.cfg.n_ctx, model.cfg.n_ctx)
+    from interp.data import row_length
+
+    n = row_length(n_ctx, model.cfg.n_ctx)
     group_chars = 4 * (group_tokens or 16 * batch_size * n)  # ~4 characters per token
     docs: list[tuple[int, str, str]] = []
     rows_seen: dict[int, int] = {}

@@ -60,12 +60,14 @@ class Moments(Statistic):
         n = x.shape[0]
         if n == 0:
             return self
-        xd = x.to(self.mean.device, torch.float64, copy=True)
-        # Shifted sums (by the running mean, or the first sample): one pass, no cancellation.
-        shift = self.mean if self.count else xd[0].clone()
-        s = xd.sub_(shift).sum(0)
-        m2 = (xd.square_().sum(0) - s * s / n).clamp_min_(0)
-        return self._combine(n, shift + s / n, m2)
+        # Shifted sums (by the running mean, or the first sample), so they do not cancel;
+        # elementwise in the samples' float dtype, accumulated in float64.
+        dt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
+        shift = (self.mean if self.count else x[0].to(self.mean.device, torch.float64)).to(dt)
+        y = x.to(self.mean.device, dt) - shift
+        s = y.sum(0).double()  # torch's cascade sum: float32 here loses ~log(n) ulps, not n
+        m2 = (y.square_().sum(0).double() - s * s / n).clamp_min_(0)
+        return self._combine(n, shift.double() + s / n, m2)
 
     def _combine(self, n: int, mean: Tensor, m2: Tensor) -> Moments:
         if self.count == 0:
@@ -117,15 +119,19 @@ class Covariance(Statistic):
     State: ``count``; ``mean_x`` ``[*lead, d]``, ``cxx`` ``[*lead, d, d]`` (sum of outer
     products of deviations); with ``m`` targets also ``mean_y`` ``[m]``, ``cxy``
     ``[*lead, d, m]``, ``cyy`` ``[m, m]``. ``lead`` is e.g. the sites of a batched probe.
-    Samples are centred chunk by chunk (``chunk`` rows at a time), so memory stays at
-    ``chunk * d`` float64 numbers beyond the state.
+    Samples are centred chunk by chunk (about ``2**22`` numbers at a time), and each chunk's
+    comoments are computed in ``dtype`` (float64 by default; float32 halves the cost and,
+    on centred chunks, loses little) and merged in float64.
     """
 
-    def __init__(self, d: int, *, lead: Any = (), m: int = 0, device: Any = None, chunk: int = 8192):
+    def __init__(self, d: int, *, lead: Any = (), m: int = 0, device: Any = None, chunk: int | None = None,
+                 dtype: torch.dtype = torch.float64):
         (self.d,) = _shape((d,))
         self.lead = tuple(lead)
         self.m = int(m)
-        self.chunk = int(chunk)
+        size = max(1, int(torch.tensor(self.lead).prod()) if self.lead else 1) * self.d
+        self.chunk = int(chunk) if chunk is not None else max(64, 2**22 // size)
+        self.dtype = dtype
         z = lambda *s: torch.zeros(s, dtype=torch.float64, device=device)  # noqa: E731
         self.count = 0
         self.mean_x, self.cxx = z(*self.lead, self.d), z(*self.lead, self.d, self.d)
@@ -145,17 +151,17 @@ class Covariance(Statistic):
             if tuple(y.shape) != (n, self.m):
                 raise ValueError(f"y has shape {tuple(y.shape)}; pass [{n}, {self.m}]")
         for s in range(0, n, self.chunk):
-            xc = x[..., s : s + self.chunk, :].to(self.mean_x.device, torch.float64)
+            xc = x[..., s : s + self.chunk, :].to(self.mean_x.device, self.dtype)
             k = xc.shape[-2]
-            mx = xc.mean(-2)
-            xc = xc - mx.unsqueeze(-2)
-            cxx = xc.transpose(-1, -2) @ xc
+            mx = xc.double().mean(-2)
+            xc = xc - mx.unsqueeze(-2).to(self.dtype)
+            cxx = (xc.transpose(-1, -2) @ xc).double()
             my = cxy = cyy = None
             if self.m:
                 yc = y[s : s + self.chunk].to(self.mean_x.device, torch.float64)
                 my = yc.mean(0)
                 yc = yc - my
-                cxy, cyy = xc.transpose(-1, -2) @ yc, yc.T @ yc
+                cxy, cyy = (xc.transpose(-1, -2) @ yc.to(self.dtype)).double(), yc.T @ yc
             self._combine(k, mx, cxx, my, cxy, cyy)
         return self
 
@@ -229,7 +235,11 @@ class FiringRate(Statistic):
     def update(self, x: Float[Tensor, "n ..."]) -> FiringRate:
         x = _samples("x", x, self.shape)
         self.count += x.shape[0]
-        self.fires += (x > self.threshold).sum(0, dtype=torch.int32).to(self.fires.device)
+        if self.threshold == 0 and x.is_floating_point():  # sign(x) > 0 exactly where x > 0; faster than a compare
+            fires = torch.sign(x).clamp_min_(0).sum(0).round_().long()
+        else:
+            fires = (x > self.threshold).sum(0, dtype=torch.int32)
+        self.fires += fires.to(self.fires.device)
         return self
 
     def merge(self, other: FiringRate) -> FiringRate:
@@ -261,10 +271,11 @@ class Extremes(Statistic):
         self.max = torch.full(self.shape, -float("inf"), dtype=dtype, device=device)
         self.min = torch.full(self.shape, float("inf"), dtype=dtype, device=device)
 
-    def update(self, x: Float[Tensor, "n ..."]) -> Extremes:
+    def update(self, x: Float[Tensor, "n ..."], *, amax: Tensor | None = None) -> Extremes:
+        """Add samples ``x``; ``amax``: ``x.amax(0)`` when the caller has it already."""
         x = _samples("x", x, self.shape)
         if x.shape[0]:
-            self.max = torch.maximum(self.max, x.amax(0).to(self.max))
+            self.max = torch.maximum(self.max, (x.amax(0) if amax is None else amax).to(self.max))
             self.min = torch.minimum(self.min, x.amin(0).to(self.min))
             self.count += x.shape[0]
         return self
@@ -315,7 +326,9 @@ class Histogram(Statistic):
         return self
 
     def merge(self, other: Histogram) -> Histogram:
-        self._check_other(other, shape=self.shape, edges=self.edges.cpu())
+        self._check_other(other, shape=self.shape, n_bins=self.n_bins)
+        if not torch.equal(self.edges.cpu(), other.edges.cpu()):
+            raise ValueError("cannot merge Histograms with different edges; build both with the same edges")
         self.counts += other.counts.to(self.counts.device)
         return self
 

@@ -200,7 +200,7 @@ def neuron_stats(
     rank, world = rank_and_world(group)
     budget = shard_budget(max_tokens, group)
     dev, F, W = model.device, c.d_mlp, 2 * context + 1
-    payload = {"tokens": ((W,), torch.int64, -1), "acts": ((W,), torch.float32, float("nan"))}
+    payload = {"tokens": ((W,), torch.int32, -1), "acts": ((W,), torch.float32, float("nan"))}
     mom = {ly: Moments((F,), device=dev) for ly in layers}
     fire = {ly: FiringRate((F,), device=dev) for ly in layers}
     ext = {ly: Extremes((F,), device=dev) for ly in layers}
@@ -258,13 +258,14 @@ def _update(w: Any, mask: Tensor, layers: list[int], mom: dict, fire: dict, ext:
             offsets: Tensor) -> None:
     """Add one record's masked positions to every layer's statistics."""
     B, P = mask.shape
-    rows, pos = mask.nonzero(as_tuple=True)
-    keys = _keys(w.meta["doc_index"], w.meta["row_in_doc"], P, mask.device)[rows, pos]
+    flat = mask.reshape(-1).nonzero()[:, 0]
+    rows, pos = flat // P, flat % P
+    keys = _keys(w.meta["doc_index"], w.meta["row_in_doc"], P, mask.device).reshape(-1)[flat]
     tokens = w.tokens.to(mask.device)
     real = w.mask.to(mask.device)
     for ly in layers:
         a = w.acts[ly]
-        x = a[rows, pos]  # [n, F], float
+        x = a.reshape(B * P, -1).index_select(0, flat)  # [n, F]
 
         def window(feat: Tensor, sample: Tensor, a: Tensor = a) -> dict[str, Tensor]:
             r, p = rows[sample].unsqueeze(-1), pos[sample].unsqueeze(-1) + offsets  # [m, 1], [m, W]
@@ -273,7 +274,8 @@ def _update(w: Any, mask: Tensor, layers: list[int], mom: dict, fire: dict, ext:
             return {"tokens": torch.where(ok, tokens[r, pc], -1),
                     "acts": torch.where(ok, a[r, pc, feat.unsqueeze(-1)].float(), float("nan"))}
 
+        col_max = x.amax(0)
         mom[ly].update(x)
         fire[ly].update(x)
-        ext[ly].update(x)
-        tops[ly].update(x, keys, window)
+        ext[ly].update(x, amax=col_max)
+        tops[ly].update(x, keys, window, col_max=col_max)

@@ -50,10 +50,12 @@ class TopK(Statistic):
         }
 
     def update(self, x: Float[Tensor, "n F"], keys: Int[Tensor, " n"],
-               payload: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None) -> TopK:
+               payload: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None, *,
+               col_max: Tensor | None = None) -> TopK:
         """Add samples ``x`` ``[n, F]`` with unique ``keys`` ``[n]``. ``payload(features,
         samples)`` gets ``[m]`` index pairs of the samples that enter the top k and returns
-        ``[m, ...]`` tensors for them (e.g. their context windows)."""
+        ``[m, ...]`` tensors for them (e.g. their context windows). ``col_max``: ``x.amax(0)``
+        when the caller has it already."""
         n = x.shape[0]
         if x.dim() != 2 or x.shape[1] != self.n_features or keys.shape != (n,):
             raise ValueError(f"x has shape {tuple(x.shape)} and keys {tuple(keys.shape)}; pass x [n, "
@@ -65,9 +67,12 @@ class TopK(Statistic):
         kth = self.values[:, -1]
         if bool(torch.isfinite(kth).all()):
             # Full: only samples at or above a feature's k-th value can enter (ties decided by key).
-            sample, feat = (x >= kth).nonzero(as_tuple=True)
-            if len(feat):
-                self._absorb_flat(feat, sample, x[sample, feat], keys[sample], payload)
+            col_max = x.amax(0) if col_max is None else col_max.to(x)
+            rows = (col_max >= kth).nonzero()[:, 0]  # only the features with candidates
+            if len(rows):
+                sub = x[:, rows]
+                sample, local = (sub >= kth[rows]).nonzero(as_tuple=True)
+                self._absorb_flat(local, sample, sub[sample, local], keys[sample], payload, rows=rows)
             return self
         j = min(self.k, n)
         xt = x.T  # [F, n]
@@ -83,8 +88,24 @@ class TopK(Statistic):
         return self
 
     def _absorb_flat(self, feat: Tensor, sample: Tensor, vals: Tensor, keys: Tensor,
-                     payload: Callable[[Tensor, Tensor], dict[str, Tensor]] | None) -> None:
-        """Merge candidates given as flat ``[m]`` (feature, sample, value, key) lists."""
+                     payload: Callable[[Tensor, Tensor], dict[str, Tensor]] | None,
+                     rows: Tensor | None = None) -> None:
+        """Merge candidates given as flat ``[m]`` (feature, sample, value, key) lists; with
+        ``rows``, ``feat`` indexes into ``rows`` and only those features are touched."""
+        if rows is not None:
+            sub = TopK.__new__(TopK)
+            sub.n_features, sub.k = len(rows), self.k
+            sub.values, sub.keys = self.values[rows], self.keys[rows]
+            sub.payload = {name: t[rows] for name, t in self.payload.items()}
+
+            def sub_payload(f: Tensor, j: Tensor) -> dict[str, Tensor]:
+                return payload(rows[f], j) if payload is not None else {}
+
+            sub._absorb_flat(feat, sample, vals, keys, sub_payload)
+            self.values[rows], self.keys[rows] = sub.values, sub.keys
+            for name, t in sub.payload.items():
+                self.payload[name][rows] = t
+            return
         F, k = self.n_features, self.k
         own = torch.arange(F, device=feat.device).repeat_interleave(k)
         f_all = torch.cat([own, feat])
