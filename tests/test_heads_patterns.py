@@ -67,3 +67,22 @@ def test_bad_inputs_are_refused(default_model):
         interp.attention_patterns(default_model, "x", layers=[5])
     with pytest.raises(ValueError, match="row"):
         interp.pattern_frame(default_model, "x = 1", row=3)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import interp.heads.composition as composition
+    import interp.heads.data as data
+    import interp.heads.detectors as detectors
+    import interp.heads.icl as icl
+    import interp.heads.patterns as patterns
+    import interp.plots.heads as plots_heads
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    n = 0
+    for mod in (patterns, detectors, composition, data, icl, plots_heads):
+        for test in finder.find(mod, globs={"interp": interp, **vars(mod)}):
+            n += len(test.examples)
+            runner.run(test)
+    assert n >= 8 and runner.failures == 0, runner.summarize()

@@ -158,7 +158,7 @@ def composition_scores(
     Example:
         >>> df = composition_scores(interp.load(), kinds="K")
         >>> df.iloc[0][["source", "target"]].tolist()
-        ['L0H2', 'L1H2']
+        ['L0H3', 'L1H1']
     """
     c = model.cfg
     kinds = _check_kinds(kinds, KINDS)
