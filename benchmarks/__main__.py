@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import analyses, capture, heads, load, patching, stats, stream
+from benchmarks import analyses, capture, heads, load, patching, smollm2, stats, stream
 from benchmarks.common import machine
 
 SUITES = {
@@ -25,6 +25,7 @@ SUITES = {
     "load": lambda q: load.run(repeats=1 if q else 3),
     "patching": lambda q: patching.run(smollm2=not q),
     "heads": lambda q: heads.run(old_layers=1 if q else 2),
+    "smollm2": lambda q: smollm2.run(repeats=3 if q else 5, toy=not q),
 }
 
 

@@ -14,9 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import sysconfig
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,11 +151,60 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-def _windows(ids: list[int], bos: int | None, n_ctx: int) -> Iterator[list[int]]:
+#: Tokens per row when the caller gives no ``n_ctx``: long documents are cut into rows of this
+#: many tokens (BOS included), never padded to the model's context (8,192 on SmolLM2-135M,
+#: whose attention alone would then take gigabytes per batch). See ``row_length``.
+DEFAULT_ROW_TOKENS = 256
+#: Long documents are tokenized this many characters at a time, so the first batch of a large
+#: file costs what its first rows need, not the whole file (see ``_token_ids``).
+PIECE_CHARS = 1 << 16
+#: Tokens ending within this many characters of a piece's cut are tokenized again with the
+#: next piece, so the cut cannot change a token (a pre-token this long would be needed).
+_OVERLAP_CHARS = 1024
+
+
+def row_length(n_ctx: int | None, model_ctx: int) -> int:
+    """Tokens per streamed row: ``n_ctx`` when given, else ``DEFAULT_ROW_TOKENS``; never more
+    than the model's context ``model_ctx``. Memory per batch then grows with what the call
+    asks for, not with the model's context."""
+    return min(DEFAULT_ROW_TOKENS if n_ctx is None else int(n_ctx), int(model_ctx))
+
+
+def _token_ids(tokenizer, text: str) -> Iterator[list[int]]:
+    """A document's token ids, piece by piece (``PIECE_CHARS`` characters at a time for a fast
+    tokenizer): the same ids as tokenizing the whole text, produced only as far as they are
+    consumed. Each piece keeps the tokens that end at least ``_OVERLAP_CHARS`` before its
+    cut; the next piece starts at the first token it dropped."""
+    if len(text) <= PIECE_CHARS or not getattr(tokenizer, "is_fast", False):
+        yield tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return
+    start = 0
+    while start < len(text):
+        if len(text) - start <= PIECE_CHARS:
+            yield tokenizer(text[start:], add_special_tokens=False, verbose=False)["input_ids"]
+            return
+        enc = tokenizer(text[start : start + PIECE_CHARS], add_special_tokens=False, verbose=False,
+                        return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        limit = PIECE_CHARS - _OVERLAP_CHARS
+        keep = bisect.bisect_right([end for _, end in offsets], limit)
+        if keep == 0 or keep == len(ids):  # a pre-token longer than the overlap: keep the piece whole
+            keep = len(ids)
+        yield ids[:keep]
+        start += offsets[keep][0] if keep < len(ids) else PIECE_CHARS
+
+
+def _windows(tokenizer, text: str, bos: int | None, n_ctx: int) -> Iterator[list[int]]:
+    """Rows of one document: BOS (if any) then up to ``n_ctx - 1`` tokens, in order."""
     step = n_ctx - 1 if bos is not None else n_ctx
-    for start in range(0, len(ids), step):
-        chunk = ids[start : start + step]
-        yield [bos, *chunk] if bos is not None else chunk
+    buf: list[int] = []
+    for ids in _token_ids(tokenizer, text):
+        buf.extend(ids)
+        while len(buf) >= step:
+            chunk, buf = buf[:step], buf[step:]
+            yield [bos, *chunk] if bos is not None else chunk
+    if buf:
+        yield [bos, *buf] if bos is not None else buf
 
 
 def token_batches(
@@ -172,15 +223,20 @@ def token_batches(
     Each document is tokenized and cut into windows of ``n_ctx`` tokens (BOS then
     ``n_ctx - 1`` text tokens when ``prepend_bos``); a short trailing window is
     right-padded with ``mask`` False. Windows with fewer than ``min_tokens`` real
-    tokens are dropped. Memory holds one document and one batch at a time.
+    tokens are dropped. Memory holds one document and one batch at a time; long documents
+    are tokenized piece by piece as rows are needed (``PIECE_CHARS``), so the first batch of
+    a large file costs what it needs, and ``max_tokens`` bounds the work, not the file size.
+    A corpus that gives no row at all warns (``UserWarning``); an empty list raises.
 
     Args:
         tokenizer: a ``transformers.PreTrainedTokenizerFast``.
         source: anything :func:`iter_texts` accepts.
-        n_ctx: tokens per row.
+        n_ctx: tokens per row (rows are this wide; for a model, ``row_length(None,
+            model.cfg.n_ctx)`` gives the documented default, ``DEFAULT_ROW_TOKENS``).
         batch_size: rows per batch (the last batch may be smaller).
         prepend_bos: start every row with ``tokenizer.bos_token_id``.
-        max_tokens: stop after the batch that brings the real-token count to this.
+        max_tokens: real tokens in all (the last window is cut short so the count is exactly
+            this, unless the corpus runs out first or the remainder is under ``min_tokens``).
         min_tokens: drop windows with fewer real tokens.
         progress: show a tqdm bar over real tokens.
     Yields:
@@ -220,11 +276,19 @@ def token_batches(
         row_docs.clear()
         return batch
 
+    if isinstance(source, (list, tuple)) and not source:
+        raise ValueError("source=[] holds no texts; pass at least one document, a corpus name or a path")
+    n_docs, longest, yielded = 0, 0, False
     try:
         for doc_id, text in iter_texts(source):
-            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-            for window in _windows(ids, bos, n_ctx):
+            n_docs += 1
+            for window in _windows(tokenizer, text, bos, n_ctx):
+                longest = max(longest, len(window))
+                if max_tokens is not None:  # the last window is cut so the total is max_tokens exactly
+                    window = window[: max_tokens - seen - sum(len(r) for r in rows)]
                 if len(window) < min_tokens:
+                    if max_tokens is not None and seen + sum(len(r) for r in rows) + min_tokens > max_tokens:
+                        break
                     continue
                 rows.append(window)
                 row_docs.append(doc_id)
@@ -233,12 +297,22 @@ def token_batches(
                     real = int(batch.mask.sum())
                     seen += real
                     bar.update(real)
+                    yielded = True
                     yield batch
                     if max_tokens is not None and seen >= max_tokens:
                         return
+            if max_tokens is not None and seen + sum(len(r) for r in rows) + min_tokens > max_tokens:
+                break  # no room left for another window
         if rows:
             batch = flush()
             bar.update(int(batch.mask.sum()))
+            yielded = True
             yield batch
+        if not yielded:
+            warnings.warn(
+                f"source={source!r:.80} yielded no rows: none of its {n_docs} document(s) has a window of "
+                f"min_tokens={min_tokens} tokens (the longest has {longest}); pass longer documents or a "
+                "smaller min_tokens", UserWarning, stacklevel=2,
+            )
     finally:
         bar.close()

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import xxhash
 from torch import Tensor
 
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_stream
-from interp.capture import FastCapture, hf_module_paths
+from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.errors import NonAdditiveModelError
 from interp.tokens import Tokens, check_token_tensor, check_tokens, encode_texts
 from interp.writes import ResidualWrites, WriteWeights
@@ -168,6 +169,9 @@ class Model:
         self._verified = False
         self._fast: FastCapture | None = None
         self._fast_ready = False
+        #: The fast path's calibration: worst error per quantity in units of its row's largest
+        #: value, and the ``rtol`` it had to meet (``interp.capture``); empty until calibrated.
+        self.calibration: dict[str, float] = {}
         #: The checkpoint's own module (no TransformerLens processing), kept even when the fast
         #: record is not calibrated: attention patterns are the same under every processing.
         self._raw_hf = raw_hf
@@ -222,6 +226,25 @@ class Model:
                         h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
                 self._model_id = (key, h.hexdigest()[:16])
             return self._model_id[1]
+
+    @cached_property
+    def n_params(self) -> int:
+        """Parameters of the checkpoint, each tensor counted once: tied weights (an unembedding
+        that is the embedding) once, and none of TransformerLens's split copies (the Q/K/V it
+        cuts from a fused projection). SmolLM2-135M: 134,515,008; the embedded model: 527,872."""
+        if self._raw_hf is not None:  # the checkpoint's own module: parameters() yields shared tensors once
+            return sum(p.numel() for p in self._raw_hf.parameters())
+        named = dict(self.bridge.original_model.named_parameters())
+        fused = {n.split(".qkv.")[0] for n in named if ".qkv." in n}
+        split = re.compile(r"^(.*)\.(q|k|v)\._original_component\.")
+        n = sum(p.numel() for n, p in named.items() if not ((m := split.match(n)) and m.group(1) in fused))
+        hf = self.bridge.original_model
+        if getattr(hf.config, "tie_word_embeddings", False):  # processing unties them: count one
+            out, emb = hf.get_output_embeddings(), hf.get_input_embeddings()
+            out = getattr(out, "_original_component", out)
+            if out is not None and out.weight is not getattr(emb, "weight", None):
+                n -= out.weight.numel()
+        return n
 
     def _fingerprinted(self) -> list[tuple[str, Tensor]]:
         seen: set[int] = set()
@@ -431,13 +454,17 @@ class Model:
                 self._verified = True
                 if self._fast is not None and not self._fast_ready:
                     self._fast_ready = self._fast.calibrate(
-                        toks.tokens, toks.mask, rec, self.cfg.n_layers, tol=TOLERANCE.get(self.cfg.dtype, 1e-4)
+                        toks.tokens, toks.mask, rec, self.cfg.n_layers,
+                        rtol=calibration_tolerance(self.cfg.dtype, self.cfg.n_layers),
                     )
+                    self.calibration = dict(self._fast.errors)
                     if not self._fast_ready:
                         self._fast = None
                         level = logging.WARNING if self.cfg.dtype == torch.float32 else logging.INFO
+                        worst = {k: f"{v:.1e}" for k, v in self.calibration.items()}
                         log.log(level, "%s: the plain-forward capture disagrees with TransformerLens "
-                                "at %s; recording through the bridge", self.cfg.name, self.cfg.dtype)
+                                "at %s (worst error per quantity, in units of its row's largest value: %s); "
+                                "recording through the bridge", self.cfg.name, self.cfg.dtype, worst)
             rec = {k: v.to(device=store_device, dtype=store_dtype) for k, v in rec.items()}
         if self._fast_ready:  # every record of a calibrated model comes from one path: deterministic
             rec = self._fast.capture(toks.tokens, layers, dtype=store_dtype, device=store_device)
@@ -536,11 +563,13 @@ class Model:
     ) -> Iterator[ResidualWrites]:
         """Yield ``ResidualWrites`` batch by batch over a corpus (see ``interp.data``), in
         bounded memory. ``data``: a list of strings, a file, a directory, or ``"stdlib"``.
+        ``n_ctx``: tokens per row (default ``interp.data.DEFAULT_ROW_TOKENS`` = 256, at most the
+        model's context: rows are never padded to a long context).
         Each record's ``meta["doc_ids"]`` names the document of every row."""
-        from interp.data import token_batches
+        from interp.data import row_length, token_batches
 
         check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
-        n_ctx = self.cfg.n_ctx if n_ctx is None else min(int(n_ctx), self.cfg.n_ctx)
+        n_ctx = row_length(n_ctx, self.cfg.n_ctx)  # default: interp.data.DEFAULT_ROW_TOKENS, not the context
         for batch in token_batches(
             self.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress
         ):

@@ -101,7 +101,10 @@ def test_token_batches_min_and_max_tokens(tokenizer):
     assert all(b.mask.all() for b in short)
     assert "1" not in {d for b in short for d in b.doc_ids}
     capped = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, max_tokens=40, progress=False))
-    assert sum(int(b.mask.sum()) for b in capped) == 64 and len(capped) == 2  # 2 full batches of 32
+    # never more than max_tokens: two full rows, and the third cut to 8 tokens falls under min_tokens
+    assert sum(int(b.mask.sum()) for b in capped) == 32 and len(capped) == 1
+    exact = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, max_tokens=40, min_tokens=1, progress=False))
+    assert sum(int(b.mask.sum()) for b in exact) == 40 and [len(b.mask) for b in exact] == [2, 1]
 
 
 def test_token_batches_without_bos(tokenizer):

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_basis, check_index, check_int, check_stream
+from interp._threads import with_analysis_threads
 from interp.errors import IndexOutOfRangeError, ModelMismatchError
 from interp.stats.base import Sums
 from interp.stats.distributed import is_distributed, rank_and_world, shard_budget, shard_records
@@ -244,6 +245,7 @@ def _subspace_basis(subspace: Any, d_model: int) -> Tensor | None:
     return torch.linalg.qr(basis.double())[0]
 
 
+@with_analysis_threads
 def deletion_evidence(
     model: Any,
     data: Any = "stdlib:val",

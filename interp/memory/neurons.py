@@ -38,6 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp._checks import check_choice, check_float, check_indices, check_int
+from interp._threads import with_analysis_threads
 from interp.memory.null import cosine_cdf, cosine_quantile
 
 NULLS = ("analytic", "empirical")
@@ -325,6 +326,7 @@ def neuron_in_out_cosines(
     return _frame(scan, flagged_only=False)
 
 
+@with_analysis_threads
 def find_deleting_neurons(
     model: Any,
     *,

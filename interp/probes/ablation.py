@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_choice, check_fraction, check_int, check_stream
+from interp._threads import with_analysis_threads
 from interp.probes.labels import get_labeler
 from interp.probes.linear import LinearProbe
 from interp.probes.memory_map import _basis
@@ -139,6 +140,7 @@ def site_means(
     return {(s.layer, s.where): mom.mean[i].float() for i, s in enumerate(sites)}
 
 
+@with_analysis_threads
 def ablation_effect(
     model: Any,
     data: Any,

@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp._checks import check_choice, check_float, check_int
+from interp._linalg import solve_spd
 from interp.probes.labels import IGNORE
 from interp.stats.moments import Covariance
 
@@ -235,7 +236,7 @@ class LinearProbe:
         stat = Covariance(d, lead=(S,), m=1, device=X.device, dtype=X.dtype).update(X, y)
         cov, xy = stat.cov().to(X.dtype), stat.cross_cov()[..., 0].to(X.dtype)
         A = cov / (sc.unsqueeze(-1) * sc.unsqueeze(1)) + self.weight_decay * torch.eye(d, dtype=X.dtype, device=X.device)
-        w = torch.linalg.solve(A, xy / sc)  # [S, d], in scaled units
+        w = solve_spd(A, xy / sc)  # [S, d], in scaled units (Cholesky: a batched LU solve can hang)
         wr = w / self.scale_
         self.coef_ = wr.unsqueeze(1)  # [S, 1, d]
         self.intercept_ = (y.mean() - (self.mean_ * wr).sum(-1)).unsqueeze(-1)  # [S, 1]

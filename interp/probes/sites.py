@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp._checks import check_choice, check_index
+from interp._checks import check_choice, check_index, check_int
 from interp.errors import IndexOutOfRangeError
 from interp.probes.labels import IGNORE, Labeler, check_labels
 from interp.tokens import Tokens
@@ -144,8 +144,9 @@ def iter_batches(model: Any, data: Any, *, batch_size: int = 8, n_ctx: int | Non
     """Batches from ``data``: a list of texts (each a document), a corpus name
     (``"stdlib"``, ``"stdlib:val"``), a file or directory, a LongTensor ``[batch, pos]`` or a
     ``Tokens`` batch (each row a document). Texts are cut into windows of ``n_ctx`` tokens
-    (default: the model's context), each starting with BOS."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    (default ``interp.data.DEFAULT_ROW_TOKENS``, at most the model's context), each starting with BOS."""
+    batch_size = check_int("batch_size", batch_size)  # numpy ints too
+    if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
     if isinstance(data, Tokens):
         yield from _tensor_batches(data, batch_size)
@@ -167,9 +168,9 @@ def iter_batches(model: Any, data: Any, *, batch_size: int = 8, n_ctx: int | Non
         raise ValueError("data=[] holds no texts; pass at least two documents")
     if model.tokenizer is None:
         raise ValueError("this model has no tokenizer; pass data as a LongTensor [batch, pos] of token ids")
-    from interp.data import token_batches
+    from interp.data import row_length, token_batches
 
-    n_ctx = min(n_ctx or model.cfg.n_ctx, model.cfg.n_ctx)
+    n_ctx = row_length(n_ctx, model.cfg.n_ctx)
     prev = None
     for b in token_batches(
         model.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, min_tokens=2, progress=False,
@@ -269,7 +270,8 @@ def collect(
     float32 numbers plus one batch's forward pass. ``hooks`` run first (e.g. an ablation).
     ``moments``: an ``interp.stats.Moments((len(sites), d_model))`` updated with every
     batch's features; with ``keep_features=False`` only it (and the labels) are kept."""
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+    max_tokens = check_int("max_tokens", max_tokens, allow_none=True)  # numpy ints too
+    if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens!r} must be a positive int or None")
     sites = list(sites)
     strings = vocab_strings(model) if labeler is not None and labeler.needs_text else None
