@@ -119,3 +119,34 @@ def test_token_batches_errors(tokenizer):
         next(token_batches(tokenizer, DOCS, n_ctx=1, batch_size=2))
     with pytest.raises(ValueError, match="batch_size=0"):
         next(token_batches(tokenizer, DOCS, n_ctx=8, batch_size=0))
+
+
+def test_long_documents_tokenize_piece_by_piece_as_far_as_needed(tokenizer, monkeypatch):
+    import interp.data as data
+
+    monkeypatch.setattr(data, "PIECE_CHARS", 2048)
+    monkeypatch.setattr(data, "_OVERLAP_CHARS", 256)
+    text = "".join(DOCS) * 40  # ~20k characters: ten pieces
+    pieces = [i for ids in data._token_ids(tokenizer, text) for i in ids]
+    assert pieces == tokenizer(text, add_special_tokens=False)["input_ids"]
+    seen: list[int] = []
+    real = tokenizer.__call__
+
+    def counting(t, *a, **k):
+        seen.append(len(t))
+        return real(t, *a, **k)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, t, *a, **k: counting(t, *a, **k))
+    next(token_batches(tokenizer, [text], n_ctx=16, batch_size=2, max_tokens=20, progress=False))
+    assert sum(seen) <= 2048, "the first batch tokenized only the first piece, not the whole document"
+
+
+def test_empty_and_all_short_corpora(tokenizer):
+    from interp.data import DEFAULT_ROW_TOKENS, row_length
+
+    with pytest.raises(ValueError, match=r"source=\[\] holds no texts"):
+        next(token_batches(tokenizer, [], n_ctx=16, batch_size=2))
+    with pytest.warns(UserWarning, match="yielded no rows.*min_tokens=16"):
+        assert list(token_batches(tokenizer, ["x = 1\n"], n_ctx=64, batch_size=2, progress=False)) == []
+    assert row_length(None, 8192) == DEFAULT_ROW_TOKENS == 256
+    assert row_length(None, 128) == 128 and row_length(1024, 512) == 512
