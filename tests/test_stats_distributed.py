@@ -113,6 +113,7 @@ def test_two_gloo_ranks_give_the_single_process_frame(default_model, corpus, tmp
             assert np.allclose(ev[c], ev_one[c], rtol=1e-6, atol=1e-9), c
 
 
+@pytest.mark.slow
 def test_torchrun_cli_stats(default_model, corpus, tmp_path):
     res, _ = torchrun("-m", "interp", "stats", "--data", str(corpus), "--tokens", "3000", "--top-k", "3",
                       "--layers", "1", "--table", "two.csv", "--examples", "ex.csv", "-q", cwd=tmp_path)
@@ -147,7 +148,7 @@ print("rank", rank, "finished")
 
 @pytest.mark.parametrize("how, expect", [
     ("raise", "rank 1 broke on purpose"),
-    ("interrupt", "KeyboardInterrupt"),
+    pytest.param("interrupt", "KeyboardInterrupt", marks=pytest.mark.slow),
     ("hang", "DistributedError"),
 ])
 def test_a_failing_rank_fails_the_run_and_never_hangs(corpus, tmp_path, how, expect):
