@@ -245,7 +245,8 @@ COMMANDS: list[Command] = [
             "streams its own documents and the statistics are all-reduced (gloo on CPU, nccl on "
             "GPUs); rank 0 prints and writes. The figure: one neuron's top examples, tokens shaded "
             "by activation.",
-            _args_stats, _stats, _stats_figure),]
+            _args_stats, _stats, _stats_figure),
+]
 
 
 # ---- parser -------------------------------------------------------------------------
