@@ -132,10 +132,12 @@ class _Acc(Sums):
         """``[pos, k]`` tensors; ``active`` (default ``fire``) is what ``firing_rate`` counts."""
         f = fire.to(before.dtype)
         self.n_tok += before.shape[0]
-        self.n_fire += (fire if active is None else active).sum(0).double().cpu()
-        self.rem_num += (-delta * before.sign() * f).sum(0).double().cpu()
-        self.rem_den += (before.abs() * f).sum(0).double().cpu()
-        self.den += (weight * before).sum(0).double().cpu()
+        # products in the record's dtype, sums in float64: the totals then do not depend on
+        # how tokens were split into batches or ranks
+        self.n_fire += (fire if active is None else active).double().sum(0).cpu()
+        self.rem_num += (-delta * before.sign() * f).double().sum(0).cpu()
+        self.rem_den += (before.abs() * f).double().sum(0).cpu()
+        self.den += (weight * before).double().sum(0).cpu()
         self.num += num.double().cpu()
 
 

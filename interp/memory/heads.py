@@ -161,15 +161,15 @@ class _DataSums:
                 norm = torch.einsum("nhr,hrs,nhs->nh", z, G, z).clamp_min(0).sqrt()
                 before = -xw / norm.clamp_min(1e-30)  # x . (-write / |write|)
                 fire = (norm > 0).to(dt)
-                self.rem_num[ly] += (norm * before.sign() * fire).sum(0).double().cpu()
-                self.rem_den[ly] += (before.abs() * fire).sum(0).double().cpu()
-                self.fire[ly] += (before > 0).sum(0).double().cpu()
+                self.rem_num[ly] += (norm * before.sign() * fire).double().sum(0).cpu()
+                self.rem_den[ly] += (before.abs() * fire).double().sum(0).cpu()
+                self.fire[ly] += (before > 0).double().sum(0).cpu()
                 xn = x - x.mean(-1, keepdim=True) if c.normalization.startswith("LN") else x
                 xn = xn / (xn.pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
                 W_V = model.weights.W_V[ly].to(dt)  # [kv, d_model, d_head]
                 v = torch.einsum("nd,kdr->nkr", xn, W_V).repeat_interleave(c.n_heads // W_V.shape[0], dim=1)
                 cos = torch.nn.functional.cosine_similarity(z, v, dim=-1, eps=1e-30)  # [n, H]
-                self.overlap[ly] += cos[rd].sum(0).double().cpu()
+                self.overlap[ly] += cos[rd].double().sum(0).cpu()
             x = x + z.flatten(1) @ W_O.flatten(0, 1) + ws.b_O[ly].to(dt)
             x = x + w.acts[ly][m].to(model.device, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
 

@@ -58,7 +58,7 @@ _MEASURE_JS = r"""
       var svg = div.querySelector("svg.main-svg");
       if (!svg) { return; }
       var edge = svg.getBoundingClientRect();
-      var box = div.getBoundingClientRect();
+      var box = (div.parentElement || div).getBoundingClientRect();  // the column it is drawn in
       var labels = [];
       div.querySelectorAll("svg.main-svg text").forEach(function (t) {
         if (t.closest(".hoverlayer") || !t.textContent.trim() || !t.getClientRects().length) { return; }
