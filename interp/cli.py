@@ -253,7 +253,7 @@ COMMANDS: list[Command] = [
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and output")
     g.add_argument("--model", default=None, metavar="DIR|NAME",
-                   help="a Hugging Face checkpoint directory or hub name (default: the embedded model)")
+                   help="a checkpoint directory, a .gguf file, 'smollm2-135m' or a hub name (default: the embedded model)")
     g.add_argument("--rows", type=int, default=20, metavar="N", help="rows printed to the terminal (default: 20)")
     g.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table: readable text (default); csv / json: the whole table on stdout")
@@ -287,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default="stdlib:val", metavar="FILE|DIR|stdlib",
                    help="corpus for probes and deletion evidence: a file, a directory, 'stdlib', "
                         "'stdlib:train' or 'stdlib:val' (default)")
-    r.add_argument("--tokens", type=int, default=32_768, metavar="N",
-                   help="tokens streamed by each data-based analysis (default: 32768)")
+    r.add_argument("--tokens", type=int, default=None, metavar="N",
+                   help="tokens streamed by the probes; the other data-based stages use a quarter or an "
+                        "eighth (default: scaled to the model's size: 32768 on the embedded model, "
+                        "2048 on smollm2-135m)")
     r.add_argument("--example", default=None, metavar="TEXT",
                    help="the code the per-position figures are drawn on (default: a small function)")
     r.add_argument("--out", default="report.html", metavar="FILE", help="the HTML file to write (default: report.html)")
@@ -396,20 +398,14 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out!r}: use one of {', '.join(SUFFIXES)}")
         if suffix in IMAGE_SUFFIXES:
             _require_chromium()  # before the analysis runs, not after
-    import torch
-
+    from interp._threads import analysis_threads
     from interp.load import load
-    from interp.report.build import auto_threads
 
     if hasattr(args, "text"):
         args.text = read_text_arg(args.text, args.file)
     model = load(args.model)
-    before = torch.get_num_threads()
-    torch.set_num_threads(auto_threads(model))
-    try:
+    with analysis_threads(model):
         df = _tidy(cmd.table(model, args))
-    finally:
-        torch.set_num_threads(before)
     if getattr(args, "stats_rank", 0) != 0:  # under torchrun every rank computes; rank 0 reports
         return 0
     if args.format == "csv":

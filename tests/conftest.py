@@ -64,6 +64,24 @@ def default_report(tmp_path_factory):
     return out, run.stdout, run.stderr
 
 
+@pytest.fixture(scope="session")
+def smollm2_report(tmp_path_factory, smollm2):
+    """``interp report --model smollm2-135m --tokens 512`` through the console script (reduced
+    tokens, so CI can afford it): ``(path, stdout, stderr)``. Shared by the report and
+    legibility tests."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("report_smollm2") / "report.html"
+    exe = Path(sys.executable).with_name("interp")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
+    run = subprocess.run(cmd + ["report", "--model", "smollm2-135m", "--tokens", "512", "--out", str(out)],
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout, run.stderr
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -54,6 +54,27 @@ def test_probe_layers_contract(gpt2_model):
     assert_unchanged(gpt2_model, before)
 
 
+def test_probe_labels_is_probe_layers_from_one_pass(gpt2_model):
+    """One label: exactly probe_layers. Several: one collection, each label on the positions
+    it labels, the same columns, and a fitted probe per label."""
+    kw = dict(max_tokens=120, batch_size=2, progress=False)
+    one = interp.probe_layers(gpt2_model, TEXTS, label="previous_token", **kw)
+    many = interp.probe_labels(gpt2_model, TEXTS, ["previous_token"], **kw)["previous_token"]
+    pd.testing.assert_frame_equal(one, many)
+    frames = interp.probe_labels(gpt2_model, TEXTS, ["current_token", "previous_token", "line_start_distance"], **kw)
+    assert list(frames) == ["current_token", "previous_token", "line_start_distance"]
+    for name, df in frames.items():
+        assert list(df.columns) == list(one.columns) and (df["label"] == name).all()
+        assert len(df) == len(one) and df["accuracy"].between(0, 1).all()
+        assert int(df["n_train"].iloc[0] + df["n_test"].iloc[0]) <= 120
+        assert df.attrs["probe"].sites_ == one.attrs["probe"].sites_
+    assert frames["line_start_distance"]["r2"].notna().all()
+    with pytest.raises(TypeError, match="labels='previous_token' must be a sequence"):
+        interp.probe_labels(gpt2_model, TEXTS, "previous_token", **kw)
+    with pytest.raises(ValueError, match="each once"):
+        interp.probe_labels(gpt2_model, TEXTS, ["previous_token", "previous_token"], **kw)
+
+
 def test_probe_layers_ordinal_and_options(gpt2_model):
     df = interp.probe_layers(
         gpt2_model, TEXTS, label="line_start_distance", where="resid_post", layers=[-1, 0], top_k=8, max_iter=30,

@@ -237,3 +237,35 @@ def test_markdown_card():
     assert "<code>&lt;|endoftext|&gt;</code></td>" in out and out.count("<tr>") == 3  # one cell, not three
     assert "<li>two &lt;b&gt;</li>" in out  # escaped, not markup
     assert "<pre><code>x = 1 &lt; 2\n</code></pre>" in out
+
+
+@pytest.mark.slow
+def test_the_report_on_smollm2(smollm2_report, smollm2):
+    """``interp report --model smollm2-135m`` (reduced tokens): every stage available, the
+    numbers the model's own (one parameter count, the quantization and licence in the card),
+    every finding linked, and the writers only before the read point."""
+    path, out, err = smollm2_report
+    text = path.read_text()
+    assert "section unavailable" not in text.lower(), re.findall(r"unavailable: [^<]{0,200}", text)[:5]
+    card = re.search(r"fp32, ([\d,]+) parameters", text)
+    assert card and card.group(1) == f"{smollm2.n_params:,}" == "134,515,008"
+    assert "Q4_1" in text and "Apache-2.0" in text
+    block = re.search(r'<ol class="findings">(.*?)</ol>', text, re.S)
+    items = re.findall(r"<li>(.*?)</li>", block.group(1), re.S)
+    assert len(items) == 5 and all('href="#' in i for i in items)
+    writers = text[text.index('id="subspace-probes-and-the-shared-memory-map--top-writers'):]
+    writers = writers[: writers.index("</table>")]
+    read_at = int(re.search(r"at L(\d+)_resid_pre", writers[:2000] + text[text.index("Writers of the previous"):][:3000]
+                            ).group(1))
+    layers = [int(x) for x in re.findall(r'<td class="txt">L(\d+)(?:H\d+|_mlp|_attn|N\d+)</td>', writers)]
+    assert layers and max(layers) < read_at, (read_at, layers)
+
+
+def test_default_tokens_scale_with_the_model(default_model, gpt2_model):
+    from interp.report.build import default_tokens
+
+    assert default_tokens(default_model) == 32_768  # 0.5M parameters: the cap
+    assert default_tokens(gpt2_model) == 32_768
+    fake = type("M", (), {"n_params": 134_515_008})()
+    assert default_tokens(fake) == 2_048  # SmolLM2-135M
+    assert default_tokens(type("M", (), {"n_params": 7_000_000_000})()) == 256  # the floor

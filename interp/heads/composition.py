@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_indices, check_int
+from interp._threads import with_analysis_threads
 
 KINDS = ("Q", "K", "V")
 COLUMNS = ["kind", "source", "source_layer", "source_index", "target", "target_layer", "target_index",
@@ -138,6 +139,7 @@ def random_baseline(d_model: int, d_head: int, *, samples: int = 64, seed: int =
     return float(pair.mean()), float(vec.mean())
 
 
+@with_analysis_threads
 def composition_scores(
     model: Any,
     *,
@@ -220,6 +222,7 @@ def _neuron_selection(model: Any, neurons: Any) -> dict[int, list[int]]:
     return out
 
 
+@with_analysis_threads
 def neuron_composition(
     model: Any,
     neurons: Any = None,

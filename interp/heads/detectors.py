@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_bool, check_float, check_indices, check_int
+from interp._threads import with_analysis_threads
 from interp.heads.data import repeated_tokens, text_tokens
 from interp.heads.patterns import as_tokens, for_each_pattern, source
 from interp.tokens import Tokens
@@ -98,6 +99,7 @@ def _data(model: Any, kind: str, data: Any) -> Tokens:
     return text_tokens(model)
 
 
+@with_analysis_threads
 def head_scores(
     model: Any,
     kind: str | Tensor | Callable[[Tensor], Tensor],

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp._checks import check_int
+from interp._threads import with_analysis_threads
 from interp.heads.data import text_tokens
 from interp.heads.patterns import as_tokens
 
@@ -34,6 +35,7 @@ def _logits_at(model: Any, tokens: Tensor, positions: list[int]) -> Tensor:
         return hf.get_output_embeddings()(h.index_select(1, idx))
 
 
+@with_analysis_threads
 def icl_score(
     model: Any,
     data: Any = None,

@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp._checks import check_indices, check_int
+from interp._threads import with_analysis_threads
 from interp.tokens import Tokens
 
 Reducer = Callable[[int, Tensor], None]
@@ -119,6 +120,7 @@ def for_each_pattern(model: Any, toks: Tokens, layers: Sequence[int], fn: Reduce
             h.remove()
 
 
+@with_analysis_threads
 def attention_patterns(
     model: Any, inputs: Any, *, layers: Sequence[int] | int | None = None, **kw: Any
 ) -> dict[int, Float[Tensor, "batch head query key"]]:

@@ -15,9 +15,11 @@ write then cancels it. So the verdict needs all of:
 2. ``read_overlap >= min_overlap``: on data, the cosine between what the head read
    (``z_q``, the attention-weighted values) and the value of its own position
    (``norm(x_q) @ W_V``), averaged over tokens. 1 for a head attending to itself.
-3. ``removed_fraction >= min_removed``: on data, ``deletion_evidence``'s measured removal
-   (the same formula): of the stream's component along minus the head's write, the part the
-   write removes. Negative: it amplifies.
+3. ``min_removed <= removed_fraction <= max_removed``: on data, ``deletion_evidence``'s
+   measured removal (the same formula): of the stream's component along minus the head's
+   write, the part the write removes. Negative: it amplifies. Above 1 the write overshoots
+   and leaves the opposite component behind; well above (default 1.5) it writes a signal of
+   its own rather than erasing one, and is not flagged.
 4. not a copying head: ``copy_suppression > -copy_cut``. A head that raises its attended
    token's own logit (``copy_suppression`` near -1, e.g. an induction head) is never flagged.
 
@@ -46,6 +48,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_float, check_indices, check_int
+from interp._threads import with_analysis_threads
 from interp.memory.neurons import FALSE_POSITIVES
 from interp.memory.null import normal_upper_quantile, ov_eigen_score, ov_score_null
 from interp.tokens import Tokens
@@ -174,7 +177,8 @@ class _DataSums:
             x = x + w.acts[ly][m].to(model.device, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
 
 
-def _reason(r: Any, z_star: float, min_removed: float, min_overlap: float, copy_cut: float) -> str:
+def _reason(r: Any, z_star: float, min_removed: float, max_removed: float, min_overlap: float,
+            copy_cut: float) -> str:
     facts = (f"removed_fraction {r.removed_fraction:.2f}, read_overlap {r.read_overlap:.2f}, OV z {r.z:.1f}, "
              f"copy_suppression {r.copy_suppression:+.2f}")
     if r.flagged:
@@ -182,7 +186,9 @@ def _reason(r: Any, z_star: float, min_removed: float, min_overlap: float, copy_
     why = []
     if r.copy_suppression <= -copy_cut:
         why.append("copies its attended token")
-    if not r.removed_fraction >= min_removed:
+    if r.removed_fraction > max_removed:
+        why.append(f"overshoots: writes {r.removed_fraction:.1f}x the component it reads, a write of its own")
+    elif not r.removed_fraction >= min_removed:
         why.append("does not erase on the data" if r.removed_fraction < 0.05 else "erases too little on the data")
     if not r.read_overlap >= min_overlap:
         why.append("reads another position's content")
@@ -191,6 +197,7 @@ def _reason(r: Any, z_star: float, min_removed: float, min_overlap: float, copy_
     return "not deleting (" + "; ".join(why) + "): " + facts
 
 
+@with_analysis_threads
 def find_deleting_heads(
     model: Any,
     data: Any = None,
@@ -198,6 +205,7 @@ def find_deleting_heads(
     layers: Sequence[int] | int | None = None,
     false_positives: float = FALSE_POSITIVES,
     min_removed: float = 0.3,
+    max_removed: float = 1.5,
     min_overlap: float = 0.5,
     copy_cut: float = 0.3,
     n_tokens: int = 1024,
@@ -215,7 +223,8 @@ def find_deleting_heads(
             ``"stdlib:val"`` in rows of ``n_ctx``.
         layers: layers to test (default all; negative indices count from the end).
         false_positives: expected heads past ``z_threshold`` under the cross-head null.
-        min_removed / min_overlap / copy_cut: the verdict's cut-offs (module docstring).
+        min_removed / max_removed / min_overlap / copy_cut: the verdict's cut-offs (module
+            docstring).
         n_tokens: tokens sampled (seeded) for ``copy_suppression``; 0 skips it (NaN, and the
             copying check is then not applied).
         max_tokens / n_ctx / batch_size: the default data's size.
@@ -226,7 +235,7 @@ def find_deleting_heads(
         read_overlap:float, copy_suppression:float, firing_rate:float, neg_eig_share:float,
         reason:str (the verdict in words, with its numbers). ``attrs``: null ("cross-head"),
         null_mean, null_std, null_pairs, z_threshold, false_positives, n_heads, n_tokens_data,
-        min_removed, min_overlap, copy_cut.
+        min_removed, max_removed, min_overlap, copy_cut.
     Raises:
         IndexOutOfRangeError: a layer out of range.
         ValueError: raw processing; data from another model or without every layer.
@@ -255,6 +264,9 @@ def find_deleting_heads(
         raise ValueError(f"n_tokens={n_tokens!r} must be a non-negative int (0 skips copy_suppression)")
     seed = check_int("seed", seed)
     min_removed = check_float("min_removed", min_removed)
+    max_removed = check_float("max_removed", max_removed)
+    if not max_removed > min_removed:
+        raise ValueError(f"max_removed={max_removed!r} must exceed min_removed={min_removed!r}, e.g. 1.5")
     min_overlap = check_float("min_overlap", min_overlap, minimum=-1, maximum=1)
     copy_cut = check_float("copy_cut", copy_cut, minimum=0, maximum=1)
     max_tokens = check_int("max_tokens", max_tokens, minimum=1)
@@ -301,8 +313,9 @@ def find_deleting_heads(
     df["z"] = (df["score"] - null_mean) / null_std
     copies = df["copy_suppression"].to_numpy() <= -copy_cut  # NaN: False
     df["flagged"] = ((df["z"].to_numpy() >= z_star) & (df["read_overlap"].to_numpy() >= min_overlap)
-                     & (df["removed_fraction"].to_numpy() >= min_removed) & ~copies)
-    df["reason"] = [_reason(r, z_star, min_removed, min_overlap, copy_cut) for r in df.itertuples()]
+                     & (df["removed_fraction"].to_numpy() >= min_removed)
+                     & (df["removed_fraction"].to_numpy() <= max_removed) & ~copies)
+    df["reason"] = [_reason(r, z_star, min_removed, max_removed, min_overlap, copy_cut) for r in df.itertuples()]
     df = df.astype({"layer": np.int64, "head": np.int64})[COLUMNS]
     df = df.sort_values(["flagged", "removed_fraction", "layer", "head"], ascending=[False, False, True, True],
                         kind="stable", na_position="last").reset_index(drop=True)
@@ -310,7 +323,7 @@ def find_deleting_heads(
         processing=c.processing, null="cross-head" if null_pairs else "gaussian", null_mean=null_mean, null_std=null_std, null_pairs=null_pairs,
         z_threshold=z_star, false_positives=float(false_positives), n_heads=n_total,
         copy_suppression_tokens=0 if tokens is None else len(tokens), n_tokens_data=sums.n_tok,
-        min_removed=min_removed, min_overlap=min_overlap, copy_cut=copy_cut,
+        min_removed=min_removed, max_removed=max_removed, min_overlap=min_overlap, copy_cut=copy_cut,
         data="given" if data is not None else f"stdlib:val, {max_tokens} tokens",
     )
     return df

@@ -296,6 +296,7 @@ def _frame(scan: _Scan, *, flagged_only: bool) -> pd.DataFrame:
     return df
 
 
+@with_analysis_threads
 def neuron_in_out_cosines(
     model: Any,
     *,

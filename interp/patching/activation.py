@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp._checks import check_bool, check_int
+from interp._threads import with_analysis_threads
 from interp.patching._inputs import Component, check_by, components, evaluate, frame, prepare, resolve
 from interp.patching._runner import Runner
 
@@ -73,6 +74,7 @@ def make_edits(batch: Sequence[Component], clean: dict[tuple[str, int], Tensor],
     return edits
 
 
+@with_analysis_threads
 def activation_patching(
     model: Any,
     clean: Any,

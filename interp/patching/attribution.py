@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp._threads import with_analysis_threads
 from interp.patching._inputs import check_by, components, evaluate, frame, prepare, resolve
 from interp.patching._runner import Runner
 from interp.patching.activation import _basis
@@ -37,6 +38,7 @@ def _per_position(comp_kind: str, g: Tensor, d: Tensor, runner: Runner, basis: T
     return v.sum(0)
 
 
+@with_analysis_threads
 def attribution_patching(
     model: Any,
     clean: Any,

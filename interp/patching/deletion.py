@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
+from interp._threads import with_analysis_threads
 from interp.patching._runner import Runner
 
 MODES = ("zero", "mean")
@@ -113,6 +114,7 @@ def _batches(model: Any, data: Any, max_tokens: int | None, batch_size: int, n_c
     return out
 
 
+@with_analysis_threads
 def deletion_effect(
     model: Any,
     deleter: Any,

@@ -14,7 +14,7 @@ from interp.probes.ablation import ablate, ablation_effect, site_means
 from interp.probes.labels import IGNORE, Labeler, token_k_back
 from interp.probes.linear import OTHER, LinearProbe
 from interp.probes.memory_map import readers, writers
-from interp.probes.probing import control_labels, probe_layers
+from interp.probes.probing import control_labels, probe_labels, probe_layers
 from interp.probes.sites import Site, collect
 from interp.probes.subspace import Subspace, overlap, overlap_matrix
 
@@ -32,6 +32,7 @@ __all__ = [
     "labels",
     "overlap",
     "overlap_matrix",
+    "probe_labels",
     "probe_layers",
     "readers",
     "site_means",

@@ -149,6 +149,7 @@ def ablation_effect(
     at: Any,
     mode: str = "mean",
     label: Any = None,
+    layers: Any = None,
     max_tokens: int | None = 20_000,
     top_k: int = 50,
     max_iter: int = 100,
@@ -161,7 +162,8 @@ def ablation_effect(
 ) -> pd.DataFrame:
     """What removing ``subspace`` at ``at`` does: next-token loss, and (with ``label``) the
     held-out accuracy of probes at every ``resid_pre`` site at or after the first ablated
-    site (the ablated site itself included).
+    site (the ablated site itself included; ``layers`` picks some of them: the ``resid_pre``
+    streams to probe, default every one from the first ablated site to the final stream).
 
     A random subspace of the same dimension, ablated the same way, is the yardstick.
     ``data`` is read three times (clean, ablated, random), so it must be re-iterable (a list
@@ -185,7 +187,14 @@ def ablation_effect(
     B = _basis(subspace, model.cfg.d_model, f"model {model.cfg.name!r} has")
     first = min(s.layer + (s.where != "resid_pre") for s in sub_sites)  # first resid_pre downstream
     labeler = get_labeler(label) if label is not None else None
-    probe_sites = resolve_sites(model, list(range(first, model.cfg.n_layers + 1)), "resid_pre") if labeler else []
+    downstream = list(range(first, model.cfg.n_layers + 1))
+    if layers is not None:
+        picked = resolve_sites(model, layers, "resid_pre")
+        if any(site.layer < first for site in picked):
+            raise ValueError(f"layers={list(layers) if not isinstance(layers, int) else layers!r} includes streams "
+                             f"before the first ablated site (L{first}_resid_pre); pass layers >= {first}")
+        downstream = [site.layer for site in picked]
+    probe_sites = resolve_sites(model, downstream, "resid_pre") if labeler else []
     all_sites = list(dict.fromkeys(sub_sites + probe_sites))
     kw = dict(labeler=labeler, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
               exclude_first=exclude_first, loss=True, progress=progress)

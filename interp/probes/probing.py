@@ -168,6 +168,63 @@ def probe_layers(
     return _probe_frame(col, labeler, probe, test_size=test_size, seed=seed, device=device or model.device)
 
 
+@with_analysis_threads
+def probe_labels(
+    model: Any,
+    data: Any = "stdlib:val",
+    labels: Any = ("current_token", "previous_token"),
+    *,
+    where: str = "resid_pre",
+    layers: Any = None,
+    max_tokens: int | None = 50_000,
+    top_k: int = 50,
+    weight_decay: float = 1e-3,
+    max_iter: int = 100,
+    solver: str = "lbfgs",
+    test_size: float = 0.2,
+    batch_size: int = 8,
+    n_ctx: int | None = None,
+    exclude_first: bool = True,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """``probe_layers`` for several labels from one pass over ``data``: the stream is
+    collected once (up to ``max_tokens`` positions that any label labels) and each label's
+    probes train on the positions it labels.
+
+    Args: as ``probe_layers``; ``labels`` is a sequence of what ``label`` takes.
+    Returns:
+        ``{label name: frame}``, each frame with ``probe_layers``' columns and
+        ``attrs["probe"]``.
+    Example:
+        >>> frames = interp.probe_labels(model, labels=["current_token", "previous_token"])
+    """
+    if isinstance(labels, str) or not hasattr(labels, "__iter__"):
+        raise TypeError(f"labels={labels!r} must be a sequence of labels, e.g. ['current_token', 'previous_token']")
+    labelers = [get_labeler(lb) for lb in labels]
+    names = [lb.name for lb in labelers]
+    if not labelers or len(set(names)) != len(names):
+        raise ValueError(f"labels={list(names)!r} must name at least one label, each once")
+    sites = resolve_sites(model, layers, where)
+    device, seed = check_device("device", device), check_int("seed", seed)
+    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
+                 exclude_first=exclude_first)
+    check_fraction("test_size", test_size)
+    probe = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
+    probe._check_params()
+    col = collect(
+        model, data, sites, labeler=labelers, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
+        exclude_first=exclude_first, progress=progress, desc="probe " + ", ".join(names),
+    )
+    out = {}
+    for j, labeler in enumerate(labelers):
+        fresh = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
+        out[labeler.name] = _probe_frame(col.for_label(j), labeler, fresh, test_size=test_size, seed=seed,
+                                         device=device or model.device)
+    return out
+
+
 def _probe_frame(
     col: Collected, labeler: Any, probe: LinearProbe, *, test_size: float, seed: int, device: Any = "cpu"
 ) -> pd.DataFrame:

@@ -227,6 +227,14 @@ class Collected:
             self.chunks = [torch.cat(self.chunks, 1)]
         return self.chunks[0]
 
+    def for_label(self, j: int) -> Collected:
+        """The positions labeler ``j`` labels, with its labels (a record collected with a
+        sequence of labelers; this record keeps its own features)."""
+        keep = self.y[:, j] != IGNORE
+        chunks = [self.X[:, keep]] if self.chunks and self.chunks[0] is not None else []
+        return Collected(self.sites, chunks, self.y[keep, j], self.types[keep], self.docs[keep],
+                         self.doc_names, self.loss_sum, self.loss_count)
+
     def split(self, test: Tensor) -> tuple[Tensor, Tensor]:
         """``(X[:, ~test], X[:, test])``, filled chunk by chunk while the chunks are freed
         (the output pages are touched only as they are filled, so peak memory stays near one
@@ -253,7 +261,7 @@ def collect(
     data: Any,
     sites: Sequence[Site],
     *,
-    labeler: Labeler | None = None,
+    labeler: Labeler | Sequence[Labeler] | None = None,
     max_tokens: int | None = 50_000,
     batch_size: int = 8,
     n_ctx: int | None = None,
@@ -269,12 +277,17 @@ def collect(
     position, up to ``max_tokens`` positions. Memory: ``max_tokens * len(sites) * d_model``
     float32 numbers plus one batch's forward pass. ``hooks`` run first (e.g. an ablation).
     ``moments``: an ``interp.stats.Moments((len(sites), d_model))`` updated with every
-    batch's features; with ``keep_features=False`` only it (and the labels) are kept."""
+    batch's features; with ``keep_features=False`` only it (and the labels) are kept.
+    ``labeler`` may be a sequence: one pass then labels every position for each of them
+    (``y`` is ``[n, n_labelers]``, ``IGNORE`` where one does not label a kept position) and
+    ``Collected.for_label(j)`` gives one labeler's view."""
     max_tokens = check_int("max_tokens", max_tokens, allow_none=True)  # numpy ints too
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens!r} must be a positive int or None")
     sites = list(sites)
-    strings = vocab_strings(model) if labeler is not None and labeler.needs_text else None
+    many = labeler is not None and not isinstance(labeler, Labeler) and isinstance(labeler, Sequence)
+    labelers = list(labeler) if many else ([] if labeler is None else [labeler])
+    strings = vocab_strings(model) if any(lb.needs_text for lb in labelers) else None
     xs, ys, types, docs = [], [], [], []
     doc_index: dict[str, int] = {}
     out = Collected(sites, [], torch.empty(0), torch.empty(0), torch.empty(0), [])
@@ -285,12 +298,16 @@ def collect(
             mask = batch.mask.clone()
             if exclude_first:
                 mask[:, 0] = False
-            if labeler is not None:  # label first: a failing labeler costs no forward pass
+            if labelers:  # label first: a failing labeler costs no forward pass
                 str_tokens = None
                 if strings is not None:
                     str_tokens = [[strings[t] for t in row] for row in batch.tokens.tolist()]
-                labels = check_labels(labeler, labeler(batch.tokens, str_tokens, batch.continues), tuple(batch.tokens.shape))
-                mask &= labels != IGNORE
+                shape = tuple(batch.tokens.shape)
+                labels = torch.stack([check_labels(lb, lb(batch.tokens, str_tokens, batch.continues), shape)
+                                      for lb in labelers], -1)  # [batch, pos, n_labelers]
+                mask &= (labels != IGNORE).any(-1)
+                if not many:
+                    labels = labels[..., 0]
             else:
                 labels = torch.zeros_like(batch.tokens)
             if not loss and not mask.any():

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp._threads import choose_threads
 from interp.report.document import Section, Text
 
 log = logging.getLogger(__name__)
@@ -35,30 +36,28 @@ DEFAULT_EXAMPLE = (
 )
 
 
-#: Models with fewer parameters run single-threaded (see ``auto_threads``).
-SMALL_MODEL = 20_000_000
-
-
 @dataclass
 class ReportSettings:
     """Everything that decides the report's numbers; printed in its Settings section.
 
     model: what ``interp.load`` got (None: the embedded default model).
     data: corpus for the data-based stages (``interp.data.iter_texts`` sources).
-    tokens: real tokens streamed by each data-based analysis (probes, deletion evidence).
+    tokens: real tokens streamed by the probes (deletion evidence and examples use a quarter,
+        the deletion effect an eighth). None: ``default_tokens(model)``, a budget scaled to the
+        model's size (32,768 on the embedded model, 2,048 on SmolLM2-135M).
     example: the text the per-position figures are drawn on.
     n_ctx: window length for streamed data (None: the model's context).
     batch_size: rows per streamed batch.
     top_k: rows kept in top-k tables and bar charts.
     seed: seed for probe splits and control labels.
-    threads: torch CPU threads while the report runs (restored after). None: 1 for models
-        under 20M parameters, whose small matrix operations run fastest on one thread (probe
-        fitting is several times slower with two threads on a busy machine), else torch's own.
+    threads: torch CPU threads while the report runs (restored after). None: the library's
+        policy, ``interp._threads.choose_threads`` (``$INTERP_NUM_THREADS``, else one thread for
+        models under 20M parameters, whose small operations run fastest on one, else torch's own).
     """
 
     model: str | None = None
     data: Any = "stdlib:val"
-    tokens: int = 32_768
+    tokens: int | None = None
     example: str = DEFAULT_EXAMPLE
     n_ctx: int | None = 128
     batch_size: int = 16
@@ -67,8 +66,10 @@ class ReportSettings:
     threads: int | None = None
 
     def check(self) -> None:
-        if not isinstance(self.tokens, int) or self.tokens < 256:
-            raise ValueError(f"tokens={self.tokens!r} is too small; pass an int >= 256 (default 32768)")
+        if self.tokens is not None and (not isinstance(self.tokens, int) or isinstance(self.tokens, bool)
+                                        or self.tokens < 256):
+            raise ValueError(f"tokens={self.tokens!r} is too small; pass an int >= 256, or None for a budget "
+                             "scaled to the model")
         if self.n_ctx is not None and (not isinstance(self.n_ctx, int) or self.n_ctx < 8):
             raise ValueError(f"n_ctx={self.n_ctx!r} must be an int >= 8 or None (the model's context)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -137,7 +138,7 @@ def build_report(
     *,
     out: str | Path | None = "report.html",
     data: Any = "stdlib:val",
-    tokens: int = 32_768,
+    tokens: int | None = None,
     example: str | None = None,
     n_ctx: int | None = 128,
     batch_size: int = 16,
@@ -186,9 +187,10 @@ def build_report(
         model = _load(model)
         bar.update(1)
         timings["load model"] = time.perf_counter() - t0
+    settings.tokens = settings.tokens or default_tokens(model)
     ctx = Context(model=model, settings=settings, progress=progress)
     before = torch.get_num_threads()
-    settings.threads = settings.threads or auto_threads(model)
+    settings.threads = settings.threads or choose_threads(model)
     torch.set_num_threads(settings.threads)
     try:
         sections = _run_stages(ctx, timings, progress)
@@ -296,10 +298,20 @@ def parameter_count(model: Any) -> int:
     return sum(p.numel() for p in params)
 
 
-def auto_threads(model: Any) -> int:
-    """1 for a model under 20M parameters (its small operations run fastest on one thread,
-    several times faster on a busy machine), else torch's current setting."""
-    return 1 if parameter_count(model) < SMALL_MODEL else torch.get_num_threads()
+#: The report's default data budget: tokens x parameters (see ``default_tokens``).
+TOKEN_PARAMETER_BUDGET = 2**39
+MIN_TOKENS, MAX_TOKENS = 256, 32_768
+
+
+def default_tokens(model: Any) -> int:
+    """Tokens the data-based stages stream by default: ``TOKEN_PARAMETER_BUDGET / n_params``
+    rounded down to a power of two, within [256, 32768]. The stages' cost grows with tokens x
+    parameters, so the report's time stays about the same across model sizes: 32,768 on the
+    embedded model (0.5M parameters), 2,048 on SmolLM2-135M and GPT-2 small."""
+    n = parameter_count(model)
+    budget = TOKEN_PARAMETER_BUDGET // max(n, 1)
+    tokens = 1 << max(budget.bit_length() - 1, 0)
+    return int(min(max(tokens, MIN_TOKENS), MAX_TOKENS))
 
 
 class _stage_bar:
@@ -351,4 +363,4 @@ def settings_frame(settings: ReportSettings) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["setting", "value"])
 
 
-__all__ = ["DEFAULT_EXAMPLE", "Report", "ReportSettings", "build_report", "settings_frame"]
+__all__ = ["DEFAULT_EXAMPLE", "Report", "ReportSettings", "build_report", "default_tokens", "settings_frame"]

@@ -47,6 +47,8 @@ MEMORY_INTRO = (
     "scored from their OV circuits."
 )
 PROBE_LABELS = ("current_token", "previous_token", "line_start_distance")
+#: The most stream sites the report probes (see ``probe_sites``).
+MAX_PROBE_SITES = 16
 #: Directions kept from a probe to define its subspace.
 SUBSPACE_K = 8
 
@@ -146,14 +148,15 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     """Probe accuracy per layer for three labels, the previous-token subspace's writers and
     readers, and the effect of removing it."""
     model, s = ctx.model, ctx.settings
-    probe_layers = find("probe_layers")
-    kw = dict(max_tokens=s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed, progress=ctx.progress)
-    results: dict[str, pd.DataFrame] = {}
-    for label in PROBE_LABELS:
-        df = _run(section, f"Probe: {label}", lambda label=label: probe_layers(model, s.data, label=label, **kw))
-        if df is not None:
-            results[label] = df
-        bar.update(1)
+    kw = dict(max_tokens=s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed, progress=ctx.progress,
+              layers=probe_sites(model.cfg.n_layers))
+    # one pass over the data for all three labels
+    results = _run(section, "Probes", lambda: find("probe_labels")(model, s.data, labels=PROBE_LABELS, **kw)) or {}
+    bar.update(len(PROBE_LABELS))
+    if kw["layers"] is not None:
+        section.add(Text(f"With {model.cfg.n_layers} layers, the probes read {len(kw['layers'])} evenly spaced streams "
+                         f"(entering layers {', '.join(map(str, kw['layers'][:-1]))}, and the final stream); "
+                         "interp.probe_layers reads every layer."))
     ctx.shared["probes"] = results
     if results:
         table = pd.concat([df.assign(label=k) for k, df in results.items()], ignore_index=True)
@@ -221,12 +224,27 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     ctx.shared["ablation"] = section.attempt(
         "Ablating the previous-token subspace",
         lambda: find("ablation_effect")(model, s.data, subspace, at=layer, mode="mean", label="previous_token",
-                                        max_tokens=s.tokens, batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed,
-                                        progress=ctx.progress),
+                                        layers=_downstream(prev, layer), max_tokens=max(256, s.tokens // 4),
+                                        batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed, progress=ctx.progress),
         caption=f"Next-token loss and downstream previous-token probe accuracy when the subspace is "
-                f"replaced by its mean at layer {layer}, against a random subspace of the same size.",
+                f"replaced by its mean at layer {layer}, against a random subspace of the same size "
+                f"({max(256, s.tokens // 4):,} tokens: a quarter of the report's).",
     )
     bar.update(1)
+
+
+def _downstream(probes: pd.DataFrame, layer: int) -> list[int]:
+    """The probed streams at or after ``layer``: where the ablation's probes read."""
+    return sorted(int(v) for v in probes["layer"].unique() if v >= layer)
+
+
+def probe_sites(n_layers: int) -> list[int] | None:
+    """The streams the report probes: every layer's (None) up to ``MAX_PROBE_SITES`` sites,
+    else that many evenly spaced from the embedding (0) to the final stream (``n_layers``).
+    Fitting costs grow with the sites, and neighbouring layers of a deep model read alike."""
+    if n_layers + 1 <= MAX_PROBE_SITES:
+        return None
+    return sorted({round(i * n_layers / (MAX_PROBE_SITES - 1)) for i in range(MAX_PROBE_SITES)})
 
 
 def _subspace(df: pd.DataFrame, row: int, name: str) -> Any:

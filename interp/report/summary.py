@@ -16,6 +16,8 @@ import pandas as pd
 from interp.report.document import slug
 
 MAX_FINDINGS = 5
+#: A probe must beat the current-token lookup by this much to be said to read more than it.
+LOOKUP_MARGIN = 0.05
 
 
 @dataclass
@@ -60,10 +62,19 @@ def _probe(sh: dict[str, Any]) -> Finding | None:
     first = d.iloc[0]
     later = d[d["layer"] > first["layer"]]
     best = later.loc[later["accuracy"].idxmax()] if len(later) else first
+    lookup = best.get("lookup_accuracy") if "lookup_accuracy" in d.columns else None
+    has_lookup = lookup is not None and pd.notna(lookup)
+    if has_lookup and best["accuracy"] < lookup + LOOKUP_MARGIN:
+        # the probe does no better than guessing the previous token from the current one
+        text = (f"The previous token is barely more readable than the current token predicts it: at best "
+                f"{best['accuracy']:.2f} held-out accuracy (at {best['site']}), against {lookup:.2f} from the "
+                f"current token alone; on this data the stream's previous-token content is mostly what the "
+                f"current token implies")
+        return Finding(text + ".", PROBES, "Probe accuracy per layer")
     text = (f"The previous token becomes linearly readable at {best['site']}: held-out accuracy "
             f"{best['accuracy']:.2f}, against {first['accuracy']:.2f} at {first['site']}")
-    if "lookup_accuracy" in d.columns and pd.notna(best.get("lookup_accuracy")):
-        text += f" and {best['lookup_accuracy']:.2f} from the current token alone"
+    if has_lookup:
+        text += f" and {lookup:.2f} from the current token alone"
     return Finding(text + ".", PROBES, "Probe accuracy per layer")
 
 
@@ -96,17 +107,29 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
     cos, ev = sh.get("cosines"), sh.get("evidence")
     if cos is None or "flagged" not in cos.columns:
         return None
-    n = int(cos["flagged"].sum())
+    n, total = int(cos["flagged"].sum()), len(cos)
     expected = cos.attrs.get("expected_false_positives")
-    text = f"{n} neuron{'s' if n != 1 else ''} read a direction and write against it (flagged by in/out cosine"
-    text += f"; the null expects {float(expected):.1f})" if expected is not None else ")"
-    if ev is not None and len(ev):
-        per = ev.drop_duplicates("deleter").sort_values("removed_fraction", ascending=False)
-        r = per.iloc[0]
-        rows = ev[(ev["deleter"] == r["deleter"]) & (ev["writer"] != "other")].sort_values("share", ascending=False)
-        whom = f", mostly what {rows.iloc[0]['writer']} wrote ({rows.iloc[0]['share']:.0%})" if len(rows) else ""
-        text += (f"; on data the strongest, {r['deleter']}, removes {r['removed_fraction']:.0%} of the stream's "
-                 f"component along its input direction{whom}")
+    text = (f"{n:,} of {total:,} neurons ({n / max(total, 1):.0%}) have an input and output vector pointing "
+            f"against each other, past the null's threshold")
+    text += f" (random vector pairs: {float(expected):.1f} expected)" if expected is not None else ""
+    if "threshold" in cos.columns and n:
+        mirror = int((cos["cosine"] > -cos["threshold"]).sum())  # as far on the amplifying side
+        text += f"; {mirror:,} lie as far on the positive side, so the in/out cosine alone marks a coupling, not erasure"
+    neurons = ev[ev["kind"] == "neuron"] if ev is not None and len(ev) and "kind" in ev.columns else None
+    if neurons is not None and len(neurons):
+        per = neurons.drop_duplicates("deleter")
+        erasing = per[per["removed_fraction"].between(0.05, 1.5)]
+        text += (f". On data, {len(erasing)} of the {len(per)} most negative erase what they read "
+                 f"(remove 5-150% of the stream's component along their input)")
+        if len(erasing):
+            r = erasing.sort_values("removed_fraction", ascending=False).iloc[0]
+            rows = neurons[(neurons["deleter"] == r["deleter"]) & (neurons["writer"] != "other")]
+            rows = rows.sort_values("share", ascending=False)
+            top = rows.iloc[0] if len(rows) else None
+            whom = ("" if top is None else f", mostly what {top['writer']} wrote ({top['share']:.0%})"
+                    if top["share"] >= 0.5 else f"; of what it erases, {top['writer']} wrote the largest share "
+                    f"({top['share']:.0%})")
+            text += f"; the strongest, {r['deleter']}, removes {r['removed_fraction']:.0%}{whom}"
         return Finding(text + ".", MEMORY, "Deletion graph")
     return Finding(text + ".", MEMORY, "In/out cosine of every neuron")
 

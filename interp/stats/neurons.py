@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp._checks import check_indices, check_int, check_stream
+from interp._threads import with_analysis_threads
 from interp.stats.base import Statistic
 from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
 from interp.stats.moments import Extremes, FiringRate, Moments
@@ -136,6 +137,7 @@ def _check_data(data: Any) -> None:
                                 "existing file or directory; to run on a text, pass a list of texts: [text]")
 
 
+@with_analysis_threads
 def neuron_stats(
     model: Any,
     data: Any = "stdlib:val",
