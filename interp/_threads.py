@@ -72,4 +72,5 @@ def with_analysis_threads(fn: F) -> F:
         with analysis_threads(model):
             return fn(model, *args, **kwargs)
 
+    wrapper.chooses_threads = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -145,6 +145,7 @@ def attention_patterns(
     return {ly: out[ly] for ly in layers}
 
 
+@with_analysis_threads
 def pattern_frame(
     model: Any,
     inputs: Any,
