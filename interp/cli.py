@@ -288,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus for probes and deletion evidence: a file, a directory, 'stdlib', "
                         "'stdlib:train' or 'stdlib:val' (default)")
     r.add_argument("--tokens", type=int, default=None, metavar="N",
-                   help="tokens streamed by the probes; the other data-based stages use a quarter or an "
-                        "eighth (default: scaled to the model's size: 32768 on the embedded model, "
+                   help="tokens streamed by the probes and the ablation; the other data-based stages use a "
+                        "quarter or an eighth (default: scaled to the model's size: 32768 on the embedded model, "
                         "2048 on smollm2-135m)")
     r.add_argument("--example", default=None, metavar="TEXT",
                    help="the code the per-position figures are drawn on (default: a small function)")

@@ -156,3 +156,10 @@ def test_control_labels_and_document_split():
     assert int(split_documents(torch.tensor([0] * 9 + [1]), 2, test_size=0.9, seed=0).sum()) in (1, 9)
     with pytest.raises(ValueError, match="data holds 1 document; a held-out split by document needs at least 2"):
         split_documents(torch.zeros(3, dtype=torch.long), 1, test_size=0.2, seed=0)
+    # documents that gave no position are on neither side: both sides keep positions
+    docs = torch.tensor([0] * 40 + [3] * 2)  # documents 1 and 2 gave nothing (all padding or unlabelled)
+    for seed in range(8):
+        test = split_documents(docs, 4, test_size=0.2, seed=seed)
+        assert 0 < int(test.sum()) < len(docs)
+    with pytest.raises(ValueError, match="the positions come from 1 document"):
+        split_documents(torch.zeros(5, dtype=torch.long), 3, test_size=0.2, seed=0)

@@ -188,7 +188,7 @@ def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
                              "Model card", "Settings"]
     assert "No finding could be computed" in text
     assert "section unavailable: <code>Missing: interp.decompose is not available</code>" in text
-    assert "section unavailable: <code>Missing: interp.probe_layers is not available</code>" in text
+    assert "section unavailable: <code>Missing: interp.probe_labels is not available</code>" in text
     summary = report.summary().set_index("section")
     assert summary.loc["Residual-stream decomposition", "unavailable"] >= 4
     assert summary.loc["Settings", "unavailable"] == 0 and summary.loc["Settings", "tables"] == 3

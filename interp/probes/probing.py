@@ -42,7 +42,13 @@ def split_documents(docs: Tensor, n_docs: int, *, test_size: float, seed: int) -
         )
     sizes = torch.bincount(docs, minlength=n_docs).tolist()
     target = test_size * sum(sizes)
-    order = torch.randperm(n_docs, generator=torch.Generator().manual_seed(seed)).tolist()
+    # documents that gave no position (all padding or unlabelled) can sit on neither side
+    order = [d for d in torch.randperm(n_docs, generator=torch.Generator().manual_seed(seed)).tolist() if sizes[d]]
+    if len(order) < 2:
+        raise ValueError(
+            f"the positions come from {len(order)} document; a held-out split by document needs at least 2. "
+            "Pass more tokens (max_tokens), more or shorter documents, or a LongTensor with one document per row"
+        )
     held, count = [], 0
     for d in order:
         if abs(count + sizes[d] - target) < abs(count - target):
@@ -50,7 +56,7 @@ def split_documents(docs: Tensor, n_docs: int, *, test_size: float, seed: int) -
             count += sizes[d]
     if not held:
         held = [min(order, key=lambda d: sizes[d])]
-    if len(held) == n_docs:
+    if len(held) == len(order):
         held.pop()
     is_test = torch.zeros(n_docs, dtype=torch.bool)
     is_test[held] = True

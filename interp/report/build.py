@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from interp._progress import tqdm
 from interp._threads import choose_threads
 from interp.report.document import Section, Text
 
@@ -42,8 +42,8 @@ class ReportSettings:
 
     model: what ``interp.load`` got (None: the embedded default model).
     data: corpus for the data-based stages (``interp.data.iter_texts`` sources).
-    tokens: real tokens streamed by the probes (deletion evidence and examples use a quarter,
-        the deletion effect an eighth). None: ``default_tokens(model)``, a budget scaled to the
+    tokens: real tokens streamed by the probes and the ablation (the writers map, deletion
+        evidence and examples use a quarter, the deletion effect an eighth). None: ``default_tokens(model)``, a budget scaled to the
         model's size (32,768 on the embedded model, 2,048 on SmolLM2-135M).
     example: the text the per-position figures are drawn on.
     n_ctx: window length for streamed data (None: the model's context).

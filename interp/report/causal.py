@@ -12,8 +12,8 @@ import re
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from interp._progress import tqdm
 from interp.report.document import Section, Text
 from interp.report.resolve import find
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from interp._progress import tqdm
 from interp.report.document import Html, Section, Text
 from interp.report.resolve import find
 
@@ -224,11 +224,11 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     ctx.shared["ablation"] = section.attempt(
         "Ablating the previous-token subspace",
         lambda: find("ablation_effect")(model, s.data, subspace, at=layer, mode="mean", label="previous_token",
-                                        layers=_downstream(prev, layer), max_tokens=max(256, s.tokens // 4),
+                                        layers=_downstream(prev, layer), max_tokens=s.tokens,
                                         batch_size=s.batch_size, n_ctx=s.n_ctx, seed=s.seed, progress=ctx.progress),
         caption=f"Next-token loss and downstream previous-token probe accuracy when the subspace is "
-                f"replaced by its mean at layer {layer}, against a random subspace of the same size "
-                f"({max(256, s.tokens // 4):,} tokens: a quarter of the report's).",
+                f"replaced by its mean at layer {layer}, against a random subspace of the same size, "
+                "at the probed streams from that layer on.",
     )
     bar.update(1)
 

@@ -122,14 +122,19 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
         text += (f". On data, {len(erasing)} of the {len(per)} most negative erase what they read "
                  f"(remove 5-150% of the stream's component along their input)")
         if len(erasing):
-            r = erasing.sort_values("removed_fraction", ascending=False).iloc[0]
-            rows = neurons[(neurons["deleter"] == r["deleter"]) & (neurons["writer"] != "other")]
-            rows = rows.sort_values("share", ascending=False)
+            # the clearest case: the erasing neuron whose erased direction has the most
+            # concentrated writer (what it deletes has one author), ties to the larger removal
+            named = neurons[neurons["deleter"].isin(erasing["deleter"]) & (neurons["writer"] != "other")]
+            lead = named.sort_values(["share", "removed_fraction"], ascending=False)
+            pick = lead["deleter"].iloc[0] if len(lead) else erasing.sort_values(
+                "removed_fraction", ascending=False)["deleter"].iloc[0]
+            r = erasing[erasing["deleter"] == pick].iloc[0]
+            rows = named[named["deleter"] == pick].sort_values("share", ascending=False)
             top = rows.iloc[0] if len(rows) else None
             whom = ("" if top is None else f", mostly what {top['writer']} wrote ({top['share']:.0%})"
                     if top["share"] >= 0.5 else f"; of what it erases, {top['writer']} wrote the largest share "
                     f"({top['share']:.0%})")
-            text += f"; the strongest, {r['deleter']}, removes {r['removed_fraction']:.0%}{whom}"
+            text += f"; {r['deleter']} removes {r['removed_fraction']:.0%}{whom}"
         return Finding(text + ".", MEMORY, "Deletion graph")
     return Finding(text + ".", MEMORY, "In/out cosine of every neuron")
 
