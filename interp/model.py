@@ -15,7 +15,6 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_stream
 from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
+from interp.config import Config, Weights
 from interp.errors import NonAdditiveModelError
 from interp.tokens import Tokens, check_token_tensor, check_tokens, encode_texts
 from interp.writes import ResidualWrites, WriteWeights
@@ -47,90 +47,6 @@ def _serialized(method: Any) -> Any:
 PROCESSING = ("compat", "raw")
 #: Reconstruction tolerance, as max abs error over the stream's RMS, by model dtype.
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-
-
-@dataclass(frozen=True)
-class Config:
-    """The numbers analyses need, independent of TransformerLens's config class."""
-
-    name: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_model: int
-    d_head: int
-    d_mlp: int
-    d_vocab: int
-    n_ctx: int
-    normalization: str  # "LN" or "RMS" (TransformerLens's normalization_type)
-    positional: str  # "standard", "rotary", ...
-    parallel: bool
-    gated: bool
-    eps: float
-    processing: str  # "compat" (folded LN, centred writing weights) or "raw"
-    dtype: torch.dtype
-    quantization: str | None = None  # the checkpoint's quantization before dequantizing (GGUF), e.g. "Q4_1"
-
-
-class Weights:
-    """Stacked weights in TransformerLens shapes, built on first use and cached.
-
-    ``W_Q``: ``[layer, head, d_model, d_head]``; ``W_K/W_V``: ``[layer, kv_head, d_model,
-    d_head]`` (grouped-query attention keeps its ``n_kv_heads``; query head ``h`` reads kv head
-    ``h // (n_heads // n_kv_heads)``), ``W_O``: ``[layer, head, d_head, d_model]``, ``W_in``/``W_gate``:
-    ``[layer, d_model, d_mlp]``, ``W_out``: ``[layer, d_mlp, d_model]``, ``W_E``:
-    ``[d_vocab, d_model]``, ``W_pos``: ``[n_ctx, d_model]`` or None, ``W_U``:
-    ``[d_model, d_vocab]``. Missing biases are zeros. ``mlp_in(l)``/``mlp_out(l)`` give one
-    layer as views of the model's own parameters, without copying.
-    """
-
-    def __init__(self, bridge: Any, cfg: Config):
-        self._bridge, self._cfg = bridge, cfg
-
-    def _get(self, name: str, zeros_shape: tuple[int, ...] | None = None) -> Tensor | None:
-        try:
-            t = getattr(self._bridge, name)
-        except AttributeError:
-            t = None
-        if t is None and zeros_shape is not None:
-            t = torch.zeros(zeros_shape, dtype=self._cfg.dtype, device=self._bridge.W_E.device)
-        return None if t is None else t.detach()
-
-    def __getattr__(self, name: str) -> Tensor | None:
-        if name.startswith("_"):  # copy/pickle probe dunders before __init__ has run
-            raise AttributeError(name)
-        c = self._cfg
-        zeros = {
-            "b_Q": (c.n_layers, c.n_heads, c.d_head), "b_K": (c.n_layers, c.n_heads, c.d_head),
-            "b_V": (c.n_layers, c.n_heads, c.d_head), "b_O": (c.n_layers, c.d_model),
-            "b_in": (c.n_layers, c.d_mlp), "b_out": (c.n_layers, c.d_model), "b_U": (c.d_vocab,),
-        }
-        known = {"W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out", "W_U"}
-        if name not in known and name not in zeros:
-            raise AttributeError(name)
-        t = self._get(name, zeros.get(name))
-        if name == "W_pos" and c.positional != "standard":
-            t = None
-        self.__dict__[name] = t  # cache
-        return t
-
-    def _block(self, layer: int, path: str) -> Tensor | None:
-        obj = self._bridge.blocks[layer]
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-        return None if obj is None else obj.detach()
-
-    def mlp_in(self, layer: int) -> Tensor:
-        """``W_in[layer]``: ``[d_model, d_mlp]``, a view."""
-        return self._block(layer, "mlp.W_in")
-
-    def mlp_gate(self, layer: int) -> Tensor | None:
-        """``W_gate[layer]``: ``[d_model, d_mlp]`` for gated MLPs, else None."""
-        return self._block(layer, "mlp.W_gate") if self._cfg.gated else None
-
-    def mlp_out(self, layer: int) -> Tensor:
-        """``W_out[layer]``: ``[d_mlp, d_model]``, a view."""
-        return self._block(layer, "mlp.W_out")
 
 
 class Model:
