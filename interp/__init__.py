@@ -10,7 +10,7 @@ them, and flags the components that delete it.
 >>> w = model.run_with_writes("x = 1")
 """
 
-from interp import data, heads, plots, stats
+from interp import _progress, data, heads, plots, stats  # noqa: F401  (_progress first: it picks the bar quietly)
 from interp.decomposition import decompose, stream_norms
 from interp.errors import (
     ChromiumNotFoundError,

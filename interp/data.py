@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from interp._checks import check_int
+from interp._progress import tqdm
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -149,7 +150,11 @@ def _write_image(fig: go.Figure, path: Path, fmt: str, *, width, height, scale) 
     # cannot fetch. plotly.js comes from the installed plotly package.
     kopts = dict(path=browser, mathjax=False)
     try:
-        kaleido.write_fig_sync(fig, path=str(path), opts=opts, kopts=kopts)
+        with warnings.catch_warnings():
+            # with kaleido's sync server running (interp.plots.notebook_renderer starts one,
+            # with these same options) kopts are not needed and kaleido would warn
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored", category=UserWarning)
+            kaleido.write_fig_sync(fig, path=str(path), opts=opts, kopts=kopts)
     except ChromeNotFoundError as e:
         raise ChromiumNotFoundError(
             f"kaleido could not use the browser at {browser!r} ({e}). To get a working one: {_HOW_TO_GET}"

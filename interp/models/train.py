@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
+from interp._progress import tqdm
 from interp.data import iter_texts
 from interp.models import measure
 from interp.models.synthetic import repeated_batch

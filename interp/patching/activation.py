@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp._checks import check_bool, check_int
+from interp._progress import tqdm
 from interp._threads import with_analysis_threads
 from interp.patching._inputs import Component, check_by, components, evaluate, frame, prepare, resolve
 from interp.patching._runner import Runner

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
+from interp._progress import tqdm
 from interp._threads import with_analysis_threads
 from interp.patching._runner import Runner
 

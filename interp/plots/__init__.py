@@ -4,6 +4,7 @@ figure can be rebuilt from a saved table. Export with ``interp.export(fig, path)
 from interp.plots.decomposition import head_attribution, logit_lens, stream_norms, top_neurons, write_norms
 from interp.plots.heads import attention_pattern, composition_edges
 from interp.plots.memory import deleting_heads, deleting_neurons, deletion_graph
+from interp.plots.notebook import notebook_renderer
 from interp.plots.patching import deletion_effect, patching_heads, patching_neurons, patching_positions
 from interp.plots.probes import probe_accuracy, subspace_angles, subspace_writers
 from interp.plots.stats import top_examples
@@ -17,6 +18,7 @@ __all__ = [
     "deletion_graph",
     "head_attribution",
     "logit_lens",
+    "notebook_renderer",
     "patching_heads",
     "patching_neurons",
     "patching_positions",

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp._checks import check_choice, check_index, check_int
+from interp._progress import tqdm
 from interp.errors import IndexOutOfRangeError
 from interp.probes.labels import IGNORE, Labeler, check_labels
 from interp.tokens import Tokens

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp._checks import check_indices, check_int, check_stream
+from interp._progress import tqdm
 from interp._threads import with_analysis_threads
 from interp.stats.base import Statistic
 from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
