@@ -197,5 +197,8 @@ class FastCapture:
             shifts.append(shift)
         ok &= close("scale", raw["scale"], processed["scale"])
         if ok:
-            self.z_shift = torch.stack(shifts)
+            # no folded value bias (e.g. Llama): the raw z already matches, so record it as it is
+            # (no subtraction of a rounding-sized mean per layer, and no copy)
+            unshifted = all(row_error(raw[("z", ly)], processed[("z", ly)], m) <= rtol for ly in range(n_layers))
+            self.z_shift = None if unshifted else torch.stack(shifts)
         return bool(ok)
