@@ -165,7 +165,8 @@ def load(
                 )
                 return _finish(bridge, processing, display, None, source)
             hf = _from_pretrained(ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
-            return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source)
+            again = functools.partial(_from_pretrained, ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
+            return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source, copy_of=again)
         if _looks_like_path(str(name_or_path)):
             raise ModelNotFoundError(
                 f"name_or_path={str(name_or_path)!r} is not a directory; pass a directory holding "
@@ -310,15 +311,19 @@ def _from_pretrained(source: str, dtype, allow_pickle: bool, trust_remote_code: 
 
 
 def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, device: Any, fast: bool,
-             origin: dict[str, Any] | None = None) -> Model:
-    """Bridge one copy of ``hf``; keep the other, untouched, for the fast capture path."""
+             origin: dict[str, Any] | None = None, copy_of: Any = None) -> Model:
+    """Bridge one copy of ``hf``; keep the other, untouched, for the fast capture path.
+    ``copy_of()`` builds that copy (a second load of a local safetensors checkpoint is
+    memory-mapped, several times faster than ``copy.deepcopy``)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]
     hf = hf.to(device).eval()  # a copy: the caller's model keeps its mode
     probe, want = _own_logits(hf)  # before bridging: processing edits the weights in place
-    raw = copy.deepcopy(hf) if fast else None
+    raw = None
+    if fast:
+        raw = copy_of().to(device).eval() if copy_of is not None else copy.deepcopy(hf)
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
     model = _finish(bridge, processing, name, raw, origin)
     check_tokenizer(model.tokenizer, model.cfg.d_vocab, name)
