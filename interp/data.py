@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import logging
 import sysconfig
@@ -58,7 +59,13 @@ def stdlib_files(split: str = "all") -> list[Path]:
     """
     if split not in _SPLITS:
         raise ValueError(f"split={split!r} is not one of {_SPLITS}; use 'train', 'val' or 'all'")
-    root = stdlib_root()
+    return list(_stdlib_files(split, stdlib_root()))
+
+
+@functools.lru_cache(maxsize=8)
+def _stdlib_files(split: str, root: Path) -> tuple[Path, ...]:
+    """The walk behind ``stdlib_files``, once per process (the installed stdlib does not change
+    while it runs; walking it costs about a second)."""
     files = []
     for path in root.rglob("*.py"):
         relative = path.relative_to(root)
@@ -66,7 +73,7 @@ def stdlib_files(split: str = "all") -> list[Path]:
             continue
         if split == "all" or (split == "val") == _is_val(relative.as_posix()):
             files.append(path)
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    return tuple(sorted(files, key=lambda p: p.relative_to(root).as_posix()))
 
 
 def _read(path: Path) -> str:
