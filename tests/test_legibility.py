@@ -54,6 +54,24 @@ def test_every_report_figure_is_legible(default_report, chromium, record_propert
     assert problems.empty, "\n" + problems.to_string()
 
 
+@pytest.mark.slow
+def test_every_smollm2_report_figure_is_legible(smollm2_report, chromium, record_property):
+    """The same check on the real model's report: 30 layers, 9 heads, a 49k vocabulary, tens of
+    flagged neurons; figures sized for the embedded model crowd their labels here."""
+    path = smollm2_report[0]
+    n_figures = path.read_text().count('<div class="plot" id="fig-')
+    boxes = legibility.measure(path)
+    labels, problems = _report_problems(boxes)
+    record_property("figures_checked", len(boxes))
+    record_property("labels_checked", len(labels))
+    print(f"legibility (SmolLM2): {len(boxes)} figures, {len(labels)} labels checked")
+    assert len(boxes) == n_figures >= 14
+    per_fig = labels.groupby("figure").size()
+    assert (per_fig >= 3).all(), per_fig[per_fig < 3]
+    assert {"tick", "axis title", "title", "legend", "colorbar tick", "data label"} <= set(labels["kind"])
+    assert problems.empty, "\n" + problems.to_string()
+
+
 def test_the_check_fails_on_broken_figures(chromium, tmp_path):
     long = [f"a_rather_long_category_name_{i}" for i in range(6)]
     clipped = go.Figure(go.Bar(x=[1, 2, 3, 4, 5, 6], y=long, orientation="h"))

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from interp._checks import options
 from interp.plots._frames import require_columns, show_token
-from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, PALETTE, SEQUENTIAL, apply
+from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, PALETTE, SEQUENTIAL, apply, grid_height
 
 KIND_ORDER = ("embed", "pos_embed", "attn", "head", "attn_bias", "mlp", "neuron", "mlp_bias", "unembed_bias")
 
@@ -100,7 +100,7 @@ def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | N
         hovertext=hover, hoverinfo="text", colorbar=dict(title="logit"),
     ))
     fig.update_layout(title=f"Direct logit attribution per head (mean over {where})",
-                      xaxis_title="head", yaxis_title="layer")
+                      xaxis_title="head", yaxis_title="layer", height=grid_height(len(layers)))
     fig.update_yaxes(autorange="reversed", dtick=1)
     fig.update_xaxes(dtick=1)
     return apply(fig)
@@ -172,6 +172,8 @@ def _clip(text: str, chars: int) -> str:
 LENS_WIDTH_PX = 860
 #: Height of one position's row in the logit lens (px).
 LENS_ROW_PX = 22
+#: Top margin of the logit lens (px): title, subtitle, the top x axis's title and its tick labels.
+LENS_TOP_PX = 150
 
 
 @options(batch="index", max_streams="count")
@@ -219,7 +221,10 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
         title=dict(text="Logit lens: top token of each stream" + shown,
                    subtitle=dict(text="colour: probability of the actual next token")),
         xaxis_title="stream (before each layer; final = the model's output)", yaxis_title="position and token",
-        height=160 + LENS_ROW_PX * len(positions),
+        height=LENS_TOP_PX + 90 + LENS_ROW_PX * len(positions),
+        # the title and its subtitle sit above the top axis's title and tick labels, which the
+        # axis's automargin places just above the plot: the top margin holds all four
+        margin=dict(t=LENS_TOP_PX),
     )
     fig.update_xaxes(side="top", showgrid=False, type="category")
     fig.update_yaxes(autorange="reversed", showgrid=False, type="category", tickfont=dict(size=11))

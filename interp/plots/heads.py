@@ -87,6 +87,10 @@ def attention_pattern(df: pd.DataFrame, *, heads: list[str] | None = None, max_c
     return apply(fig)
 
 
+#: Height of one row (head index) of the composition graph (px): room for a label above and below.
+COMPOSITION_ROW_PX = 46
+
+
 @options(top_k="count", title="text")
 def composition_edges(df: pd.DataFrame, *, kind: str | None = None, top_k: int = 30,
                       title: str | None = None) -> go.Figure:
@@ -136,19 +140,24 @@ def composition_edges(df: pd.DataFrame, *, kind: str | None = None, top_k: int =
                   f"excess {r.excess:+.3f}" for r in g.itertuples()],
             hovertemplate="%{text}<extra></extra>",
         ))
+    # labels above the nodes of every other column and below those of the others, so the
+    # labels of adjacent layers' nodes in the same row are a row's height apart
+    column = {x: i for i, x in enumerate(sorted({p[0] for p in nodes.values()}))}
     fig.add_trace(go.Scatter(
         x=[p[0] for p in nodes.values()], y=[p[1] for p in nodes.values()], mode="markers+text",
-        text=list(nodes), textposition="middle right", showlegend=False, hoverinfo="text",
+        text=list(nodes), showlegend=False, hoverinfo="text", textfont=dict(size=11),
+        textposition=["top center" if column[p[0]] % 2 == 0 else "bottom center" for p in nodes.values()],
         marker=dict(size=11, color="white", line=dict(color="#444444", width=1.5)),
     ))
     layers = sorted({int(v) for v in pd.concat([top["source_layer"], top["target_layer"]])})
     heads = sorted({int(p[1]) for p in nodes.values() if p[1] >= 0})
+    ys = [p[1] for p in nodes.values()] or [0.0]
     fig.update_layout(
         title=title or f"Strongest composition edges ({'all kinds' if kind is None else kind}, top {len(top)})",
         xaxis=dict(title="layer", tickmode="array", tickvals=layers, ticktext=[f"L{ly}" for ly in layers]),
         yaxis=dict(title="head", tickmode="array", tickvals=heads, ticktext=[f"H{h}" for h in heads],
-                   autorange="reversed", zeroline=False),
-        legend=dict(title="reads through"), height=max(360, 60 + 34 * (len(heads) + len(neurons))),
+                   range=[max(ys) + 0.75, min(ys) - 0.75], zeroline=False),  # reversed, room for the labels
+        legend=dict(title="reads through"), height=max(360, 120 + COMPOSITION_ROW_PX * (len(heads) + len(neurons))),
         width=max(560, 160 + 110 * len(layers)),
     )
     return apply(fig)

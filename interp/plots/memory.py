@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from interp._checks import options
 from interp.plots._frames import require_columns
-from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, NULL_BAND, apply
+from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, NULL_BAND, apply, grid_height
 
 _NEURONS = "interp.neuron_in_out_cosines or interp.find_deleting_neurons"
 
@@ -122,7 +122,10 @@ def deleting_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         ))
     fig.update_layout(
         title=title or "Head OV circuits: +1 erases what it reads, -1 copies",
-        xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", dtick=1, autorange="reversed"),
+        # the ranges are the grid's own: the ringed markers must not widen them (stray ticks)
+        xaxis=dict(title="head", dtick=1, range=[-0.5, n_heads - 0.5]),
+        yaxis=dict(title="layer", dtick=1, range=[max(layers) + 0.5, min(layers) - 0.5]),
+        height=grid_height(len(layers)),
     )
     return apply(fig)
 
@@ -135,40 +138,110 @@ def _stage(kind: str, layer: int) -> float:
 
 
 #: Vertical room per node in the deletion graph (px), so stacked labels never touch.
-GRAPH_ROW_PX = 26
+GRAPH_ROW_PX = 40
+#: Plot-area width (px) the deletion graph places its labels for: the report's column at 1400 px,
+#: less the legend. Labels that would not fit at this width are left to the hover.
+GRAPH_WIDTH_PX = 740
 
 
-@options(min_share="share", title="text")
-def deletion_graph(df: pd.DataFrame, *, min_share: float = 0.05, title: str | None = None) -> go.Figure:
+def _strongest(info: pd.DataFrame, most: int) -> list[str]:
+    """Up to ``most`` deleters, strongest (firing rate x removed fraction) first, taken in turn
+    from each kind so that neither heads nor neurons crowd the other out."""
+    strength = info["firing_rate"].astype(float) * info["removed_fraction"].astype(float)
+    ranked = info.assign(strength=strength).sort_values("strength", ascending=False, kind="stable")
+    queues = [list(g["deleter"]) for _, g in ranked.groupby("kind", sort=False)]
+    out: list[str] = []
+    while len(out) < most and any(queues):
+        for q in queues:
+            if q and len(out) < most:
+                out.append(q.pop(0))
+    return out
+
+
+def _place_labels(nodes: dict[str, dict], x_range: tuple[float, float], y_range: tuple[float, float],
+                  height_px: float) -> None:
+    """Give each node a text position where its label (estimated box) meets no other label and no
+    node, deleters first, then the writers with the largest shares; a node with no free position
+    keeps its name for the hover only."""
+    sx = GRAPH_WIDTH_PX / (x_range[1] - x_range[0])
+    sy = height_px / (y_range[1] - y_range[0])
+    w_all, h_all = GRAPH_WIDTH_PX, height_px
+
+    def px(n: dict) -> tuple[float, float]:
+        return (n["x"] - x_range[0]) * sx, (y_range[1] - n["y"]) * sy
+
+    taken = []
+    for n in nodes.values():
+        cx, cy = px(n)
+        taken.append((cx - 8, cy - 8, cx + 8, cy + 8))
+    # deleters first, then writers by the share they lose to deleters (the strongest edges named)
+    order = sorted(nodes, key=lambda k: (not nodes[k]["deleter"], -nodes[k].get("weight", 0.0), _natural(k)))
+    for name in order:
+        n = nodes[name]
+        cx, cy = px(n)
+        w, h = 7.2 * len(name) + 4, 17.0
+        boxes = {"middle right": (cx + 10, cy - h / 2, cx + 10 + w, cy + h / 2),
+                 "middle left": (cx - 10 - w, cy - h / 2, cx - 10, cy + h / 2),
+                 "top center": (cx - w / 2, cy - 10 - h, cx + w / 2, cy - 10),
+                 "bottom center": (cx - w / 2, cy + 10, cx + w / 2, cy + 10 + h)}
+        prefer = ["middle right", "middle left"] if n["deleter"] else ["middle left", "middle right"]
+        n["textposition"], n["label"] = "middle right", ""
+        for pos in prefer + ["top center", "bottom center"]:
+            b = boxes[pos]
+            inside = b[0] >= 0 and b[2] <= w_all and b[1] >= 0 and b[3] <= h_all
+            if inside and not any(b[0] < t[2] and t[0] < b[2] and b[1] < t[3] and t[1] < b[3] for t in taken):
+                n["textposition"], n["label"] = pos, name
+                taken.append(b)
+                break
+
+
+@options(min_share="share", max_deleters="count", title="text")
+def deletion_graph(df: pd.DataFrame, *, min_share: float = 0.05, max_deleters: int = 8,
+                   title: str | None = None) -> go.Figure:
     """Deleters linked to the writers they erase, from ``deletion_evidence``.
 
-    Columns are stages of the forward pass (embeddings left, each layer's attention, then its
-    MLP); within a column the nodes are stacked in name order, one row each (vertical
-    position carries no meaning; the figure grows with the longest column). Deleters are
-    orange diamonds labelled on their right, writers circles coloured by kind and labelled
-    on their left. An edge ``writer -> deleter`` is drawn for every share of at least
-    ``min_share``, its width proportional to the share; hovering a node or the middle of an
-    edge names it and gives the numbers.
+    Draws the ``max_deleters`` strongest deleters (firing rate x removed fraction, taken in turn
+    from neurons and heads); the subtitle says how many of how many are drawn, and the frame
+    itself lists them all. Columns are the stages of the forward pass that hold a node, in order
+    and evenly spaced (embeddings, then each layer's attention, then its MLP); within a column
+    the nodes are stacked in name order, one row each (vertical position carries no meaning).
+    Deleters are orange diamonds, writers circles coloured by kind. A node is labelled where
+    its name fits beside, above or below it without touching another label; every node is
+    named on hover. An edge ``writer -> deleter`` is drawn for every share of at least
+    ``min_share``, its width proportional to the share; hovering the middle of an edge gives
+    the numbers.
     """
     _need(df, ("deleter", "kind", "layer", "writer", "writer_kind", "writer_layer", "share"), "deletion_graph",
           "interp.deletion_evidence")
+    info = df.drop_duplicates("deleter")
+    has_rates = {"firing_rate", "removed_fraction"} <= set(df.columns)
+    keep = _strongest(info, max_deleters) if has_rates else list(info["deleter"])[:max_deleters]
+    df = df[df["deleter"].isin(keep)]
     edges = df[(df["writer"] != "other") & (df["share"] >= min_share)]
     nodes: dict[str, dict] = {}
     for r in df.drop_duplicates("deleter").itertuples():
-        nodes[r.deleter] = dict(kind=r.kind, x=_stage(r.kind, int(r.layer)), deleter=True,
-                                info=f"firing rate {r.firing_rate:.2f}<br>removed fraction {r.removed_fraction:.2f}")
+        rates = (f"firing rate {r.firing_rate:.2f}<br>removed fraction {r.removed_fraction:.2f}" if has_rates
+                 else "deleter")
+        nodes[r.deleter] = dict(kind=r.kind, stage=_stage(r.kind, int(r.layer)), deleter=True, info=rates)
     for r in edges.itertuples():
         if r.writer not in nodes:
-            nodes[r.writer] = dict(kind=r.writer_kind, x=_stage(r.writer_kind, int(r.writer_layer)), deleter=False,
-                                   info="writer")
+            nodes[r.writer] = dict(kind=r.writer_kind, stage=_stage(r.writer_kind, int(r.writer_layer)),
+                                   deleter=False, info="writer", weight=0.0)
+        nodes[r.writer]["weight"] = nodes[r.writer].get("weight", 0.0) + float(r.share)
+    stages = sorted({n["stage"] for n in nodes.values()})
     by_x: dict[float, list[str]] = {}
     for name, n in nodes.items():
+        n["x"] = float(stages.index(n["stage"]))
         by_x.setdefault(n["x"], []).append(name)
     tallest = max((len(v) for v in by_x.values()), default=1)
     for names in by_x.values():
         ordered = sorted(names, key=lambda k: (not nodes[k]["deleter"], _natural(k)))
         for i, name in enumerate(ordered):
             nodes[name]["y"] = (len(ordered) - 1) / 2 - i
+    height = max(440, 230 + GRAPH_ROW_PX * tallest)
+    x_range = (-1.5, len(stages) + 0.5)  # room for the labels beside the outer columns
+    y_range = (-(tallest + 1) / 2, (tallest + 1) / 2)
+    _place_labels(nodes, x_range, y_range, height - 230)
     fig = go.Figure()
     top = max(float(edges["share"].max()), 1e-9) if len(edges) else 1.0
     mids_x, mids_y, mids_t = [], [], []
@@ -187,28 +260,30 @@ def deletion_graph(df: pd.DataFrame, *, min_share: float = 0.05, title: str | No
     groups: dict[tuple[bool, str], list[str]] = {}
     for k, n in nodes.items():
         groups.setdefault((n["deleter"], "deleter" if n["deleter"] else str(n["kind"])), []).append(k)
-    for (role, kind), names in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1])):
+    for (role, kind), names in sorted(groups.items(), key=lambda g: (not g[0][0], g[0][1])):
         fig.add_trace(go.Scatter(
             x=[nodes[k]["x"] for k in names], y=[nodes[k]["y"] for k in names], mode="markers+text",
-            name="deleter" if role else f"writer ({kind})", text=names,
-            textposition="middle right" if role else "middle left", textfont=dict(size=12),
+            name="deleter" if role else f"writer ({kind})", text=[nodes[k]["label"] for k in names],
+            textposition=[nodes[k]["textposition"] for k in names], textfont=dict(size=12),
             marker=dict(size=14 if role else 11, color=HIGHLIGHT if role else KIND_COLOURS.get(kind, "#7F7F7F"),
                         symbol="diamond" if role else "circle", line=dict(color="white", width=1)),
-            customdata=[nodes[k]["info"] for k in names],
-            hovertemplate="%{text}<br>%{customdata}<extra></extra>",
+            customdata=[[k, nodes[k]["info"]] for k in names],
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]}<extra></extra>",
         ))
-    xs = sorted({n["x"] for n in nodes.values()})
-    lo, hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
-    span = max(hi - lo, 1.0)
+    n_all, unlabelled = info["deleter"].nunique(), sum(not n["label"] for n in nodes.values())
+    notes = ["edge width: the writer's share of what the deleter erases"]
+    if len(keep) < n_all:
+        notes.append(f"the {len(keep)} strongest of {n_all} deleters (firing rate × removed fraction); "
+                     "the tables list them all")
+    if unlabelled:
+        notes.append(f"{unlabelled} node{'s' if unlabelled > 1 else ''} without room for a label: hover to name")
     fig.update_layout(
-        title=dict(text=title or "Deletion graph: who erases whose writes",
-                   subtitle=dict(text="edge width: the writer's share of what the deleter erases")),
-        xaxis=dict(title="stage of the forward pass", tickmode="array", tickvals=xs, showgrid=False,
-                   ticktext=["embed" if x < 0 else f"L{int(x)} {'mlp' if x % 1 else 'attn'}" for x in xs],
-                   range=[lo - 0.22 * span, hi + 0.22 * span]),
-        yaxis=dict(visible=False, range=[-(tallest + 1) / 2, (tallest + 1) / 2]),
-        height=max(420, 170 + GRAPH_ROW_PX * tallest),
-        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, xanchor="left"),
+        title=dict(text=title or "Deletion graph: who erases whose writes", subtitle=dict(text="<br>".join(notes))),
+        xaxis=dict(title="stage of the forward pass", tickmode="array", tickvals=list(range(len(stages))),
+                   showgrid=False, range=list(x_range),
+                   ticktext=["embed" if x < 0 else f"L{int(x)}<br>{'mlp' if x % 1 else 'attn'}" for x in stages]),
+        yaxis=dict(visible=False, range=list(y_range)),
+        height=height, margin=dict(t=64 + 16 * len(notes)),
     )
     return apply(fig)
 

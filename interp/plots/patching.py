@@ -154,5 +154,6 @@ def deletion_effect(df: pd.DataFrame, *, deleter: str | None = None, title: str 
     fig.update_yaxes(title_text="survival (1 intact, 0 erased)", row=1, col=1)
     fig.update_yaxes(title_text="ablated - clean", zeroline=True, row=1, col=2)
     fig.update_layout(title=title or f"What survives of the direction {deleter} erases, with and without it",
-                      legend=dict(orientation="h", y=-0.3), height=480, margin=dict(t=90))
+                      # the legend beside the panels: below them it would meet the rotated site labels
+                      height=480, margin=dict(t=90))
     return apply(fig)

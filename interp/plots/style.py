@@ -78,6 +78,15 @@ def _template() -> go.layout.Template:
 pio.templates[TEMPLATE] = _template()
 
 
+#: Height of one layer's row in a layer x head heatmap (px): every layer keeps its tick label.
+LAYER_ROW_PX = 20
+
+
+def grid_height(n_layers: int) -> int:
+    """Figure height for a layer x head heatmap: 440 px, or more so each layer gets ``LAYER_ROW_PX``."""
+    return max(440, 160 + LAYER_ROW_PX * n_layers)
+
+
 def apply(fig: go.Figure) -> go.Figure:
     """Give ``fig`` the interp template (in place) and return it."""
     fig.update_layout(template=TEMPLATE)
