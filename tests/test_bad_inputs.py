@@ -777,7 +777,7 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
            "write_norms": {"batch": "index"}, "head_attribution": {"batch": "index", "pos": "index"},
            "top_neurons": {"k": "count", "batch": "index"}, "logit_lens": {"batch": "index", "max_streams": "count"},
            "stream_norms": {"batch": "index", "max_lines": "count"}, "deleting_neurons": {"max_points": "count"},
-           "deletion_graph": {"min_share": "share"}, "patching_neurons": {"top": "count"},
+           "deletion_graph": {"min_share": "share", "max_deleters": "count"}, "patching_neurons": {"top": "count"},
            "top_examples": {"max_examples": "count"}, "attention_pattern": {"max_cols": "count"},
            "composition_edges": {"top_k": "count"},
        }.items()},

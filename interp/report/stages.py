@@ -303,7 +303,8 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
         section.add(Text(f"Deletion evidence measured on {n_tok:,} real tokens of {s.data!r} "
                          f"(a quarter of the report's {s.tokens:,})."))
         section.attempt("Deletion graph", lambda: find("plots.deletion_graph")(evidence),
-                        caption="Flagged neurons and heads (orange diamonds, right) linked to the earlier "
+                        caption="The strongest flagged neurons and heads (orange diamonds; the subtitle says how "
+                                "many are drawn, the tables below list them all) linked to the earlier "
                                 "components whose writes they erase (circles, coloured by kind); columns are "
                                 "stages of the forward pass, rows within a column only separate the nodes. "
                                 "Edge width is the writer's share of the erased direction; hover an edge's "
