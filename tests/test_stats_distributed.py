@@ -109,8 +109,11 @@ def test_two_gloo_ranks_give_the_single_process_frame(default_model, corpus, tmp
     for r in (0, 1):
         ev = pd.read_csv(tmp_path / f"evidence{r}.csv", keep_default_na=False)
         assert ev[["deleter", "writer", "n_tokens", "rank"]].equals(ev_one[["deleter", "writer", "n_tokens", "rank"]])
-        for c in ("firing_rate", "removed_fraction", "share"):
+        for c in ("firing_rate", "share"):
             assert np.allclose(ev[c], ev_one[c], rtol=1e-6, atol=1e-9), c
+        # removed_fraction is a ratio of sums of float32 per-token products; the ranks' batches
+        # hold other rows than one process's, so each token's fp32 record differs in the last bits
+        assert np.allclose(ev["removed_fraction"], ev_one["removed_fraction"], rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.slow
