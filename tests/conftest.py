@@ -43,25 +43,31 @@ def smollm2() -> interp.Model:
     return interp.load("smollm2-135m")
 
 
-@pytest.fixture(scope="session")
-def default_report(tmp_path_factory):
-    """``interp report --tokens 4096`` on the default model, through the console script:
-    ``(path, stdout, stderr)``. Shared by the report and legibility tests."""
+def _report(tmp_path_factory, folder: str, args: list[str], timeout: float):
+    """``interp report <args>`` through the console script, into a fresh folder:
+    ``(path, stdout, stderr)``."""
     import subprocess
     import sys
     from pathlib import Path
 
+    out = tmp_path_factory.mktemp(folder) / "report.html"
+    exe = Path(sys.executable).with_name("interp")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
+    run = subprocess.run(cmd + ["report", *args, "--out", str(out)], capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout, run.stderr
+
+
+@pytest.fixture(scope="session")
+def default_report(tmp_path_factory):
+    """``interp report --tokens 4096`` on the default model, through the console script:
+    ``(path, stdout, stderr)``. Shared by the report and legibility tests."""
     from interp.models import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.fail(f"the default model is missing from {DEFAULT_MODEL_DIR}")
-    out = tmp_path_factory.mktemp("report") / "report.html"
-    exe = Path(sys.executable).with_name("interp")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
-    run = subprocess.run(cmd + ["report", "--tokens", "4096", "--out", str(out)],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out, run.stdout, run.stderr
+    return _report(tmp_path_factory, "report", ["--tokens", "4096"], timeout=900)
 
 
 @pytest.fixture(scope="session")
@@ -71,17 +77,7 @@ def smollm2_report(tmp_path_factory, smollm2):
     (2,048 tokens, against 32,768 on the embedded model; about 3 minutes on 2 cores), and it is
     the smallest at which stdlib:val's first documents give the probes a held-out document.
     Shared by the report and legibility tests."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    out = tmp_path_factory.mktemp("report_smollm2") / "report.html"
-    exe = Path(sys.executable).with_name("interp")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "interp.cli"]
-    run = subprocess.run(cmd + ["report", "--model", "smollm2-135m", "--out", str(out)],
-                         capture_output=True, text=True, timeout=1200)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out, run.stdout, run.stderr
+    return _report(tmp_path_factory, "report_smollm2", ["--model", "smollm2-135m"], timeout=1200)
 
 
 @pytest.fixture(autouse=True)

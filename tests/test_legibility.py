@@ -33,43 +33,31 @@ def _page(figures: dict[str, go.Figure], tmp_path) -> str:
     return str(path)
 
 
-def _report_problems(boxes):
-    labels = legibility.labels(boxes)
-    return labels, legibility.problems(boxes)
-
-
-def test_every_report_figure_is_legible(default_report, chromium, record_property):
-    path = default_report[0]
+def _assert_legible(path, record_property, name: str) -> None:
+    """Every figure of the report at ``path`` was drawn and measured, each kind of label the
+    check reads occurs, and no label overlaps, is clipped or is too small."""
     n_figures = path.read_text().count('<div class="plot" id="fig-')
     boxes = legibility.measure(path)
-    labels, problems = _report_problems(boxes)
+    labels, problems = legibility.labels(boxes), legibility.problems(boxes)
     record_property("figures_checked", len(boxes))
     record_property("labels_checked", len(labels))
-    print(f"legibility: {len(boxes)} figures, {len(labels)} labels checked")
+    print(f"legibility ({name}): {len(boxes)} figures, {len(labels)} labels checked")
     assert len(boxes) == n_figures >= 14  # every figure of the report was drawn and measured
-    # each figure has its axes' labels, and each kind of label the check reads occurs
     per_fig = labels.groupby("figure").size()
     assert (per_fig >= 3).all(), per_fig[per_fig < 3]
     assert {"tick", "axis title", "title", "legend", "colorbar tick", "data label"} <= set(labels["kind"])
     assert problems.empty, "\n" + problems.to_string()
+
+
+def test_every_report_figure_is_legible(default_report, chromium, record_property):
+    _assert_legible(default_report[0], record_property, "embedded model")
 
 
 @pytest.mark.slow
 def test_every_smollm2_report_figure_is_legible(smollm2_report, chromium, record_property):
     """The same check on the real model's report: 30 layers, 9 heads, a 49k vocabulary, tens of
     flagged neurons; figures sized for the embedded model crowd their labels here."""
-    path = smollm2_report[0]
-    n_figures = path.read_text().count('<div class="plot" id="fig-')
-    boxes = legibility.measure(path)
-    labels, problems = _report_problems(boxes)
-    record_property("figures_checked", len(boxes))
-    record_property("labels_checked", len(labels))
-    print(f"legibility (SmolLM2): {len(boxes)} figures, {len(labels)} labels checked")
-    assert len(boxes) == n_figures >= 14
-    per_fig = labels.groupby("figure").size()
-    assert (per_fig >= 3).all(), per_fig[per_fig < 3]
-    assert {"tick", "axis title", "title", "legend", "colorbar tick", "data label"} <= set(labels["kind"])
-    assert problems.empty, "\n" + problems.to_string()
+    _assert_legible(smollm2_report[0], record_property, "SmolLM2")
 
 
 def test_the_check_fails_on_broken_figures(chromium, tmp_path):

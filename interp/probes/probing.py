@@ -160,18 +160,12 @@ def probe_layers(
         >>> interp.probe_layers(model, texts, label="previous_token")[["layer", "accuracy"]]
     """
     labeler = get_labeler(label)
-    sites = resolve_sites(model, layers, where)
-    device, seed = check_device("device", device), check_int("seed", seed)
-    check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
-                 exclude_first=exclude_first)
-    check_fraction("test_size", test_size)
-    probe = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
-    probe._check_params()
-    col = collect(
-        model, data, sites, labeler=labeler, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
-        exclude_first=exclude_first, progress=progress, desc=f"probe {labeler.name}",
+    frames = probe_labels(
+        model, data, [labeler], where=where, layers=layers, max_tokens=max_tokens, top_k=top_k,
+        weight_decay=weight_decay, max_iter=max_iter, solver=solver, test_size=test_size, batch_size=batch_size,
+        n_ctx=n_ctx, exclude_first=exclude_first, seed=seed, device=device, progress=progress,
     )
-    return _probe_frame(col, labeler, probe, test_size=test_size, seed=seed, device=device or model.device)
+    return frames[labeler.name]
 
 
 @with_analysis_threads
@@ -217,17 +211,18 @@ def probe_labels(
     check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
                  exclude_first=exclude_first)
     check_fraction("test_size", test_size)
-    probe = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
-    probe._check_params()
+    LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)._check_params()
+    many = len(labelers) > 1  # one label keeps the record as it is (no per-label copy of the features)
     col = collect(
-        model, data, sites, labeler=labelers, max_tokens=max_tokens, batch_size=batch_size, n_ctx=n_ctx,
-        exclude_first=exclude_first, progress=progress, desc="probe " + ", ".join(names),
+        model, data, sites, labeler=labelers if many else labelers[0], max_tokens=max_tokens,
+        batch_size=batch_size, n_ctx=n_ctx, exclude_first=exclude_first, progress=progress,
+        desc="probe " + ", ".join(names),
     )
     out = {}
     for j, labeler in enumerate(labelers):
         fresh = LinearProbe(top_k=top_k, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
-        out[labeler.name] = _probe_frame(col.for_label(j), labeler, fresh, test_size=test_size, seed=seed,
-                                         device=device or model.device)
+        out[labeler.name] = _probe_frame(col.for_label(j) if many else col, labeler, fresh, test_size=test_size,
+                                         seed=seed, device=device or model.device)
     return out
 
 
