@@ -114,7 +114,11 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
     text += f" (random vector pairs: {float(expected):.1f} expected)" if expected is not None else ""
     if "threshold" in cos.columns and n:
         mirror = int((cos["cosine"] > -cos["threshold"]).sum())  # as far on the amplifying side
-        text += f"; {mirror:,} lie as far on the positive side, so the in/out cosine alone marks a coupling, not erasure"
+        if mirror >= n / 2:  # as many amplifying as deleting: the weights are coupled, not deleting
+            text += (f"; {mirror:,} lie as far on the positive side, so the in/out cosine alone marks a "
+                     "coupling, not erasure")
+        else:
+            text += f"; only {mirror:,} lie as far on the positive side"
     neurons = ev[ev["kind"] == "neuron"] if ev is not None and len(ev) and "kind" in ev.columns else None
     if neurons is not None and len(neurons):
         per = neurons.drop_duplicates("deleter")
