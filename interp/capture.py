@@ -33,7 +33,7 @@ fp16/bf16) still tells apart from rounding. The worst ratios are kept in ``error
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -154,13 +154,18 @@ class FastCapture:
         return next(self.hf.parameters()).device
 
     def calibrate(self, tokens: Tensor, mask: Tensor, processed: dict[Any, Tensor], n_layers: int,
-                  rtol: float) -> bool:
+                  rtol: float, shift_reference: Callable[[], tuple[Tensor, dict[Any, Tensor]]] | None = None) -> bool:
         """Learn the raw → processed mapping from one batch recorded both ways.
 
         ``processed`` holds the bridge's tensors for the same tokens. Returns True when every
         mapped tensor matches it elementwise to ``rtol`` of its row's largest magnitude
         (``row_error``), False otherwise. ``errors`` keeps each quantity's worst ratio (``z`` and
         ``mlp``: the worst layer) and ``rtol``.
+
+        The per-head ``z`` shift (the folded value bias) is a mean of ``raw - processed`` over
+        tokens; ``shift_reference`` (called only when a shift is needed) gives fixed tokens
+        ``[1, pos]`` and their processed record to take that mean on, so that the shift, and so
+        every record, does not depend on which batch happened to be recorded first.
         """
         raw = self.capture(tokens, range(n_layers), dtype=torch.float32, device=processed["embed"].device, raw=True)
         m = mask.to(raw["embed"].device)
@@ -187,18 +192,28 @@ class FastCapture:
                 pos = pos - pos.mean(-1, keepdim=True)
             if not close("pos", pos, processed["pos"]):
                 return False
-        shifts = []
+        # no folded value bias (e.g. Llama): the raw z already matches, so record it as it is
+        # (no subtraction of a rounding-sized mean per layer, and no copy)
+        unshifted = all(row_error(raw[("z", ly)], processed[("z", ly)], m) <= rtol for ly in range(n_layers))
+        shifts = None if unshifted else self._z_shifts(raw, processed, m, n_layers)
+        if shifts is not None and shift_reference is not None:
+            ref_tokens, ref_processed = shift_reference()
+            ref_raw = self.capture(ref_tokens, range(n_layers), dtype=torch.float32, device=processed["embed"].device,
+                                   raw=True)
+            shifts = self._z_shifts(ref_raw, ref_processed, torch.ones(ref_tokens.shape, dtype=torch.bool), n_layers)
         ok = True
         for ly in range(n_layers):
-            diff = (raw[("z", ly)].double() - processed[("z", ly)].double())[m]  # [n, head, d_head]
-            shift = diff.mean(0).float()
-            ok &= close("z", raw[("z", ly)] - shift, processed[("z", ly)])
+            z = raw[("z", ly)] if shifts is None else raw[("z", ly)] - shifts[ly]
+            ok &= close("z", z, processed[("z", ly)])
             ok &= close("mlp", raw[("mlp", ly)], processed[("mlp", ly)])
-            shifts.append(shift)
         ok &= close("scale", raw["scale"], processed["scale"])
         if ok:
-            # no folded value bias (e.g. Llama): the raw z already matches, so record it as it is
-            # (no subtraction of a rounding-sized mean per layer, and no copy)
-            unshifted = all(row_error(raw[("z", ly)], processed[("z", ly)], m) <= rtol for ly in range(n_layers))
-            self.z_shift = None if unshifted else torch.stack(shifts)
+            self.z_shift = shifts
         return bool(ok)
+
+    @staticmethod
+    def _z_shifts(raw: dict[Any, Tensor], processed: dict[Any, Tensor], mask: Tensor, n_layers: int) -> Tensor:
+        """Mean of ``raw z - processed z`` over real tokens: ``[layer, head, d_head]``."""
+        m = mask.to(raw["embed"].device)
+        return torch.stack([(raw[("z", ly)].double() - processed[("z", ly)].double())[m].mean(0).float()
+                            for ly in range(n_layers)])

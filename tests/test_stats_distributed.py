@@ -79,8 +79,7 @@ assert c.count == 1000 and torch.allclose(c.cov(), whole[0].cov(), rtol=1e-9) an
 assert torch.equal(h.counts, whole[1].counts)
 assert m.count == 1000 and torch.allclose(m.var(), whole[2].var(), rtol=1e-9)
 assert torch.equal(t.keys, whole[3].keys) and torch.equal(t.values, whole[3].values)
-print("STATISTICS REDUCED", rank)
-print("world", world, "tokens", stats.attrs["n_tokens"])
+open(f"done{rank}.txt", "w").write(f"STATISTICS REDUCED {rank} world {world} tokens {stats.attrs['n_tokens']}")
 """
 NEURONS = ["L1N154", "L1N294", "L1N436"]
 
@@ -101,19 +100,16 @@ def test_two_gloo_ranks_give_the_single_process_frame(default_model, corpus, tmp
         keys = ["layer", "neuron", "rank", "doc", "doc_index", "row", "pos", "context", "center"]
         assert ex[keys].astype(str).equals(want[keys].astype(str))  # top examples: exactly the same
         assert np.allclose(ex["activation"], want["activation"], rtol=1e-6, atol=1e-7)
-    assert "world 2" in res.stdout
-    assert "STATISTICS REDUCED 0" in res.stdout and "STATISTICS REDUCED 1" in res.stdout
+    for r in (0, 1):  # one file per rank: the ranks' stdout interleaves in torchrun's pipe
+        assert (tmp_path / f"done{r}.txt").read_text().startswith(f"STATISTICS REDUCED {r} world 2 tokens ")
     # deletion evidence: its sums are all-reduced the same way
     ev_one = interp.deletion_evidence(default_model, str(corpus), neurons=NEURONS, heads=["L1H3"], max_tokens=None,
                                       batch_size=3, progress=False)
     for r in (0, 1):
         ev = pd.read_csv(tmp_path / f"evidence{r}.csv", keep_default_na=False)
         assert ev[["deleter", "writer", "n_tokens", "rank"]].equals(ev_one[["deleter", "writer", "n_tokens", "rank"]])
-        for c in ("firing_rate", "share"):
-            assert np.allclose(ev[c], ev_one[c], rtol=1e-6, atol=1e-9), c
-        # removed_fraction is a ratio of sums of float32 per-token products; the ranks' batches
-        # hold other rows than one process's, so each token's fp32 record differs in the last bits
-        assert np.allclose(ev["removed_fraction"], ev_one["removed_fraction"], rtol=1e-4, atol=1e-9)
+        for c in ("firing_rate", "removed_fraction", "share"):
+            assert np.allclose(ev[c], ev_one[c], rtol=1e-6, atol=1e-9), (c, (ev[c] - ev_one[c]).abs().max())
 
 
 @pytest.mark.slow

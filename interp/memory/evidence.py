@@ -132,8 +132,8 @@ class _Acc(Sums):
         """``[pos, k]`` tensors; ``active`` (default ``fire``) is what ``firing_rate`` counts."""
         f = fire.to(before.dtype)
         self.n_tok += before.shape[0]
-        # products in the record's dtype, sums in float64: the totals then do not depend on
-        # how tokens were split into batches or ranks
+        # float64 throughout (see deletion_evidence): the totals then do not depend on how
+        # tokens were split into batches or ranks
         self.n_fire += (fire if active is None else active).double().sum(0).cpu()
         self.rem_num += (-delta * before.sign() * f).double().sum(0).cpu()
         self.rem_den += (before.abs() * f).double().sum(0).cpu()
@@ -316,7 +316,7 @@ def deletion_evidence(
     sel_n = _select("neurons", neurons, "neuron", c.n_layers, c.d_mlp)
     sel_h = _select("heads", heads, "head", c.n_layers, c.n_heads)
     basis = _subspace_basis(subspace, c.d_model)
-    dt = torch.float64 if c.dtype == torch.float64 else torch.float32
+    dt = torch.float64  # every product and sum: the result then does not depend on how tokens were batched
     prep = _prepare_neurons(model, sel_n, dt)
     pos = c.positional == "standard"
     writers_n = {ly: _writers(ly, not c.parallel, c.n_heads, c.d_mlp, pos) for ly in prep}
