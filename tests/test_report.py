@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
@@ -269,3 +270,25 @@ def test_default_tokens_scale_with_the_model(default_model, gpt2_model):
     fake = type("M", (), {"n_params": 134_515_008})()
     assert default_tokens(fake) == 2_048  # SmolLM2-135M
     assert default_tokens(type("M", (), {"n_params": 7_000_000_000})()) == 256  # the floor
+
+
+@pytest.mark.parametrize("removed", [[0.2, 0.22, 0.15], [0.7, 0.5, 0.4], [1.7, 0.5, -0.1], [0.6, float("nan"), 0.01]])
+def test_the_memory_finding_counts_what_the_evidence_measured(removed):
+    """The summary's erasure counts and range are the evidence's own numbers: a neuron that
+    removes under 30% is never said to erase, and the counts add up to the neurons measured."""
+    from interp.report.summary import ERASE_MAX, ERASE_MIN, PARTIAL_MIN, _memory
+
+    cos = pd.DataFrame({"flagged": [True] * 3 + [False], "cosine": [-0.9, -0.8, -0.7, 0.1], "threshold": [0.3] * 4})
+    rows = []
+    for i, r in enumerate(removed):
+        rows += [dict(deleter=f"L1N{i}", kind="neuron", removed_fraction=r, writer="L0H2", share=0.6 - 0.1 * i),
+                 dict(deleter=f"L1N{i}", kind="neuron", removed_fraction=r, writer="other", share=0.4)]
+    text = _memory({"cosines": cos, "evidence": pd.DataFrame(rows)}).text
+    rf = pd.Series(removed).dropna()
+    assert f"the {len(rf)} most negative remove {rf.min():.0%} to {rf.max():.0%}" in text, text
+    erase = int(rf.between(ERASE_MIN, ERASE_MAX).sum())
+    assert f"{erase} erase it" in text, text
+    counts = [int(n) for n in re.findall(r"(\d+) (?:erase it|erase part|overshoot|do not)", text)]
+    assert sum(counts) == len(rf), text
+    partial = int(rf.between(PARTIAL_MIN, ERASE_MIN, inclusive="left").sum())
+    assert (f"{partial} erase part" in text) == (partial > 0), text

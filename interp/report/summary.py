@@ -18,6 +18,12 @@ from interp.report.document import slug
 MAX_FINDINGS = 5
 #: A probe must beat the current-token lookup by this much to be said to read more than it.
 LOOKUP_MARGIN = 0.05
+#: A deleter is said to erase on data when its measured removed_fraction is in this range: at
+#: least 30% of the component it reads (find_deleting_heads' min_removed), and not an overshoot
+#: that writes the opposite direction back.
+ERASE_MIN, ERASE_MAX = 0.3, 1.5
+#: From this removed_fraction up to ERASE_MIN a deleter erases part of what it reads.
+PARTIAL_MIN = 0.05
 
 
 @dataclass
@@ -120,11 +126,22 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
         else:
             text += f"; only {mirror:,} lie as far on the positive side"
     neurons = ev[ev["kind"] == "neuron"] if ev is not None and len(ev) and "kind" in ev.columns else None
-    if neurons is not None and len(neurons):
-        per = neurons.drop_duplicates("deleter")
-        erasing = per[per["removed_fraction"].between(0.05, 1.5)]
-        text += (f". On data, {len(erasing)} of the {len(per)} most negative erase what they read "
-                 f"(remove 5-150% of the stream's component along their input)")
+    if neurons is not None and neurons["removed_fraction"].notna().any():
+        per = neurons.drop_duplicates("deleter").dropna(subset=["removed_fraction"])
+        rf = per["removed_fraction"]
+        erasing = per[rf.between(ERASE_MIN, ERASE_MAX)]
+        partial = per[rf.between(PARTIAL_MIN, ERASE_MIN, inclusive="left")]
+        counts = [f"{len(erasing)} erase it (remove {ERASE_MIN:.0%}-{ERASE_MAX:.0%})"]
+        if len(partial):
+            counts.append(f"{len(partial)} erase part of it ({PARTIAL_MIN:.0%}-{ERASE_MIN:.0%})")
+        if (rf > ERASE_MAX).any():
+            counts.append(f"{int((rf > ERASE_MAX).sum())} overshoot (over {ERASE_MAX:.0%})")
+        if (rf < PARTIAL_MIN).any():
+            counts.append(f"{int((rf < PARTIAL_MIN).sum())} do not (under {PARTIAL_MIN:.0%}, or amplify)")
+        listed = counts[0] if len(counts) == 1 else f"{', '.join(counts[:-1])} and {counts[-1]}"
+        text += (f". On data, the {len(per)} most negative remove {rf.min():.0%} to {rf.max():.0%} of the "
+                 f"stream's component along their input: {listed}")
+        erasing = erasing if len(erasing) else partial  # the clearest case among the strongest kind
         if len(erasing):
             # the clearest case: the erasing neuron whose erased direction has the most
             # concentrated writer (what it deletes has one author), ties to the larger removal
