@@ -110,6 +110,16 @@ def test_probe_and_subspace_columns(default_model):
     assert d.subspace_ablated != d.subspace_clean
 
 
+@pytest.mark.parametrize("max_tokens", [100, 333])
+def test_reads_exactly_max_tokens(default_model, max_tokens):
+    """The budget is met exactly (the last batch is cut), not overshot by up to a batch."""
+    texts = [f"def f{i}(a, b):\n    return a + b * {i}\n\n\nx{i} = f{i}(1, 2)\n" * 4 for i in range(12)]
+    df = interp.deletion_effect(default_model, "L1N154", texts, max_tokens=max_tokens, n_controls=1,
+                                batch_size=2, progress=False)
+    assert df.attrs["n_tokens_read"] == max_tokens
+    assert (df["n_tokens"] <= max_tokens).all()
+
+
 def test_selection_and_errors(default_model):
     m = default_model
     dn = interp.find_deleting_neurons(m)

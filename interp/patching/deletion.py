@@ -23,6 +23,7 @@ its survival and change are large and noisy: read a deleter against its controls
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -105,13 +106,30 @@ def _batches(model: Any, data: Any, max_tokens: int | None, batch_size: int, n_c
 
     out, kept = [], 0
     for b in iter_batches(model, data, batch_size=batch_size, n_ctx=n_ctx):
+        n = int(b.mask[:, 1:].sum())
+        if max_tokens is not None and kept + n > max_tokens:
+            b, n = _trim(b, max_tokens - kept), max_tokens - kept
         out.append(b)
-        kept += int(b.mask[:, 1:].sum())
+        kept += n
         if max_tokens is not None and kept >= max_tokens:
             break
     if not out or kept == 0:
         raise ValueError("data gave no tokens after the first position of each row; pass longer texts")
     return out
+
+
+def _trim(b: Any, need: int) -> Any:
+    """The batch with only its first ``need`` counted tokens (positions after the first, in
+    row order) left in the mask, and the rows left without any dropped."""
+    counted = b.mask.clone()
+    counted[:, 0] = False
+    keep = counted & (counted.flatten().cumsum(0).view_as(counted) <= need)
+    mask = keep.clone()
+    mask[:, 0] = b.mask[:, 0]
+    rows = keep.any(1)
+    idx = rows.nonzero().flatten().tolist()
+    return dataclasses.replace(b, tokens=b.tokens[rows], mask=mask[rows], doc_ids=[b.doc_ids[i] for i in idx],
+                               continues=b.continues[rows])
 
 
 @with_analysis_threads
@@ -141,7 +159,8 @@ def deletion_effect(
             ``find_deleting_neurons`` / ``find_deleting_heads``, or such a frame (its flagged
             rows when it has a ``flagged`` column).
         data: a list of texts, a corpus name (``"stdlib:val"``), a file or directory, or a
-            LongTensor ``[batch, pos]``; read up to ``max_tokens`` tokens (windows of ``n_ctx``).
+            LongTensor ``[batch, pos]``; exactly ``max_tokens`` tokens after each row's first are
+            read when it has that many (windows of ``n_ctx``; the last batch is cut).
         probe: a label (a built-in name such as ``"previous_token"``, a ``Labeler`` or a
             callable): a ``LinearProbe`` is trained on the clean stream of the training
             documents at up to 4 downstream sites and scored on the held-out documents' clean
