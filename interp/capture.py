@@ -195,8 +195,10 @@ class FastCapture:
         # no folded value bias (e.g. Llama): the raw z already matches, so record it as it is
         # (no subtraction of a rounding-sized mean per layer, and no copy)
         unshifted = all(row_error(raw[("z", ly)], processed[("z", ly)], m) <= rtol for ly in range(n_layers))
-        shifts = None if unshifted else self._z_shifts(raw, processed, m, n_layers)
-        if shifts is not None and shift_reference is not None:
+        shifts = None
+        if not unshifted and shift_reference is None:
+            shifts = self._z_shifts(raw, processed, m, n_layers)
+        elif not unshifted:
             ref_tokens, ref_processed = shift_reference()
             ref_raw = self.capture(ref_tokens, range(n_layers), dtype=torch.float32, device=processed["embed"].device,
                                    raw=True)

@@ -25,7 +25,7 @@ from torch import Tensor
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_stream
 from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
-from interp.errors import NonAdditiveModelError
+from interp.reconstruction import check_reconstruction
 from interp.tokens import Tokens, check_token_tensor, check_tokens, encode_texts
 from interp.writes import ResidualWrites, WriteWeights
 
@@ -45,8 +45,6 @@ def _serialized(method: Any) -> Any:
 
 
 PROCESSING = ("compat", "raw")
-#: Reconstruction tolerance, as max abs error over the stream's RMS, by model dtype.
-TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 class Model:
@@ -368,7 +366,8 @@ class Model:
             rec_layers = range(self.cfg.n_layers) if verify else layers
             rec, ref = self._bridge_record(toks.tokens, rec_layers, verify)
             if verify:
-                self._check_reconstruction(self._make_writes(toks, rec, rec_layers, prepend_bos), ref)
+                check_reconstruction(self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
+                                     dtype=self.cfg.dtype, non_finite=self._non_finite)
                 self._verified = True
                 if self._fast is not None and not self._fast_ready:
                     self._fast_ready = self._fast.calibrate(
@@ -444,38 +443,6 @@ class Model:
                       for ly in range(self.cfg.n_layers) for w in wheres]
         self._forward(tokens, hooks)
         return rec, ref
-
-    @staticmethod
-    def _stream_stages(writes: ResidualWrites) -> Iterator[tuple[str, Tensor]]:
-        """``("layer.where", stream)`` for pre, mid and post of every layer, in stream order,
-        summed once (one walk instead of a ``resid`` call per stage)."""
-        x = writes.resid(0, "pre")
-        for ly in range(writes.n_layers):
-            yield f"{ly}.pre", x
-            x = x + writes.attn_write(ly)
-            yield f"{ly}.mid", x
-            x = x + writes.mlp_write(ly)
-            yield f"{ly}.post", x
-
-    def _check_reconstruction(self, writes: ResidualWrites, ref: dict[str, Tensor]) -> None:
-        tol = TOLERANCE.get(self.cfg.dtype, 1e-4)
-        mask = writes.mask.to(writes.embed.device)
-        for key, got in self._stream_stages(writes):
-            if key not in ref:
-                continue
-            ly, where = key.split(".")
-            want = ref[key].to(got.dtype)
-            if not torch.isfinite(want[mask]).all():
-                raise ValueError(self._non_finite(f"blocks.{ly}.hook_resid_{where}"))
-            rms = want[mask].pow(2).mean().sqrt().clamp_min(1e-12)
-            err = (got - want)[mask].abs().max() / rms
-            if not torch.isfinite(err) or err > tol:
-                raise NonAdditiveModelError(
-                    f"model={self.cfg.name!r}: the recorded writes do not sum to the model's own "
-                    f"blocks.{ly}.hook_resid_{where} (max error {float(err):.2e} of the stream's RMS, "
-                    f"tolerance {tol:.0e}). This architecture writes to the residual stream in a way "
-                    "interp does not record (e.g. post-block norms); its decompositions would be wrong"
-                )
 
     def stream_writes(
         self,

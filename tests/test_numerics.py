@@ -8,7 +8,7 @@ import torch
 from reference import own_stream
 
 import interp
-from interp.model import TOLERANCE
+from interp.reconstruction import TOLERANCE
 from interp.testing import random_hf_model, tiny_tokenizer
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(3):\n    print(i)"]

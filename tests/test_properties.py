@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from reference import own_stream, rel_err
 
 import interp
-from interp.model import TOLERANCE
+from interp.reconstruction import TOLERANCE
 from interp.testing import FAMILIES, random_hf_model, random_model, tiny_tokenizer
 from interp.tokens import pad_rows
 

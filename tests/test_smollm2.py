@@ -11,8 +11,8 @@ from reference import own_stream, rel_err
 
 import interp
 from interp.capture import calibration_tolerance, row_error
-from interp.model import TOLERANCE
 from interp.models.synthetic import repeated_tokens
+from interp.reconstruction import TOLERANCE
 
 pytestmark = pytest.mark.slow
 

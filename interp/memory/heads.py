@@ -54,6 +54,9 @@ from interp.memory.null import normal_upper_quantile, ov_eigen_score, ov_score_n
 from interp.tokens import Tokens
 from interp.writes import ResidualWrites
 
+#: On data, a deleting head removes at least MIN_REMOVED of the component it reads and at most
+#: MAX_REMOVED (beyond that it overshoots: it writes the opposite direction back).
+MIN_REMOVED, MAX_REMOVED = 0.3, 1.5
 COLUMNS = ["layer", "head", "label", "score", "z", "flagged", "removed_fraction", "read_overlap",
            "copy_suppression", "firing_rate", "neg_eig_share", "reason"]
 
@@ -204,8 +207,8 @@ def find_deleting_heads(
     *,
     layers: Sequence[int] | int | None = None,
     false_positives: float = FALSE_POSITIVES,
-    min_removed: float = 0.3,
-    max_removed: float = 1.5,
+    min_removed: float = MIN_REMOVED,
+    max_removed: float = MAX_REMOVED,
     min_overlap: float = 0.5,
     copy_cut: float = 0.3,
     n_tokens: int = 1024,

@@ -13,15 +13,15 @@ from typing import Any
 
 import pandas as pd
 
+from interp.memory.heads import MAX_REMOVED, MIN_REMOVED
 from interp.report.document import slug
 
 MAX_FINDINGS = 5
 #: A probe must beat the current-token lookup by this much to be said to read more than it.
 LOOKUP_MARGIN = 0.05
-#: A deleter is said to erase on data when its measured removed_fraction is in this range: at
-#: least 30% of the component it reads (find_deleting_heads' min_removed), and not an overshoot
-#: that writes the opposite direction back.
-ERASE_MIN, ERASE_MAX = 0.3, 1.5
+#: A deleter is said to erase on data when its measured removed_fraction is in the range
+#: find_deleting_heads judges heads by.
+ERASE_MIN, ERASE_MAX = MIN_REMOVED, MAX_REMOVED
 #: From this removed_fraction up to ERASE_MIN a deleter erases part of what it reads.
 PARTIAL_MIN = 0.05
 
