@@ -47,11 +47,10 @@ def test_readme_causal_example_runs():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("## Causal evidence"):]
+    section = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "patching.md").read_text()
     block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     ns: dict = {}
-    exec(compile(block, "README.md causal evidence", "exec"), ns)
+    exec(compile(block, "docs/reference/patching.md", "exec"), ns)
     assert ns["heads"].sort_values("effect", ascending=False)["component"].iloc[0] == "L0H1"
     d = ns["effect"][ns["effect"].role == "deleter"].iloc[0]
     assert abs(d.change - d.predicted) < 1e-4
