@@ -9,7 +9,8 @@
 
 from interp.memory.evidence import deletion_evidence, deletion_summary
 from interp.memory.heads import find_deleting_heads
-from interp.memory.neurons import MLPStack, find_deleting_neurons, in_out_cosines, neuron_in_out_cosines
+from interp.memory.neuron_data import find_deleting_neurons, neuron_verdicts
+from interp.memory.neurons import MLPStack, in_out_cosines, neuron_in_out_cosines
 from interp.memory.null import cosine_cdf, cosine_quantile
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "find_deleting_neurons",
     "in_out_cosines",
     "neuron_in_out_cosines",
+    "neuron_verdicts",
 ]
