@@ -119,7 +119,9 @@ def measure_heads(model: Any, batches: Any, layers: list[int], cuts: Cuts, *, si
                 sums.tensors[f"nsink{ly}"] += float(sink.sum())
                 A = pats[ly].to(dev, dt)  # [b, H, q, k]
                 xn = normed(x, c.normalization, c.eps)
-                bv = 0 if b_V is None else b_V[ly].to(dt).repeat_interleave(group, 0)[None, None]
+                bv = 0 if b_V is None else b_V[ly].to(dt)
+                if b_V is not None and bv.shape[0] != H:  # one per kv head: expand to the query heads
+                    bv = bv.repeat_interleave(group, 0)
                 v = torch.einsum("bpd,kde->bpke", xn, W_V[ly]).repeat_interleave(group, 2) + bv  # [b, k, H, dh]
                 diag = torch.diagonal(A, dim1=-2, dim2=-1).permute(0, 2, 1)  # [b, q, H]
                 own = diag[..., None] * v

@@ -119,8 +119,10 @@ def _reason(r: Any) -> str:
     if r.verdict in ("deleting", "partial"):
         src = "read at its own position" if r.removed_self >= 0.5 * r.removed_median else "read elsewhere"
         return f"{what} ({r.removed_median:.0%}), {src}"
+    if r.verdict == "none" and r.n_queries == 0:
+        return "its write space holds nothing on the data"
     if r.verdict == "none" and r.n_queries < 16:
-        return "too few queries"
+        return "too few counted queries"
     return f"{what} ({r.removed_median:+.0%})"
 
 

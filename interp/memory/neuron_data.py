@@ -172,6 +172,7 @@ def _verdict_frame(model: Any, scan: Any, meas: NeuronMeasure | None, cuts: Cuts
     df.attrs.update(
         screen_expected_false_positives=df.attrs.pop("expected_false_positives"),
         expected_false_positives=null_counts["deleting"], null_verdicts=null_counts, verdicts=counts,
+        null_verdicts_by_layer={int(ly): int((meas.null[ly].verdict == "deleting").sum()) for ly in meas.null},
         verdict_null="W_out rows of the same layer deranged (seeded)", screen_precision=precision,
         n_tokens_data=n, min_removed=cuts.min_removed, max_removed=cuts.max_removed, partial=cuts.partial,
         two_sided=cuts.two_sided, min_tokens=cuts.min_tokens,
