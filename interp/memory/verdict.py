@@ -22,8 +22,8 @@ Verdicts, from the median removal ``m`` over the counted tokens (``cuts`` below)
 - ``deleting``: ``min_removed <= m <= max_removed`` (default 0.3 to 1.5);
 - ``partial``: ``partial <= m < min_removed`` (default 0.05 to 0.3);
 - ``coupled``: ``m > max_removed`` (its write is a signal of its own, tied to the component
-  rather than erasing it) or two-sided: at least ``two_sided`` (25%) of tokens on each side of
-  ``+-min_removed``;
+  rather than erasing it) or two-sided, whatever the median: at least ``two_sided`` (25%) of
+  tokens on each side of ``+-min_removed``;
 - ``amplifying``: ``m <= -partial``;
 - ``none``: in between, or fewer than ``min_tokens`` counted tokens.
 """
@@ -142,9 +142,8 @@ def summarise(hist: Histogram, cuts: Cuts) -> Summary:
     two_sided = (erase >= cuts.two_sided) & (amplify >= cuts.two_sided)
     verdict[enough & amplifying] = "amplifying"
     verdict[enough & partial] = "partial"
-    verdict[enough & two_sided & ~deleting] = "coupled"
-    verdict[enough & over] = "coupled"
     verdict[enough & deleting] = "deleting"
+    verdict[enough & (over | two_sided)] = "coupled"  # both ways on many tokens: not an erasure whatever the median
     return Summary(n=n, median=med, q10=_quantile(counts, edges, 0.1), q90=_quantile(counts, edges, 0.9),
                    erase_share=erase, amplify_share=amplify, verdict=verdict)
 

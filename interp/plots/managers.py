@@ -39,7 +39,8 @@ def neuron_verdicts(df: pd.DataFrame, *, max_points: int = 4000, title: str | No
     line is the ``deleting`` cut; neurons with verdict ``none`` beyond ``max_points`` are
     thinned (seeded). ``df``: ``interp.neuron_verdicts``."""
     require_columns(df, ("label", "cosine", "removed_median", "verdict"), "neuron_verdicts", "interp.neuron_verdicts")
-    d = _thin(df.dropna(subset=["removed_median"]), df["verdict"] != "none", max_points)
+    m = df.dropna(subset=["removed_median"])
+    d = _thin(m, m["verdict"] != "none", max_points)
     fig = go.Figure()
     for v in ("none", "amplifying", "coupled", "partial", "deleting"):
         g = d[d["verdict"] == v]
