@@ -86,57 +86,75 @@ def sink_positions(x: Tensor, mask: Tensor, ratio: float) -> Tensor:
     return sink
 
 
-def measure_heads(model: Any, batches: Any, layers: list[int], cuts: Cuts, *, sink_ratio: float = SINK_RATIO
-                  ) -> HeadMeasure:
-    """Removal distributions and attention of every head in ``layers`` over ``batches``."""
+def _layer_ratios(model: Any, w: Any, layers: list[int], sink_ratio: float) -> Any:
+    """Yield, per layer of ``layers`` for record ``w``: ``(layer, {"total", "own", "sink"}: r
+    [n, H], attention to the own position [n, H], attention to sinks [n, H], counted [b, pos],
+    sink [b, pos])``, ``n`` the counted queries in row-major order (float64)."""
     from interp.heads.patterns import for_each_pattern
 
     c, ws = model.cfg, model.write_weights
     dt, H = torch.float64, c.n_heads
     group = c.n_heads // c.n_kv_heads
+    W_V = model.weights.W_V.to(dt)  # [layer, kv, d_model, d_head]
+    b_V = model.weights.b_V
+    pats: dict[int, Tensor] = {}
+    for_each_pattern(model, Tokens(w.tokens, w.mask), layers, pats.__setitem__)
+    dev = model.device
+    mask = w.mask.to(dev)
+    x = (w.embed + (w.pos_embed if w.pos_embed is not None else 0)).to(dev, dt)
+    for ly in range(max(layers) + 1):
+        z = w.z[ly].to(dev, dt)  # [b, pos, H, dh]
+        W_O = ws.W_O[ly].to(dt)
+        if ly in pats:
+            sink = sink_positions(x, mask, sink_ratio)
+            counted = mask & ~sink
+            A = pats[ly].to(dev, dt)  # [b, H, q, k]
+            xn = normed(x, c.normalization, c.eps)
+            bv = 0 if b_V is None else b_V[ly].to(dt)
+            if b_V is not None and bv.shape[0] != H:  # one per kv head: expand to the query heads
+                bv = bv.repeat_interleave(group, 0)
+            v = torch.einsum("bpd,kde->bpke", xn, W_V[ly]).repeat_interleave(group, 2) + bv  # [b, k, H, dh]
+            diag = torch.diagonal(A, dim1=-2, dim2=-1).permute(0, 2, 1)  # [b, q, H]
+            at_sink = A * sink[:, None, None, :].to(dt)
+            parts = {"total": z, "own": diag[..., None] * v, "sink": torch.einsum("bhqk,bkhe->bqhe", at_sink, v)}
+            Ox = torch.einsum("hed,bpd->bphe", W_O, x)  # W_O[h] x, [b, q, H, dh]
+            px2 = torch.stack([(x @ Q.to(dt)).pow(2).sum(-1) for Q in write_space(W_O)], -1)  # |P_h x|^2
+            ratios = {k: (-(p * Ox).sum(-1) / px2)[counted] for k, p in parts.items()}
+            yield ly, ratios, diag[counted], at_sink.sum(-1).permute(0, 2, 1)[counted], counted, sink
+        x = x + z.flatten(2) @ W_O.flatten(0, 1) + ws.b_O[ly].to(dt)
+        x = x + w.acts[ly].to(dev, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+
+
+def head_removal(model: Any, writes: Any, layer: int, *, sink_ratio: float = SINK_RATIO) -> dict[str, Tensor]:
+    """Per counted query of ``writes`` (row-major; sinks and position 0 left out) for every head
+    of ``layer``: ``total``, ``own``, ``sink`` removals and ``self_attention``,
+    ``sink_attention`` (each ``[n, head]``), and ``counted`` ``[batch, pos]``: the numbers whose
+    distributions ``find_deleting_heads`` summarises."""
+    from interp._checks import check_index
+
+    layer = check_index("layer", layer, model.cfg.n_layers, "layer")
+    ly, ratios, diag, at_sink, counted, _ = next(iter(_layer_ratios(model, writes, [layer], sink_ratio)))
+    return dict(ratios, self_attention=diag, sink_attention=at_sink, counted=counted)
+
+
+def measure_heads(model: Any, batches: Any, layers: list[int], cuts: Cuts, *, sink_ratio: float = SINK_RATIO
+                  ) -> HeadMeasure:
+    """Removal distributions and attention of every head in ``layers`` over ``batches``."""
+    c = model.cfg
+    H = c.n_heads
     hist = {k: {ly: removal_histogram(H, cuts) for ly in layers} for k in ("total", "own", "sink")}
     sums = Sums(n_tok=(), **{f"nq{ly}": () for ly in layers}, **{f"nsink{ly}": () for ly in layers},
                 **{f"self{ly}": (H,) for ly in layers},
                 **{f"sinkatt{ly}": (H,) for ly in layers})
-    W_V = model.weights.W_V.to(dt)  # [layer, kv, d_model, d_head]
-    b_V = model.weights.b_V
-    bases = {ly: write_space(ws.W_O[ly]) for ly in layers}
-    last = max(layers)
     for w in batches:
-        pats: dict[int, Tensor] = {}
-        for_each_pattern(model, Tokens(w.tokens, w.mask), layers, pats.__setitem__)
-        dev = model.device
-        mask = w.mask.to(dev)
-        x = (w.embed + (w.pos_embed if w.pos_embed is not None else 0)).to(dev, dt)
-        sums.n_tok += float(mask.sum())
-        for ly in range(last + 1):
-            z = w.z[ly].to(dev, dt)  # [b, pos, H, dh]
-            W_O = ws.W_O[ly].to(dt)
-            if ly in pats:
-                sink = sink_positions(x, mask, sink_ratio)
-                counted = mask & ~sink
-                sums.tensors[f"nq{ly}"] += float(counted.sum())
-                sums.tensors[f"nsink{ly}"] += float(sink.sum())
-                A = pats[ly].to(dev, dt)  # [b, H, q, k]
-                xn = normed(x, c.normalization, c.eps)
-                bv = 0 if b_V is None else b_V[ly].to(dt)
-                if b_V is not None and bv.shape[0] != H:  # one per kv head: expand to the query heads
-                    bv = bv.repeat_interleave(group, 0)
-                v = torch.einsum("bpd,kde->bpke", xn, W_V[ly]).repeat_interleave(group, 2) + bv  # [b, k, H, dh]
-                diag = torch.diagonal(A, dim1=-2, dim2=-1).permute(0, 2, 1)  # [b, q, H]
-                own = diag[..., None] * v
-                at_sink = A * sink[:, None, None, :].to(dt)
-                from_sink = torch.einsum("bhqk,bkhe->bqhe", at_sink, v)
-                Ox = torch.einsum("hed,bpd->bphe", W_O, x)  # W_O[h] x, [b, q, H, dh]
-                px2 = torch.stack([(x @ Q.to(dt)).pow(2).sum(-1) for Q in bases[ly]], -1)  # [b, q, H]
-                sel = counted
-                for key, part in (("total", z), ("own", own), ("sink", from_sink)):
-                    r = (-(part * Ox).sum(-1) / px2)[sel]  # [n, H]
-                    add_tokens(hist[key][ly], r.cpu(), torch.ones_like(r, dtype=torch.bool).cpu())
-                sums.tensors[f"self{ly}"] += diag[sel].sum(0).cpu()
-                sums.tensors[f"sinkatt{ly}"] += at_sink.sum(-1).permute(0, 2, 1)[sel].sum(0).cpu()
-            x = x + z.flatten(2) @ W_O.flatten(0, 1) + ws.b_O[ly].to(dt)
-            x = x + w.acts[ly].to(dev, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+        sums.n_tok += float(w.mask.sum())
+        for ly, ratios, diag, at_sink, counted, sink in _layer_ratios(model, w, layers, sink_ratio):
+            sums.tensors[f"nq{ly}"] += float(counted.sum())
+            sums.tensors[f"nsink{ly}"] += float(sink.sum())
+            for key, r in ratios.items():
+                add_tokens(hist[key][ly], r.cpu(), torch.ones_like(r, dtype=torch.bool).cpu())
+            sums.tensors[f"self{ly}"] += diag.sum(0).cpu()
+            sums.tensors[f"sinkatt{ly}"] += at_sink.sum(0).cpu()
     for k in hist.values():
         for h in k.values():
             h.all_reduce()

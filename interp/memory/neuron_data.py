@@ -83,32 +83,54 @@ def _layer_weights(model: Any, ly: int, perm: Tensor, dt: torch.dtype) -> tuple[
     return U, real, null, None if gate is None else gate.to(dt)
 
 
+def _layer_ratios(model: Any, w: Any, prep: dict[int, tuple]) -> Any:
+    """Yield ``(layer, r, r_null, fire)`` for each prepared layer of record ``w``: the per-token
+    removal of every neuron with its own and with the null's output vector, and where it fires,
+    each ``[tokens, d_mlp]`` over the record's real tokens (float64)."""
+    c, ws = model.cfg, model.write_weights
+    dt = torch.float64
+    parts = _flatten(w, model.device, dt)
+    x = parts["embed"] + (parts["pos"] if parts["pos"] is not None else 0)
+    for ly in range(max(prep) + 1):
+        z, acts = parts["z"][ly], parts["acts"][ly]
+        x_mid = x + z.flatten(1) @ ws.W_O[ly].to(dt).flatten(0, 1) + ws.b_O[ly].to(dt)
+        if ly in prep:
+            U, real, null, G = prep[ly]
+            x_in = x if c.parallel else x_mid
+            p = x_in @ U  # [t, d_mlp]: the stream's component along each input direction
+            fire = (x_in @ G > 0) if G is not None else acts > 0
+            yield ly, -acts * real / p, -acts * null / p, fire
+        x = x_mid + acts @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+
+
+def neuron_removal(model: Any, writes: Any, layer: int) -> tuple[Tensor, Tensor]:
+    """Per-token removal ``r [tokens, d_mlp]`` of every neuron of ``layer`` on the real tokens of
+    ``writes`` (row-major over batch and position), and where each fires (``[tokens, d_mlp]``
+    bool): the numbers whose distribution ``neuron_verdicts`` summarises."""
+    from interp._checks import check_index
+
+    layer = check_index("layer", layer, model.cfg.n_layers, "layer")
+    prep = {layer: _layer_weights(model, layer, derangement(model.cfg.d_mlp, 0), torch.float64)}
+    _, r, _, fire = next(iter(_layer_ratios(model, writes, prep)))
+    return r, fire
+
+
 def measure_neurons(model: Any, batches: Any, layers: list[int], cuts: Cuts, *, seed: int = 0) -> NeuronMeasure:
     """Removal distributions of every neuron in ``layers`` over the records in ``batches``."""
-    c, ws = model.cfg, model.write_weights
+    c = model.cfg
     dt = torch.float64
     perms = {ly: derangement(c.d_mlp, seed + ly) for ly in layers}
     prep = {ly: _layer_weights(model, ly, perms[ly], dt) for ly in layers}
     hist = {ly: removal_histogram(c.d_mlp, cuts) for ly in layers}
     hist_null = {ly: removal_histogram(c.d_mlp, cuts) for ly in layers}
     firing = {ly: torch.zeros(c.d_mlp, dtype=torch.float64) for ly in layers}
-    n_tok, last = 0, max(layers)
+    n_tok = 0
     for w in batches:
-        parts = _flatten(w, model.device, dt)
-        n_tok += parts["embed"].shape[0]
-        x = parts["embed"] + (parts["pos"] if parts["pos"] is not None else 0)
-        for ly in range(last + 1):
-            z, acts = parts["z"][ly], parts["acts"][ly]
-            x_mid = x + z.flatten(1) @ ws.W_O[ly].to(dt).flatten(0, 1) + ws.b_O[ly].to(dt)
-            if ly in prep:
-                U, real, null, G = prep[ly]
-                x_in = x if c.parallel else x_mid
-                p = x_in @ U  # [t, d_mlp]
-                fire = (x_in @ G > 0) if G is not None else acts > 0
-                firing[ly] += fire.double().sum(0).cpu()
-                add_tokens(hist[ly], (-acts * real / p).cpu(), fire.cpu())
-                add_tokens(hist_null[ly], (-acts * null / p).cpu(), fire.cpu())
-            x = x_mid + acts @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+        n_tok += int(w.mask.sum())
+        for ly, r, r_null, fire in _layer_ratios(model, w, prep):
+            firing[ly] += fire.double().sum(0).cpu()
+            add_tokens(hist[ly], r.cpu(), fire.cpu())
+            add_tokens(hist_null[ly], r_null.cpu(), fire.cpu())
     for h in [*hist.values(), *hist_null.values()]:
         h.all_reduce()
     from interp.stats.distributed import is_distributed
