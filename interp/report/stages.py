@@ -333,7 +333,9 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
                                 "of the loss when mean-ablated, through the final norm (total) and with its scale "
                                 "frozen (direct).")
         cols = ["label", "verdict", "norm", "rho", "rho_z", "total_effect", "direct_effect", "norm_mediated"]
-        section.attempt("Entropy neuron candidates", lambda: ent[ent["role"] == "candidate"][cols].head(s.top_k))
+        section.attempt("Entropy neuron candidates", lambda: ent[ent["role"] == "candidate"][cols].head(s.top_k),
+                        caption="The largest writers into the null space, measured; verdict entropy needs rho_z >= 5 "
+                                "and at least half of the effect on the loss through the final norm.")
     pred = _run(section, "Prediction and suppression neurons", lambda: find("prediction_neurons")(
         model, layers=list(range(max(0, model.cfg.n_layers - 4), model.cfg.n_layers))))
     ctx.shared["prediction"] = pred
@@ -342,8 +344,13 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
                         caption="Skew and kurtosis over the vocabulary of each neuron's direct logit effect "
                                 "W_U^T w_out (the last four layers); grey: random directions through the same W_U.")
         cols = ["label", "kind", "skew", "kurtosis", "top_token", "top_value"]
-        section.attempt("Strongest prediction and suppression neurons",
-                        lambda: pred[pred["kind"] != "none"][cols].head(s.top_k))
+        found = pred[pred["kind"] != "none"]
+        if len(found):
+            section.attempt("Strongest prediction and suppression neurons", lambda: found[cols].head(s.top_k))
+        else:
+            section.add(Text("No neuron of these layers singles out tokens more than random directions read "
+                             f"through the same W_U do (kurtosis up to {pred.attrs.get('null_kurtosis_max', 0):.1f}, "
+                             f"|skew| up to {pred.attrs.get('null_skew_max', 0):.2f})."))
     bar.update(1)
 
     chosen_n = flagged.head(s.top_k) if cos is not None else []

@@ -150,14 +150,17 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
     tokens = cos.attrs.get("n_tokens_data")
     on = f"On {tokens:,} tokens, " if tokens else "On the data, "
     if deleting:
-        text = (f"{on}{deleting:,} of {n:,} neurons erase what they read (the median firing token loses "
+        text = (f"{on}{deleting:,} of {n:,} neurons {'erase what they read' if deleting != 1 else 'erases what it reads'}"
+                f" (the median firing token loses "
                 f"{lo:.0%}-{hi:.0%} of the stream's component along the input vector)")
         if null is not None:
             text += f"; the same measurement on the model's own weights with the pairing broken finds {int(null):,}"
     else:
         text = f"{on}no neuron erases what it reads (no median firing token loses {lo:.0%} of its input component)"
-    rest = _counted([(int(v.get("partial", 0)), "erase part of it"), (int(v.get("amplifying", 0)), "amplify it"),
-                     (int(v.get("coupled", 0)), "overshoot or act both ways")])
+    k_p, k_a, k_c = (int(v.get(x, 0)) for x in ("partial", "amplifying", "coupled"))
+    rest = _counted([(k_p, "erase part of it" if k_p != 1 else "erases part of it"),
+                     (k_a, "amplify it" if k_a != 1 else "amplifies it"),
+                     (k_c, "overshoot or act both ways" if k_c != 1 else "overshoots or acts both ways")])
     if rest:
         text += f"; {rest}"
     prec = [p for p in cos.attrs.get("screen_precision", []) if not p.get("screen_flags")]
@@ -168,7 +171,8 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
         flags = [q for q in cos.attrs.get("screen_precision", []) if q.get("screen_flags")]
         if flags and flags[0]["n"] > p["n"]:
             q = flags[0]
-            text += f", and of the {q['n']:,} past its null threshold, {q['erasing']:,}"
+            text += (f", and of the {q['n']:,} past its null threshold, {q['erasing']:,}" if q["erasing"]
+                     else f", nor do any of the {q['n']:,} past its null threshold")
     if deleting:
         top = cos[cos["verdict"] == "deleting"].sort_values("removed_median", ascending=False).iloc[0]
         text += (f"; {top['label']} removes {top['removed_median']:.0%} on the median firing token "
@@ -178,7 +182,8 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
         d = heads[heads["verdict"] == "deleting"]
         if len(d):
             h = d.iloc[0]
-            text += (f". {len(d)} of {len(heads)} heads erase what their write space holds; {h['label']} removes "
+            text += (f". {len(d)} of {len(heads)} heads {'erase' if len(d) != 1 else 'erases'} what "
+                     f"{'their' if len(d) != 1 else 'its'} write space holds; {h['label']} removes "
                      f"{h['removed_median']:.0%} (attention to itself {h['self_attention']:.2f}, to sinks "
                      f"{h['sink_attention']:.2f})")
         else:
