@@ -154,7 +154,8 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
                 f" (the median firing token loses "
                 f"{lo:.0%}-{hi:.0%} of the stream's component along the input vector)")
         if null is not None:
-            text += f"; the same measurement on the model's own weights with the pairing broken finds {int(null):,}"
+            text += (f"; the same measurement on the model's own weights with the pairing broken finds {int(null):,}"
+                     if null else "; the same measurement on the model's own weights with the pairing broken finds none")
     else:
         text = f"{on}no neuron erases what it reads (no median firing token loses {lo:.0%} of its input component)"
     k_p, k_a, k_c = (int(v.get(x, 0)) for x in ("partial", "amplifying", "coupled"))
