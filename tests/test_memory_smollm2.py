@@ -20,8 +20,8 @@ from interp.memory.verdict import BIN
 pytestmark = pytest.mark.slow
 
 #: Agreement of the per-token removal with the plain-torch one. The record is float32 and the
-#: ratio divides by the stream's component along the input (neurons) or inside the write space
-#: (heads); float32 rounding of the stream (eps 6e-8 x about 30 summed writes) relative to that
+#: ratio divides by the stream's component along the input (neurons) or what the head reads of
+#: it (heads); float32 rounding of the stream (eps 6e-8 x about 30 summed writes) relative to that
 #: component stays below 1e-5 on the tokens compared, which have |component| >= 1e-2 |x|.
 ATOL = 1e-4
 
@@ -113,10 +113,14 @@ def test_head_removal_and_attention_match_plain_torch(smollm2, hf, toks, caught,
         sink[:, 0] = True
         counted = mask & ~sink
         assert torch.equal(got["counted"].cpu(), counted), label
-        W_O = hf.model.layers[ly].self_attn.o_proj.weight[:, h * dh:(h + 1) * dh].double()  # [d, dh]
-        Q = torch.linalg.svd(W_O, full_matrices=False)[0]  # its column space: where the write can go
+        attn, ln = hf.model.layers[ly].self_attn, hf.model.layers[ly].input_layernorm.weight.double()
+        kv = h // (c.n_heads // c.n_kv_heads)
+        reads = (attn.v_proj.weight[kv * dh:(kv + 1) * dh].double() * ln).T  # [d, dh]: v = (x / rms) @ reads
+        Q = torch.linalg.svd(reads, full_matrices=False)[0]  # what the head reads of x: P x = Q Q^T x
+        W_O = attn.o_proj.weight[:, h * dh:(h + 1) * dh].double()  # [d, dh]
         write = caught["z"][ly][..., h * dh:(h + 1) * dh].double() @ W_O.T
-        want = (-(write * x).sum(-1) / (x @ Q).pow(2).sum(-1))[counted]
+        Px = (x @ Q) @ Q.T
+        want = (-(write * Px).sum(-1) / Px.pow(2).sum(-1))[counted]
         torch.testing.assert_close(got["total"][:, h].cpu(), want, atol=ATOL, rtol=ATOL)
         A = caught["attn"][ly][:, h].double()
         self_att = torch.diagonal(A, dim1=-2, dim2=-1)[counted]

@@ -4,7 +4,7 @@ Screens (weights only) and verdicts (measured on tokens) side by side:
 
 - ``neuron_in_out_cosines`` (screen) / ``neuron_verdicts`` / ``find_deleting_neurons``: neurons
   whose write removes the stream's component along their input vector (``neuron_data``).
-- ``find_deleting_heads``: heads whose write removes what the stream holds in their write space,
+- ``find_deleting_heads``: heads whose write removes what they read of the stream,
   with attention to their own position and to sinks (``heads``, ``head_data``).
 - ``attention_sinks``: massive activations and the attention they draw (``sinks``).
 - ``entropy_neurons``: output vectors in the unembedding's null space, effect through the final

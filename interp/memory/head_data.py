@@ -1,16 +1,18 @@
-"""Deleting heads on data: per query token, what a head's write removes from the stream where
-it writes, where it reads it from, and the attention-sink positions kept apart.
+"""Deleting heads on data: per query token, how much of what a head reads its write removes,
+where it read it, and the attention-sink positions kept apart.
 
 For head ``h`` of layer ``l`` at query ``q``, with ``x`` the stream it reads and writes at
-(``resid_pre[l]``), ``w = z @ W_O[h]`` its write and ``P`` the projector onto the space its
-write can reach (the row space of ``W_O[h]``)::
+(``resid_pre[l]``), ``w = z @ W_O[h]`` its write and ``P`` the projector onto the directions of
+the stream the head reads (the column space of its ``W_V``, the norm's gain folded in: its
+value depends on ``x`` only through ``P x``)::
 
-    removed       r = -(w . x) / |P x|^2
+    removed       r = -(w . P x) / |P x|^2
     removed_self      the same with only the own position's term of the write,
                       A[q, q] * (norm(x_q) @ W_V + b_V) @ W_O
     removed_sink      the same with only the sink keys' terms
 
-``r = 1``: the write erases everything the head could erase at that token. ``removed_self``
+``r = 1``: the write erases what the head reads of the stream at that token; 0: leaves it;
+``< 0``: adds to it. ``removed_self``
 says how much of it is the head reading its own position and writing minus it (an erasure of
 what it read there); the rest comes from what it read at other positions.
 
@@ -56,14 +58,14 @@ class HeadMeasure:
     n_sinks: dict[int, int]
 
 
-def write_space(W_O: Tensor) -> list[Tensor]:
-    """Orthonormal bases ``[d_model, rank]`` of each head's write space (row space of
-    ``W_O [head, d_head, d_model]``), rank cut at ``d_model * eps * s_max``."""
+def read_space(W_V: Tensor) -> list[Tensor]:
+    """Orthonormal bases ``[d_model, rank]`` of what each head reads (the column space of
+    ``W_V [head, d_model, d_head]``), rank cut at ``d_model * eps * s_max``."""
     out = []
-    for Wh in W_O.double():
-        _, S, Vh = torch.linalg.svd(Wh, full_matrices=False)
-        keep = S > S.max().clamp_min(1e-300) * Wh.shape[-1] * torch.finfo(torch.float64).eps
-        out.append(Vh[keep].T)
+    for Wh in W_V.double():
+        U, S, _ = torch.linalg.svd(Wh, full_matrices=False)
+        keep = S > S.max().clamp_min(1e-300) * Wh.shape[0] * torch.finfo(torch.float64).eps
+        out.append(U[:, keep])
     return out
 
 
@@ -117,9 +119,11 @@ def _layer_ratios(model: Any, w: Any, layers: list[int], sink_ratio: float) -> A
             diag = torch.diagonal(A, dim1=-2, dim2=-1).permute(0, 2, 1)  # [b, q, H]
             at_sink = A * sink[:, None, None, :].to(dt)
             parts = {"total": z, "own": diag[..., None] * v, "sink": torch.einsum("bhqk,bkhe->bqhe", at_sink, v)}
-            Ox = torch.einsum("hed,bpd->bphe", W_O, x)  # W_O[h] x, [b, q, H, dh]
-            px2 = torch.stack([(x @ Q.to(dt)).pow(2).sum(-1) for Q in write_space(W_O)], -1)  # |P_h x|^2
-            ratios = {k: (-(p * Ox).sum(-1) / px2)[counted] for k, p in parts.items()}
+            bases = read_space(W_V[ly].repeat_interleave(group, 0))
+            Px = torch.stack([(x @ Q) @ Q.T for Q in bases], 2)  # [b, q, H, d]: what each head reads of x
+            OPx = torch.einsum("hed,bphd->bphe", W_O, Px)  # W_O[h] (P_h x), [b, q, H, dh]
+            px2 = Px.pow(2).sum(-1)  # |P_h x|^2
+            ratios = {k: (-(p * OPx).sum(-1) / px2)[counted] for k, p in parts.items()}
             yield ly, ratios, diag[counted], at_sink.sum(-1).permute(0, 2, 1)[counted], counted, sink
         x = x + z.flatten(2) @ W_O.flatten(0, 1) + ws.b_O[ly].to(dt)
         x = x + w.acts[ly].to(dev, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)

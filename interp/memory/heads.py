@@ -1,9 +1,9 @@
-"""Deleting heads: heads whose write removes, on real tokens, what the stream holds where they
-write, judged on data; the OV circuit is the weights-only screen beside it.
+"""Deleting heads: heads whose write removes, on real tokens, what they read of the stream where
+they write, judged on data; the OV circuit is the weights-only screen beside it.
 
 **Verdict (data).** Per counted query token (sinks and position 0 excluded,
-``interp.memory.head_data``), the removal ``r = -(w . x) / |P x|^2`` of the stream's part inside
-the head's write space, as a distribution; ``verdict`` from its median
+``interp.memory.head_data``), the removal ``r = -(w . P x) / |P x|^2`` of what the head reads of
+the stream (``P``: the column space of its ``W_V``), as a distribution; ``verdict`` from its median
 (``interp.memory.verdict``: deleting / partial / coupled / amplifying / none), ``flagged`` when
 deleting. Evidence columns: ``self_attention`` (mean attention to the own position over counted
 queries), ``sink_attention`` (to sink positions), ``removed_self`` / ``removed_sink`` (medians
@@ -120,7 +120,7 @@ def _reason(r: Any) -> str:
         src = "read at its own position" if r.removed_self >= 0.5 * r.removed_median else "read elsewhere"
         return f"{what} ({r.removed_median:.0%}), {src}"
     if r.verdict == "none" and r.n_queries == 0:
-        return "its write space holds nothing on the data"
+        return "reads nothing of the stream on the data"
     if r.verdict == "none" and r.n_queries < 16:
         return "too few counted queries"
     return f"{what} ({r.removed_median:+.0%})"
@@ -229,6 +229,6 @@ def find_deleting_heads(
         n_tokens_data=meas.n_tokens, n_queries=meas.n_queries, n_sinks=meas.n_sinks, sink_ratio=sink_ratio,
         min_removed=min_removed, max_removed=max_removed, data=describe(data, max_tokens),
         flagged="verdict 'deleting': the median counted query loses at least min_removed of the stream's part "
-                "in the head's write space",
+                "that the head reads",
     )
     return df

@@ -4,8 +4,8 @@ For a component that reads the stream ``x`` and writes ``w`` at the same positio
 **removal** on one token is the share of the stream's component that the write takes away:
 
 - a neuron, along its unit input direction ``u``: ``r = -(w . u) / (x . u)``;
-- a head, inside the space its write can reach (the row space of ``W_O``, projector ``P``):
-  ``r = -(w . x) / |P x|^2``.
+- a head, within what it reads (the column space of its ``W_V``, projector ``P``):
+  ``r = -(w . P x) / |P x|^2``.
 
 ``r = 1``: the write erases that component on this token; ``0``: no net effect; ``< 0``: it
 amplifies; ``> 1``: it overshoots (reverses the component). Ratios are per token and reported

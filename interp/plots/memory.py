@@ -94,8 +94,8 @@ def deleting_neurons(df: pd.DataFrame, *, max_points: int = 3000, title: str | N
 @options(title="text")
 def deleting_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Heatmap (layer x head) of what each head's write removes on data, from
-    ``find_deleting_heads``: the median removal over counted queries (1: erases the stream's part
-    in its write space, 0: none, < 0: amplifies); heads with verdict ``deleting`` are ringed, and
+    ``find_deleting_heads``: the median removal over counted queries (1: erases what it reads of
+    the stream, 0: none, < 0: amplifies); heads with verdict ``deleting`` are ringed, and
     hover gives the attention to its own position and to sinks and the OV screen. A frame without
     ``removed_median`` (weights only) is drawn by its OV ``score``."""
     _need(df, ("layer", "head"), "deleting_heads", "interp.find_deleting_heads")
@@ -132,7 +132,7 @@ def deleting_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
             text=[f"L{r.layer}H{r.head}" for r in f.itertuples()], hovertemplate="%{text}<extra></extra>",
         ))
     fig.update_layout(
-        title=title or ("Heads on data: share of the stream in each head's write space that its write removes"
+        title=title or ("Heads on data: share of what each head reads that its write removes"
                         if measured else "Head OV circuits: +1 erases what it reads, -1 copies"),
         # the ranges are the grid's own: the ringed markers must not widen them (stray ticks)
         xaxis=dict(title="head", dtick=1, range=[-0.5, n_heads - 0.5]),

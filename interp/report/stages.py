@@ -44,7 +44,7 @@ MEMORY_INTRO = (
     "wrote, hold attention on a sink, or rescale every prediction. Every claim here is measured on "
     "real tokens: a neuron is deleting when, on the median token where it fires, its write removes "
     "30-150% of the stream's component along its input vector; a head, when its write removes that "
-    "share of what the stream holds in its write space (sink positions excluded). Weights-only "
+    "share of what it reads of the stream (sink positions excluded). Weights-only "
     "scores (the in/out cosine, the OV eigenvalues, the null-space share) are screens, shown beside "
     "the verdicts with their precision. Where an attention sink dominates, it comes first."
 )
@@ -311,7 +311,7 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
     ctx.shared["deleting_heads"] = heads
     if heads is not None:
         section.attempt("Deleting heads", lambda: find("plots.deleting_heads")(heads),
-                        caption="Median share of the stream in each head's write space that its write removes, "
+                        caption="Median share of what each head reads of the stream (at its query) that its write removes, "
                                 "over query tokens that are not sinks; ringed: verdict deleting. Hover for its "
                                 "attention to its own position and to sinks.")
         cols = ["label", "verdict", "removed_median", "self_attention", "sink_attention", "removed_self", "reason"]

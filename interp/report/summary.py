@@ -184,11 +184,11 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
         if len(d):
             h = d.iloc[0]
             text += (f". {len(d)} of {len(heads)} heads {'erase' if len(d) != 1 else 'erases'} what "
-                     f"{'their' if len(d) != 1 else 'its'} write space holds; {h['label']} removes "
+                     f"{'they read' if len(d) != 1 else 'it reads'}; {h['label']} removes "
                      f"{h['removed_median']:.0%} (attention to itself {h['self_attention']:.2f}, to sinks "
                      f"{h['sink_attention']:.2f})")
         else:
-            text += f". No head's write removes {lo:.0%} of what its write space holds on the median token"
+            text += f". No head's write removes {lo:.0%} of what it reads on the median token"
     block = "Screen against verdict"
     return Finding(text + ".", MEMORY, block)
 
