@@ -79,7 +79,7 @@ def attention_sinks(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     for i, key in enumerate(groups):
         g = df[df["sink"] == key].sort_values("layer")
         colour = PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=g["layer"], y=g["norm_ratio"], mode="lines+markers", name=repr(key)[1:-1] if key != "position 0" else key,
+        fig.add_trace(go.Scatter(x=g["layer"], y=g["norm_ratio"], mode="lines+markers", name=key if key == "position 0" else f"token {key!r}",
                                  legendgroup=key, marker=dict(color=colour), line=dict(color=colour),
                                  hovertemplate="layer %{x}<br>norm ratio %{y:.3g}<extra></extra>"), 1, 1)
         a = g.dropna(subset=["attention"])
@@ -92,7 +92,7 @@ def attention_sinks(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
                                      text=a["top_head"], hovertemplate="%{text}: %{y:.2f}<extra></extra>"), 1, 2)
     cut = float(df.attrs.get("sink_ratio", 10.0))
     fig.add_hline(y=cut, line=dict(color=HIGHLIGHT, dash="dash", width=1), row=1, col=1)
-    fig.update_yaxes(type="log", title_text="norm ratio (log)", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, title_text="norm ratio (log)", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], title_text="attention (line: mean; ▲ top head)", row=1, col=2)
     fig.update_xaxes(title_text="layer (stream entering it)", dtick=max(1, int(df["layer"].max()) // 10))
     fig.update_layout(title=title or f"Attention sinks: tokens whose stream norm is ≥ {cut:g}× the median's",
