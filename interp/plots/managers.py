@@ -109,12 +109,14 @@ def entropy_neurons(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     require_columns(df, ("label", "norm", "rho", "verdict"), "entropy_neurons", "interp.entropy_neurons")
     fig = make_subplots(1, 2, subplot_titles=("screen: output norm and null-space share",
                                               "data: total and direct effect on the loss"), horizontal_spacing=0.12)
+    measured = {"unmeasured": "#B0B0B0", "none": PALETTE[0], "entropy": HIGHLIGHT}  # measured apart from the rest
     for v in ("unmeasured", "none", "entropy"):
         g = df[df["verdict"] == v]
         if g.empty:
             continue
-        fig.add_trace(go.Scattergl(x=g["norm"], y=g["rho"], mode="markers", name=f"{v} ({len(g):,})",
-                                   marker=dict(size=5 if v == "unmeasured" else 9, color=VERDICT_COLOURS[v],
+        fig.add_trace(go.Scattergl(x=g["norm"], y=g["rho"], mode="markers",
+                                   name=f"{'measured: ' if v != 'unmeasured' else ''}{v} ({len(g):,})",
+                                   marker=dict(size=5 if v == "unmeasured" else 9, color=measured[v],
                                                opacity=0.5 if v == "unmeasured" else 0.9),
                                    text=g["label"], hovertemplate="%{text}<br>|w_out| %{x:.3g}<br>rho %{y:.3g}<extra></extra>"),
                       1, 1)
@@ -126,14 +128,14 @@ def entropy_neurons(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         for role, sym in (("candidate", "circle"), ("control", "x")):
             g = m[m["role"] == role]
             fig.add_trace(go.Scatter(x=g["direct_effect"], y=g["total_effect"], mode="markers", name=role,
-                                     marker=dict(symbol=sym, size=10, color=[VERDICT_COLOURS[v] for v in g["verdict"]]),
+                                     marker=dict(symbol=sym, size=10, color=[measured[v] for v in g["verdict"]]),
                                      text=g["label"], hovertemplate="%{text}<br>direct %{x:.3g}<br>total %{y:.3g}<extra></extra>"),
                           1, 2)
         top = float(max(m["total_effect"].max(), m["direct_effect"].max(), 1e-9))
         fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="total = direct",
                                  line=dict(color="#7F7F7F", dash="dash", width=1)), 1, 2)
     fig.update_xaxes(title_text="|w_out|", row=1, col=1)
-    fig.update_yaxes(type="log", title_text=f"rho (bottom {df.attrs.get('k', 'k')} directions of W_U, log)", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, title_text=f"rho (bottom {df.attrs.get('k', 'k')} directions of W_U, log)", row=1, col=1)
     fig.update_xaxes(title_text="direct effect (final-norm scale frozen), nats", row=1, col=2)
     fig.update_yaxes(title_text="total effect (scale recomputed), nats", row=1, col=2)
     fig.update_layout(title=title or "Entropy neurons: writing into the unembedding's null space", height=460)
