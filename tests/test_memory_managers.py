@@ -166,3 +166,21 @@ def test_prediction_and_suppression_found_and_decoy_not(gpt2_model):
     assert found == {"L1N3", "L1N4"}, found
     fig = interp.plots.prediction_neurons(df.reset_index())
     assert any(t.name.startswith("prediction") for t in fig.data)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import interp.memory.entropy
+    import interp.memory.heads
+    import interp.memory.neuron_data
+    import interp.memory.prediction
+    import interp.memory.sinks
+    import interp.plots.managers
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for module in (interp.memory.neuron_data, interp.memory.heads, interp.memory.sinks, interp.memory.entropy,
+                   interp.memory.prediction, interp.plots.managers):
+        for test in finder.find(module, globs=dict(vars(module))):
+            runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0 and runner.summarize(verbose=False).attempted >= 6
