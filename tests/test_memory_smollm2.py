@@ -64,13 +64,19 @@ def caught(hf, toks):
 
 
 @pytest.fixture(scope="module")
-def verdicts(smollm2):
-    return interp.neuron_verdicts(smollm2)
+def recs(smollm2):
+    """The finders' default data, recorded once: 1,024 tokens of stdlib:val in rows of 128."""
+    return list(smollm2.stream_writes("stdlib:val", max_tokens=1024, n_ctx=128, batch_size=4, progress=False))
 
 
 @pytest.fixture(scope="module")
-def heads(smollm2):
-    return interp.find_deleting_heads(smollm2)
+def verdicts(smollm2, recs):
+    return interp.neuron_verdicts(smollm2, recs)
+
+
+@pytest.fixture(scope="module")
+def heads(smollm2, recs):
+    return interp.find_deleting_heads(smollm2, recs)
 
 
 def _reported_neurons(verdicts):
@@ -129,22 +135,28 @@ def test_head_removal_and_attention_match_plain_torch(smollm2, hf, toks, caught,
         assert row["n_queries"] > 0
 
 
-def test_every_flagged_component_erases_on_data(smollm2, verdicts, heads):
-    """Flagged means the median counted token loses at least 30% (and at most 150%): checked on
-    the per-token numbers, not on the summary."""
-    w = smollm2.run_with_writes(text_tokens(smollm2, n_rows=2, n_ctx=64))
+def test_every_flagged_component_erases_on_data(smollm2, recs, verdicts, heads):
+    """Flagged means the median counted token of the data loses 30% to 150%: checked on the
+    per-token numbers of the same data, not on the summary."""
     d = verdicts[verdicts["flagged"]]
     assert len(d) and (d["removed_median"] >= 0.3 - BIN).all() and (d["removed_median"] <= 1.5 + BIN).all()
     assert verdicts.attrs["expected_false_positives"] < 0.2 * len(d)  # the null finds far fewer
-    for label in d.sort_values("removed_median", ascending=False)["label"].head(3):
+    by_layer: dict[int, list[int]] = {}
+    for label in [*d.sort_values("removed_median", ascending=False)["label"].head(3), *d["label"].head(3)]:
         ly, n = (int(v) for v in label[1:].split("N"))
-        r, fire = neuron_removal(smollm2, w, ly)
-        assert float(r[:, n][fire[:, n]].median()) >= 0.3, label
+        by_layer.setdefault(ly, []).append(n)
+    for ly, ns in by_layer.items():
+        r, fire = zip(*(neuron_removal(smollm2, w, ly) for w in recs))
+        r, fire = torch.cat(r), torch.cat(fire)
+        for n in ns:
+            med = float(r[:, n][fire[:, n]].median())
+            assert 0.3 <= med <= 1.5, (ly, n, med)
+            assert abs(med - verdicts.set_index("label").loc[f"L{ly}N{n}", "removed_median"]) <= BIN
     f = heads[heads["flagged"]]
-    assert (f["removed_median"] >= 0.3 - BIN).all()
-    for label in f["label"].head(3):
+    for label in f["label"]:
         ly, h = (int(v) for v in label[1:].split("H"))
-        assert float(head_removal(smollm2, w, ly)["total"][:, h].median()) >= 0.25, label
+        r = torch.cat([head_removal(smollm2, w, ly)["total"][:, h] for w in recs])
+        assert 0.3 <= float(r.median()) <= 1.5, (label, float(r.median()))
     # the issue's figures: the three most negative cosines erase; the screen's precision is reported
     top = verdicts.head(3)
     assert (top["removed_median"] >= 0.3).all(), top
