@@ -149,14 +149,15 @@ def test_every_flagged_component_erases_on_data(smollm2, recs, verdicts, heads):
         r, fire = zip(*(neuron_removal(smollm2, w, ly) for w in recs))
         r, fire = torch.cat(r), torch.cat(fire)
         for n in ns:
-            med = float(r[:, n][fire[:, n]].median())
-            assert 0.3 <= med <= 1.5, (ly, n, med)
-            assert abs(med - verdicts.set_index("label").loc[f"L{ly}N{n}", "removed_median"]) <= BIN
+            x = r[:, n][fire[:, n]]
+            # the verdict's rule, exactly: at least half the firing tokens at or past the cut
+            assert float((x >= 0.3).double().mean()) >= 0.5 and float((x > 1.5).double().mean()) <= 0.5, (ly, n)
+            assert abs(float(x.median()) - verdicts.set_index("label").loc[f"L{ly}N{n}", "removed_median"]) <= BIN
     f = heads[heads["flagged"]]
     for label in f["label"]:
         ly, h = (int(v) for v in label[1:].split("H"))
         r = torch.cat([head_removal(smollm2, w, ly)["total"][:, h] for w in recs])
-        assert 0.3 <= float(r.median()) <= 1.5, (label, float(r.median()))
+        assert float((r >= 0.3).double().mean()) >= 0.5 and float((r > 1.5).double().mean()) <= 0.5, label
     # the figures: the three most negative cosines erase; the screen's precision is reported
     top = verdicts.head(3)
     assert (top["removed_median"] >= 0.3).all(), top
