@@ -244,19 +244,19 @@ def causal(ctx: Any, section: Section, bar: tqdm) -> None:
 
 
 #: How the report picks the deleters it ablates and shows examples of (said in its captions).
-TOP_RULE = ("the neurons with verdict deleting that remove the most on the median firing token "
-            "(largest removed_median first)")
+TOP_RULE = ("the neurons with verdict deleting whose median removal on firing tokens is closest to "
+            "full erasure, 100%")
 
 
 def _top_deleters(ctx: Any, k: int) -> list[str]:
-    """The ``k`` neurons whose verdict on data is deleting, largest median removal first
+    """The ``k`` neurons whose verdict on data is deleting, median removal closest to 1 first
     (``TOP_RULE``); none when no neuron erases."""
+    from interp.report.summary import top_deleters
+
     cos = ctx.shared.get("cosines")
     if cos is None or "verdict" not in cos.columns:
         return []
-    f = cos[cos["verdict"] == "deleting"].sort_values(["removed_median", "firing_rate"], ascending=False,
-                                                       kind="stable")
-    return [f"L{int(r.layer)}N{int(r.neuron)}" for r in f.head(k).itertuples()]
+    return [f"L{int(r.layer)}N{int(r.neuron)}" for r in top_deleters(cos).head(k).itertuples()]
 
 
 def neuron_examples(ctx: Any, section: Section, bar: tqdm) -> None:

@@ -115,6 +115,14 @@ def _counted(parts: list[tuple[int, str]]) -> str:
     return said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1] if said else ""
 
 
+def top_deleters(cos: pd.DataFrame) -> pd.DataFrame:
+    """Neurons with verdict deleting, the median removal closest to full erasure (1) first, ties
+    to the higher firing rate: the clearest erasers, overshooting ones after them."""
+    d = cos[cos["verdict"] == "deleting"]
+    return d.assign(_gap=(d["removed_median"] - 1).abs()).sort_values(
+        ["_gap", "firing_rate"], ascending=[True, False], kind="stable").drop(columns="_gap")
+
+
 def _sinks(sh: dict[str, Any]) -> Finding | None:
     """The sink finding, when a massive token draws most of some layer's attention."""
     df = sh.get("sinks")
@@ -124,13 +132,21 @@ def _sinks(sh: dict[str, Any]) -> Finding | None:
     if not len(m) or not (m["attention"].fillna(0) >= 0.5).any():
         return None
     key = m.sort_values("norm_ratio", ascending=False)["sink"].iloc[0]
-    g = m[m["sink"] == key]
-    first, peak = g.iloc[0], g.loc[g["norm_ratio"].idxmax()]
+    g = m[m["sink"] == key].sort_values("layer")
+    peak = g.loc[g["norm_ratio"].idxmax()]
+    # the layer from which it stays massive in every row: the start of the unbroken run up to the peak
+    steady = g[(g["share"] >= 0.99) & (g["layer"] <= peak["layer"])]
+    first = peak
+    for r in steady.iloc[::-1].itertuples():
+        if r.layer != first["layer"] - 1 and r.layer != first["layer"]:
+            break
+        first = steady.loc[r.Index]
     att = g.dropna(subset=["attention"])
     where = "The first position" if key == "position 0" else f"The token {key!r}"
+    up = (f"up to {peak['norm_ratio']:.0f}x, " if int(first["layer"]) != int(peak["layer"]) else "")
     text = (f"{where} is an attention sink: from layer {int(first['layer'])} its stream norm is "
-            f"{first['norm_ratio']:.0f}x the median token's (up to {peak['norm_ratio']:.0f}x, {peak['norm']:,.0f}, "
-            f"mostly in dimension {int(peak['dim'])})")
+            f"{first['norm_ratio']:.0f}x the median token's ({up}{peak['norm']:,.0f}, mostly in dimension "
+            f"{int(peak['dim'])})")
     if len(att):
         a = att.loc[att["attention"].idxmax()]
         text += f", and layer {int(a['layer'])}'s heads put {a['attention']:.0%} of their attention on it"
@@ -175,9 +191,9 @@ def _memory(sh: dict[str, Any]) -> Finding | None:
             text += (f", and of the {q['n']:,} past its null threshold, {q['erasing']:,}" if q["erasing"]
                      else f", nor do any of the {q['n']:,} past its null threshold")
     if deleting:
-        top = cos[cos["verdict"] == "deleting"].sort_values("removed_median", ascending=False).iloc[0]
-        text += (f"; {top['label']} removes {top['removed_median']:.0%} on the median firing token "
-                 f"(10-90%: {top['removed_q10']:.0%} to {top['removed_q90']:.0%})")
+        top = cos[cos["verdict"] == "deleting"].sort_values("cosine").iloc[0]
+        text += (f"; {top['label']} (cosine {top['cosine']:.2f}) removes {top['removed_median']:.0%} on the "
+                 f"median firing token (10-90%: {top['removed_q10']:.0%} to {top['removed_q90']:.0%})")
     heads = sh.get("deleting_heads")
     if heads is not None and "verdict" in heads.columns:
         d = heads[heads["verdict"] == "deleting"]
