@@ -295,3 +295,17 @@ def test_the_memory_finding_counts_verdicts_never_the_screen(verdicts):
     for v, word in (("partial", "erases? part"), ("amplifying", "amplif"), ("coupled", "overshoot")):
         k = verdicts.count(v)
         assert (re.search(rf"(?<![\d.,]){k:,} {word}", text) is not None) == (k > 0), text
+
+
+def test_the_sink_finding_comes_first_only_where_a_sink_dominates():
+    from interp.report.summary import FINDINGS, _sinks
+
+    rows = [dict(layer=ly, sink="position 0", n=8 if ly >= 2 else 0, share=1.0 if ly >= 2 else 0.0,
+                 norm=100.0 * ly, norm_ratio=50.0 * ly if ly >= 2 else 2.0, dim=7, attention=0.7 if ly >= 3 else 0.1,
+                 massive=ly >= 2) for ly in range(5)]
+    sinks = pd.DataFrame(rows)
+    f = _sinks({"sinks": sinks})
+    assert f.text.startswith("The first position is an attention sink: from layer 2") and "dimension 7" in f.text
+    assert "70% of their attention" in f.text and FINDINGS[0] is _sinks
+    weak = sinks.assign(attention=0.2)
+    assert _sinks({"sinks": weak}) is None  # massive but not drawing most attention: not a leading finding
