@@ -115,7 +115,7 @@ def test_max_tokens_layers_and_first_position(default_model, texts):
 def test_examples_survive_frame_operations(both):
     stats, _ = both
     top = stats.sort_values("max", ascending=False).head(3)
-    assert isinstance(top.attrs["examples"], TopExamples)
+    assert isinstance(top.attrs["examples"], str) and isinstance(TopExamples.from_attr(top.attrs["examples"]), TopExamples)
     ex = top_examples(top)
     assert list(ex["label"].unique()) == top["label"].tolist()
     labels = top_examples(stats, ["L1N5", (0, 3)])

@@ -88,10 +88,17 @@ class Subspace:
         ``k=None`` keeps the fewest directions that hold ``energy`` of the squared singular
         values. The basis lives in the probe's feature space (the residual stream), and the
         subspace keeps the probe's site there as ``.site`` (when the probe records its sites).
+        ``probe``: a fitted ``LinearProbe``, or a ``probe_layers`` frame (its ``attrs["probe"]``).
         """
+        from interp.probes.linear import LinearProbe
+
+        if isinstance(probe, pd.DataFrame):
+            probe = LinearProbe.from_frame(probe)
+        elif isinstance(probe, str):
+            probe = LinearProbe.from_attr(probe)
         coef = getattr(probe, "coef_", None)
         if coef is None:
-            raise ValueError("probe is not fitted; call fit() (or use probe_layers(...).attrs['probe'])")
+            raise ValueError("probe is not fitted; call fit() (or pass the frame probe_layers returned)")
         coef = coef.reshape(-1, *coef.shape[-2:])
         site = check_int("site", site)
         k = check_int("k", k, minimum=1, allow_none=True)
