@@ -147,8 +147,9 @@ def test_bad_inputs(default_model, texts):
         neuron_stats(default_model, 3, progress=False)
     with pytest.raises(FileNotFoundError, match="neither a corpus name"):
         neuron_stats(default_model, "no such corpus", progress=False)
-    with pytest.raises(ValueError, match="no positions to measure"):
-        neuron_stats(default_model, ["x"], progress=False)
+    with pytest.raises(ValueError, match="no positions to measure"), pytest.warns(UserWarning, match="no rows"):
+        neuron_stats(default_model, [""], progress=False)
+    assert neuron_stats(default_model, ["x"], progress=False).attrs["n_tokens"] == 1  # a one-token text counts
     with pytest.raises(ValueError, match="carries no examples"):
         top_examples(pd.DataFrame({"layer": [0], "neuron": [0]}))
     s = neuron_stats(default_model, texts[:2], layers=[0], top_k=1, progress=False)

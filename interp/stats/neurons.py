@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp import records
 from interp._checks import check_indices, check_int, check_stream
 from interp._progress import tqdm
-from interp import records
 from interp._threads import with_analysis_threads
 from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
 from interp.stats.moments import Extremes, FiringRate, Moments
@@ -313,8 +313,9 @@ def neuron_stats(
             s.all_reduce(group)
     total = mom[layers[0]].count
     if total == 0:
-        raise ValueError("data gave no positions to measure: every row was shorter than 16 tokens or held only BOS; "
-                         "pass longer texts")
+        raise ValueError("data gave no positions to measure: every text was empty or one token long, and "
+                         "exclude_first=True leaves out position 0 of every row; pass non-empty texts or "
+                         "exclude_first=False")
     needed = {int(k) >> 32 for t in tops.values() for k in t.keys.unique().tolist() if k != EMPTY_KEY}
     found: dict[int, str] = {}
     for part in all_gather_objects({i: names[i] for i in needed if i in names}, group=group, what="document names"):
