@@ -108,10 +108,21 @@ class Model:
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+    #: ``capture_path`` before the first verified record: the fast path is set up and will be
+    #: used once that record has verified it against the bridge.
+    PENDING = "fast (pending first-call verification)"
+
     @property
     def capture_path(self) -> str:
-        """``"fast"`` once the plain-forward path is calibrated, else ``"bridge"``."""
-        return "fast" if self._fast_ready else "bridge"
+        """The path records take: ``"fast"`` (the checkpoint's own forward, calibrated against
+        the bridge), ``Model.PENDING`` = ``"fast (pending first-call verification)"`` (right
+        after ``load``: the first ``run_with_writes`` records through the bridge, checks the
+        reconstruction, calibrates the fast path and, when it agrees, uses it from then on), or
+        ``"bridge"`` (TransformerLens hooks: ``load(fast=False)``, no raw checkpoint copy, or a
+        calibration that disagreed, logged as a warning with ``model.calibration``)."""
+        if self._fast_ready:
+            return "fast"
+        return self.PENDING if self._fast is not None else "bridge"
 
     # ---- identity ----------------------------------------------------------------------
     @property
