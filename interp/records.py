@@ -26,7 +26,7 @@ import base64
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,9 +112,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     onto ``path`` (atomic on POSIX and Windows), on an error (or Ctrl-C) it is removed and
     ``path`` is untouched."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    with open(tmp, "xb"):  # created with the process's umask, like the file it replaces
+        pass
     try:
         yield tmp
         with open(tmp, "rb+") as f:

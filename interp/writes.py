@@ -11,16 +11,19 @@ The record is data; analyses live in their own modules and take it as an argumen
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import xxhash
 from jaxtyping import Float
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from interp import records
 from interp._checks import check_choice, check_index
 from interp.errors import ModelMismatchError
 
@@ -289,9 +292,20 @@ class ResidualWrites:
                 t = getattr(self.weights, name)
                 if t is not None:
                     tensors[f"weights.{name}"] = t
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        records.check_finite(tensors, "this record")
         meta = dict(self.meta, str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
-        sidecar.write_text(json.dumps(meta))
+        # Atomic: both files are written beside the targets, fsynced, then renamed over them. The
+        # sidecar names the save (save_id, also in the tensors' header) and hashes the tensors
+        # file and itself, so a record whose parts come from two saves (an overwrite
+        # interrupted between the two renames) or were edited fails at load, never loads mixed.
+        save_id = uuid.uuid4().hex
+        with records.atomic_path(path) as tmp_t, records.atomic_path(sidecar) as tmp_s:
+            save_file(tensors, str(tmp_t), metadata={"interp.save_id": save_id})
+            meta["record"] = {"format": RECORD_FORMAT, "save_id": save_id, "tensors_xxh3": records.file_hash(tmp_t),
+                              "dtype": str(self.embed.dtype).removeprefix("torch.")}
+            meta["record"]["meta_xxh3"] = _meta_hash(meta)
+            tmp_s.write_text(json.dumps(meta))
         return path
 
     @classmethod
@@ -356,6 +370,8 @@ class ResidualWrites:
         if str_tokens is not None and (not isinstance(str_tokens, list) or len(str_tokens) != t["tokens"].shape[0]):
             raise ValueError(f"path={str(path)!r}: {sidecar.name} has str_tokens for {len(str_tokens)} rows but the "
                              f"record has {t['tokens'].shape[0]}; write it again with writes.save()")
+        _check_consistent(path, sidecar, dict(meta, str_tokens=str_tokens), t)
+        meta.pop("record", None)
         return cls(
             tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
             z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
@@ -370,6 +386,58 @@ class ResidualWrites:
             f"layers={len(self.z)}/{self.n_layers}, processing={self.processing!r}, "
             f"nbytes={self.nbytes:,})"
         )
+
+
+#: The sidecar's ``record`` field (save id, hashes, dtype); records saved before it load unchecked.
+RECORD_FORMAT = 2
+
+
+def _meta_hash(meta: dict[str, Any]) -> str:
+    """XXH3-128 of the sidecar's canonical JSON, its own hash left out."""
+    rec = dict(meta.get("record") or {})
+    rec.pop("meta_xxh3", None)
+    return xxhash.xxh3_128(json.dumps(dict(meta, record=rec), sort_keys=True).encode()).hexdigest()
+
+
+def _check_consistent(path: Path, sidecar: Path, meta: dict[str, Any], t: dict[str, Tensor]) -> None:
+    """The record's parts agree: one save (the tensors' save id is the sidecar's), neither file
+    changed since (their hashes), one float dtype, finite tensors, token ids in the vocabulary."""
+    where = f"path={str(path)!r}"
+    fix = "write it again with writes.save()"
+    rec = meta.get("record")
+    with safe_open(str(path), "pt") as f:
+        file_id = (f.metadata() or {}).get("interp.save_id")
+    if rec is not None or file_id is not None:
+        if not isinstance(rec, dict) or rec.get("save_id") != file_id:
+            raise ValueError(f"{where}: {path.name} and {sidecar.name} come from two different saves (an overwrite "
+                             f"interrupted between its two files, or files copied from two records), so the record "
+                             f"would mix two records; {fix}")
+        if rec.get("meta_xxh3") != _meta_hash(meta):
+            raise ValueError(f"{where}: {sidecar.name} was changed after it was saved (its hash does not match); "
+                             f"the record is damaged or was edited: {fix}")
+        if rec.get("tensors_xxh3") != records.file_hash(path):
+            raise ValueError(f"{where}: {path.name} was changed after it was saved (its hash does not match "
+                             f"{sidecar.name}'s); the record is damaged or was edited: {fix}")
+    floats = {k: v.dtype for k, v in t.items() if not k.startswith("weights.") and k not in ("tokens", "mask")}
+    if len(set(floats.values())) > 1 or any(not v.is_floating_point for v in floats.values()):
+        raise ValueError(f"{where}: the record's tensors have dtypes {sorted({str(v) for v in floats.values()})}; a "
+                         f"record is stored in one float dtype: the file was damaged or edited: {fix}")
+    want = rec.get("dtype") if isinstance(rec, dict) else None
+    if want is not None and str(t["embed"].dtype).removeprefix("torch.") != want:
+        raise ValueError(f"{where}: the tensors are {t['embed'].dtype} but {sidecar.name} says {want}; {fix}")
+    records.check_finite(t, where)
+    d_vocab = t["weights.W_U"].shape[-1] if "weights.W_U" in t else None
+    tokens = t["tokens"][t["mask"]]
+    if tokens.numel() and (int(tokens.min()) < 0 or d_vocab is not None and int(tokens.max()) >= d_vocab):
+        raise ValueError(f"{where}: tokens holds ids outside the vocabulary 0..{(d_vocab or 1) - 1}; the record was "
+                         f"damaged or edited: {fix}")
+    str_tokens = meta.get("str_tokens")
+    if str_tokens is not None:
+        width = t["tokens"].shape[1]
+        bad = [i for i, row in enumerate(str_tokens) if not isinstance(row, list) or len(row) != width]
+        if bad:
+            raise ValueError(f"{where}: {sidecar.name}'s str_tokens row {bad[0]} does not have the record's {width} "
+                             f"positions; the record was damaged or edited: {fix}")
 
 
 #: Sidecar fields a record needs, and their types.
