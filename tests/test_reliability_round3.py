@@ -213,3 +213,52 @@ def test_special_token_strings_in_text_stay_text(default_model):
         m.split_special_tokens = True
     with pytest.raises(TypeError, match="split_special_tokens='no' must be True or False"):
         m.to_tokens(text, split_special_tokens="no")
+
+
+# ---- sizes, threads, files that are not files -----------------------------------------------
+def test_sizes_the_machine_cannot_hold_are_refused_first(default_model):
+    with pytest.raises(MemoryError, match=r"top_k=10,000,000 examples of 1,024 neurons .* would need [\d,.]+ GiB of "
+                                          r"memory, and [\d,.]+ GiB is available; pass a smaller top_k"):
+        interp.neuron_stats(default_model, TEXTS, top_k=10**7, progress=False)
+    with pytest.raises(ValueError, match=r"context=5,000,000 is wider than a row: rows hold 256 tokens .* pass "
+                                         r"context <= 255"):
+        interp.neuron_stats(default_model, TEXTS, context=5 * 10**6, progress=False)
+    with pytest.raises(ValueError, match=r"context=64 is wider than a row: rows hold 32 tokens"):
+        interp.neuron_stats(default_model, TEXTS, context=64, n_ctx=32, progress=False)
+
+
+@pytest.mark.parametrize("value, match", [
+    ("100000000", r"asks for more threads than this machine can use: it has \d+ CPU\(s\)"),
+    ("-3", "must be a positive int"),
+    ("two", "must be a positive int"),
+])
+def test_an_absurd_thread_count_is_refused(default_model, monkeypatch, value, match):
+    monkeypatch.setenv("INTERP_NUM_THREADS", value)
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match=r"\$INTERP_NUM_THREADS=.*" + match):
+        interp.find_deleting_neurons(default_model)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "tokenizer.json"])
+def test_a_fifo_in_a_checkpoint_is_refused_before_opening(tmp_path, name):
+    import os
+    import shutil
+
+    from interp.models import DEFAULT_MODEL_DIR
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(DEFAULT_MODEL_DIR, ckpt)
+    (ckpt / name).unlink()
+    os.mkfifo(ckpt / name)
+    with pytest.raises(ValueError, match=f"{name} is a FIFO \\(named pipe\\), not a regular file"):
+        interp.load(ckpt)
+
+
+def test_a_fifo_gguf_is_refused(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "model.gguf")
+    for path in (tmp_path / "model.gguf", tmp_path):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            interp.load(path)

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from interp import records
-from interp._checks import check_indices, check_int, check_stream
+from interp._checks import check_indices, check_int, check_memory, check_stream
 from interp._progress import tqdm
 from interp._threads import with_analysis_threads
+from interp.data import row_length
 from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
 from interp.stats.moments import Extremes, FiringRate, Moments
 from interp.stats.topk import EMPTY_KEY, TopK
@@ -246,7 +247,10 @@ def neuron_stats(
         top_k: examples kept per neuron (ties: the earlier position in the corpus).
         batch_size / n_ctx: rows per forward pass, tokens per row (default: the model's
             context); a document longer than a row continues in the next row.
-        context: tokens kept on each side of an example (within its row).
+        context: tokens kept on each side of an example (within its row; less than ``n_ctx``).
+            ``top_k`` and ``context`` size the state, ``layers x d_mlp x top_k x (12 + 8 x (2 x
+            context + 1))`` bytes: a size the machine cannot hold is refused (``MemoryError``)
+            before anything is allocated.
         exclude_first: leave out position 0 of every row (BOS; the attention sink).
         group: the process group (default: the global one, when initialised).
     Returns:
@@ -257,6 +261,7 @@ def neuron_stats(
         stored as ``stats.attrs["examples"]`` (a ``TopExamples``).
     Raises:
         ValueError: layers out of range, a bad size, data without any position to measure.
+        MemoryError: ``top_k`` / ``context`` asking for more memory than is available.
         DistributedError: another rank failed or timed out.
     Example:
         >>> stats = interp.neuron_stats(interp.load(), max_tokens=20_000)
@@ -277,6 +282,14 @@ def neuron_stats(
     check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
                  exclude_first=exclude_first)
     _check_data(data)
+    row = row_length(n_ctx, c.n_ctx)
+    if context >= row:
+        raise ValueError(f"context={context:,} is wider than a row: rows hold {row} tokens (n_ctx), so an example "
+                         f"has at most {row - 1} tokens on either side; pass context <= {row - 1}")
+    per_example = 4 + 8 + (2 * context + 1) * (4 + 4)  # value, key, the window's tokens and activations
+    check_memory(f"top_k={top_k:,} examples of {len(layers) * c.d_mlp:,} neurons with context={context}",
+                 len(layers) * c.d_mlp * top_k * per_example,
+                 "pass a smaller top_k (examples kept per neuron), a smaller context, or fewer layers")
     rank, world = rank_and_world(group)
     budget = shard_budget(max_tokens, group)
     dev, F, W = model.device, c.d_mlp, 2 * context + 1
