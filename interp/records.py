@@ -155,6 +155,29 @@ def check_target(path: Any, suffix: str, what: str) -> Path:
     return path
 
 
+def check_writable(path: Any, what: str) -> Path:
+    """``path`` as a file that can be written now: not a directory or other non-file, in a
+    directory that exists and is writable. For outputs checked before a long computation.
+
+    Raises:
+        ValueError: a directory or other non-regular file. FileNotFoundError: no such directory.
+        PermissionError: the directory or the file is not writable.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; pass a file path inside it, e.g. "
+                         f"{str(p / ('out' + (p.suffix or '.csv')))!r}")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{what} {str(path)!r} exists and is not a regular file; pass another path")
+    if not p.parent.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r}: the directory {str(p.parent)!r} does not exist; create it "
+                                f"first (mkdir -p {str(p.parent)!r}) or write somewhere that exists")
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise PermissionError(f"{what} {str(path)!r}: {'the file' if p.exists() else 'its directory'} is not "
+                              "writable; pass a path you can write")
+    return p
+
+
 def save_record(path: Any, kind: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
     """Write one record file atomically (see ``atomic_path``); returns its path (``.safetensors``)."""
     path = check_target(path, ".safetensors", f"{kind} record")

@@ -262,3 +262,75 @@ def test_a_fifo_gguf_is_refused(tmp_path):
     for path in (tmp_path / "model.gguf", tmp_path):
         with pytest.raises(ValueError, match="is not a regular file"):
             interp.load(path)
+
+
+# ---- the command line ------------------------------------------------------------------------
+@pytest.fixture
+def cli_run(default_model, monkeypatch, capsys):
+    """``interp ARGS`` in-process on the session's default model; ``loads`` counts model loads."""
+    import sys
+
+    from interp import cli
+
+    loads: list = []
+
+    def fake_load(name=None, **kw):
+        loads.append(name)
+        return default_model
+
+    monkeypatch.setattr(sys.modules["interp.load"], "load", fake_load)
+
+    def go(*args):
+        code = cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    go.loads = loads
+    return go
+
+
+@pytest.mark.parametrize("args", [
+    ["stats", "--data", "FILE", "--tokens", "400", "-q"],
+    ["probe", "--data", "FILE", "--tokens", "400", "-q"],
+    ["neurons"],
+])
+def test_cli_tables_save_as_parquet(cli_run, tmp_path, args):
+    import pandas as pd
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    for i, text in enumerate(TEXTS * 3):
+        (data / f"{i}.py").write_text(text)
+    table = tmp_path / "t.parquet"
+    code, out, err = cli_run(*[str(data) if a == "FILE" else a for a in args], "--table", table)
+    assert code == 0, err
+    back = pd.read_parquet(table)
+    assert len(back) and json.loads(json.dumps(back.attrs)) == back.attrs  # plain values
+    if args[0] == "stats":  # the examples travel in the parquet file
+        assert interp.top_examples(back, ["L1N5"])["rank"].tolist() == list(range(1, 21))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["decompose", "x", "--format", "csv", "--rows", "5"], r"--rows takes effect only with --format table"),
+    (["stats", "--neurons", "L1N5"], r"--neurons picks the neurons that --examples FILE writes and --out FILE draws"),
+    (["decompose", "x", "--table", "DIR/t.csv"], r"--table '.*t.csv' is a directory; pass a file path inside it"),
+    (["decompose", "x", "--out", "DIR/no/such/f.html"], r"--out '.*': the directory '.*no/such' does not exist"),
+    (["stats", "--examples", "DIR"], r"--examples '.*': use a \.csv, \.json or \.parquet file"),
+    (["stats", "--examples", "DIR/x/e.csv"], r"--examples '.*': the directory '.*x' does not exist"),
+    (["report", "--out", "DIR/r.html"], r"--out '.*r.html' is a directory"),
+    (["neurons", "--out", "DIR/r.html/x/f.html"], r"--out '.*f.html': the directory '.*r.html/x' does not exist"),
+])
+def test_cli_refuses_before_loading_anything(cli_run, tmp_path, args, message):
+    import re
+
+    for name in ("t.csv", "r.html"):  # directories with a file's name
+        (tmp_path / name).mkdir()
+    code, out, err = cli_run(*[a.replace("DIR", str(tmp_path)) for a in args])
+    assert code == 2 and re.search(message, err), err
+    assert cli_run.loads == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["r.html", "t.csv"]
+
+
+def test_cli_timeout_alone_warns(cli_run, monkeypatch, caplog):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    code, out, err = cli_run("stats", "--data", "stdlib:val", "--tokens", "200", "--timeout", "30", "--rows", "1")
+    assert code == 0 and "--timeout applies under torchrun / accelerate launch only" in caplog.text + err
