@@ -334,3 +334,79 @@ def test_cli_timeout_alone_warns(cli_run, monkeypatch, caplog):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code, out, err = cli_run("stats", "--data", "stdlib:val", "--tokens", "200", "--timeout", "30", "--rows", "1")
     assert code == 0 and "--timeout applies under torchrun / accelerate launch only" in caplog.text + err
+
+
+# ---- numerically degenerate but legal weights ----------------------------------------------
+def _surgery(kind: str):
+    """A seeded random GPT-2 with its weights made degenerate by surgery (or d_model=1)."""
+    from interp.testing import random_hf_model, tiny_tokenizer
+
+    if kind == "d_model=1":
+        hf = random_hf_model("gpt2", d_model=1, n_heads=1, d_mlp=4)
+    else:
+        hf = random_hf_model("gpt2")
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if kind == "constant":
+                    p.fill_(1.0 if ".ln" in name or name.startswith("transformer.ln_f") else 0.5)
+                elif kind == "underflow" and "ln" not in name and "wte" not in name and "wpe" not in name:
+                    p.mul_(1e-30)  # every block's matrices near float32's smallest normal squares
+    return interp.load(hf, tokenizer=tiny_tokenizer(300), device="cpu")
+
+
+@pytest.fixture(scope="module", params=["constant", "underflow", "d_model=1"])
+def degenerate(request):
+    return request.param, _surgery(request.param)
+
+
+UNDEFINED = {  # analysis -> the kinds for which its answer does not exist, and the reason it gives
+    "find_deleting_neurons": ({"constant": "vector is zero", "d_model=1": "at least 2 directions"},
+                              lambda m: interp.find_deleting_neurons(m)),
+    "neuron_in_out_cosines": ({"constant": "vector is zero", "d_model=1": "at least 2 directions"},
+                              lambda m: interp.neuron_in_out_cosines(m)),
+    "composition_scores": ({"constant": "matrices are zero", "d_model=1": "matrices are zero"},
+                           lambda m: interp.composition_scores(m)),
+    "decompose": ({"constant": "stream is exactly zero", "d_model=1": "stream is exactly zero"},
+                  lambda m: interp.decompose(m.run_with_writes("x = 1\n"), by="head")),
+    "deletion_effect": ({"constant": "direction the deleter erases is zero", "d_model=1": "erases is zero"},
+                        lambda m: interp.deletion_effect(m, "L1N3", TEXTS, progress=False)),
+}
+
+
+@pytest.mark.parametrize("name", list(UNDEFINED))
+def test_degenerate_weights_give_an_answer_or_say_why_not(degenerate, name):
+    import warnings
+
+    kind, model = degenerate
+    reasons, call = UNDEFINED[name]
+    if kind in reasons:
+        with pytest.raises(ValueError, match=reasons[kind]):
+            call(model)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning, no flood of flags
+        df = call(model)
+    key = {"decompose": "frac", "deletion_effect": "change", "composition_scores": "score"}.get(name, "cosine")
+    rows = df[df["role"] == "deleter"] if name == "deletion_effect" else df
+    assert (len(rows) or name == "find_deleting_neurons") and rows[key].notna().all()  # flagged rows only there
+    if "flagged" in df:
+        assert df["flagged"].mean() < 0.05  # weights scaled by 1e-30 are still random weights: no deleters
+
+
+def test_underflowed_weights_keep_their_cosines():
+    """A cosine does not depend on scale: 1e-30 x the weights gives the same cosines."""
+    from interp.testing import random_hf_model, tiny_tokenizer
+
+    plain = interp.neuron_in_out_cosines(interp.load(random_hf_model("gpt2"), tokenizer=tiny_tokenizer(300)))
+    tiny = interp.neuron_in_out_cosines(_surgery("underflow"))
+    a = plain.set_index("label")["cosine"]
+    b = tiny.set_index("label")["cosine"].reindex(a.index)
+    assert (a - b).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("fn", [interp.activation_patching, interp.attribution_patching])
+def test_a_metric_that_returns_nan_is_refused(default_model, fn):
+    with pytest.raises(ValueError, match=r"metric returned \[nan\] .* the logits are finite, so the metric itself"):
+        fn(default_model, "x = 1", "y = 1", metric=lambda logits: logits[:, -1, 0] * float("nan"))
+    with pytest.raises(ValueError, match=r"metric returned \[-inf\]"):
+        fn(default_model, "x = 1", "y = 1", metric=lambda logits: (logits[:, -1, 0] * 0).log())
