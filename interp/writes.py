@@ -324,6 +324,9 @@ class ResidualWrites:
 
         check_instance("path", path, (str, Path), "a str or Path of a file written by writes.save()")
         path, sidecar = record_paths(path)
+        for part in (path, sidecar):
+            if part.exists() and not part.is_file():  # a FIFO or device would block the read
+                raise ValueError(f"path={str(part)!r} is not a regular file; pass a record written by writes.save()")
         if not path.is_file():
             raise FileNotFoundError(f"path={str(path)!r} does not exist; pass a file written by writes.save()")
         if not sidecar.is_file():

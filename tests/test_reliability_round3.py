@@ -410,3 +410,16 @@ def test_a_metric_that_returns_nan_is_refused(default_model, fn):
         fn(default_model, "x = 1", "y = 1", metric=lambda logits: logits[:, -1, 0] * float("nan"))
     with pytest.raises(ValueError, match=r"metric returned \[-inf\]"):
         fn(default_model, "x = 1", "y = 1", metric=lambda logits: (logits[:, -1, 0] * 0).log())
+
+
+def test_a_fifo_record_is_refused(record, tmp_path):
+    import os
+
+    path = record.save(tmp_path / "rec")
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        interp.ResidualWrites.load(path)
+    os.mkfifo(tmp_path / "ex.safetensors")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        TopExamples.load(tmp_path / "ex")
