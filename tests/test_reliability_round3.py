@@ -423,3 +423,8 @@ def test_a_fifo_record_is_refused(record, tmp_path):
     os.mkfifo(tmp_path / "ex.safetensors")
     with pytest.raises(ValueError, match="is not a regular file"):
         TopExamples.load(tmp_path / "ex")
+
+
+def test_a_random_subspace_too_large_for_the_machine_is_refused():
+    with pytest.raises(MemoryError, match=r"Subspace.random\(d_model=10,000,000, k=1,000\) would need [\d,.]+ GiB"):
+        interp.Subspace.random(10**7, 10**3)

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp._checks import check_basis, check_bool, check_direction, check_float, check_int
+from interp._checks import check_basis, check_bool, check_direction, check_float, check_int, check_memory
 
 
 class Subspace:
@@ -75,6 +75,9 @@ class Subspace:
             raise TypeError(f"name={name!r} must be a str or None")
         if not 1 <= k <= d_model:
             raise ValueError(f"k={k} must be between 1 and d_model={d_model}")
+        # the draw, its QR and the basis: about three k x d_model float32 matrices
+        check_memory(f"Subspace.random(d_model={d_model:,}, k={k:,})", 3 * 4 * k * d_model,
+                     "pass the model's d_model (model.cfg.d_model) and a smaller k")
         g = torch.Generator().manual_seed(seed)
         return cls(torch.randn(k, d_model, generator=g), name=name or f"random k={k}")
 
