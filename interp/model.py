@@ -83,9 +83,8 @@ class Model:
         self._verified = False
         self._fast: FastCapture | None = None
         self._fast_ready = False
-        #: How text is tokenized by default (every public function taking text goes through
-        #: ``to_tokens`` or ``interp.data.token_batches``): True, a special token's string in
-        #: the text (``"<|endoftext|>"``) stays text; set False to read it as the special token.
+        #: Default of every function taking text: True, ``"<|endoftext|>"`` in a text stays text;
+        #: False reads it as the special token (``interp.tokens``).
         self.split_special_tokens = SPLIT_SPECIAL_TOKENS
         #: The fast path's calibration: worst error per quantity in units of its row's largest
         #: value, and the ``rtol`` it had to meet (``interp.capture``); empty until calibrated.
@@ -108,18 +107,14 @@ class Model:
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
-    #: ``capture_path`` before the first verified record: the fast path is set up and will be
-    #: used once that record has verified it against the bridge.
-    PENDING = "fast (pending first-call verification)"
+    PENDING = "fast (pending first-call verification)"  #: ``capture_path`` until the first verified record
 
     @property
     def capture_path(self) -> str:
-        """The path records take: ``"fast"`` (the checkpoint's own forward, calibrated against
-        the bridge), ``Model.PENDING`` = ``"fast (pending first-call verification)"`` (right
-        after ``load``: the first ``run_with_writes`` records through the bridge, checks the
-        reconstruction, calibrates the fast path and, when it agrees, uses it from then on), or
-        ``"bridge"`` (TransformerLens hooks: ``load(fast=False)``, no raw checkpoint copy, or a
-        calibration that disagreed, logged as a warning with ``model.calibration``)."""
+        """The path records take: ``"fast"`` (the checkpoint's own forward, calibrated), ``PENDING``
+        (after ``load``: the first ``run_with_writes`` records through the bridge, verifies and
+        calibrates the fast path, then uses it), or ``"bridge"`` (``fast=False``, no raw copy, or
+        a calibration that disagreed: logged, with ``model.calibration``)."""
         if self._fast_ready:
             return "fast"
         return self.PENDING if self._fast is not None else "bridge"
@@ -493,18 +488,12 @@ class Model:
         verify: bool | None = None,
         split_special_tokens: bool | None = None,
     ) -> Iterator[ResidualWrites]:
-        """Yield ``ResidualWrites`` batch by batch over a corpus (see ``interp.data``), in
-        bounded memory. ``data``: a list of strings (each a document: short prompts are kept,
-        one row each, batched up to the longest row and right-padded with ``mask`` False), a
-        file, a directory, or ``"stdlib"``. ``n_ctx``: the widest row (default
-        ``interp.data.DEFAULT_ROW_TOKENS`` = 256, at most the model's context; longer documents
-        continue in the next row). ``layers`` / ``dtype`` / ``device`` / ``verify``: as
-        ``run_with_writes``; ``split_special_tokens``: see ``to_tokens``. Each record's
-        ``meta["doc_ids"]`` names the document of every row.
-
-        Raises:
-            TypeError: a keyword this function does not take (Python's own check).
-        """
+        """``ResidualWrites`` batch by batch over a corpus (``interp.data.token_batches``), in
+        bounded memory. ``data``: a list of strings (each a document, short prompts kept: a batch
+        is as wide as its longest row, right-padded, ``mask`` False), a file, a directory, or
+        ``"stdlib"``. ``n_ctx``: the widest row (default 256, at most the model's context).
+        ``layers`` / ``dtype`` / ``device`` / ``verify``: as ``run_with_writes``;
+        ``split_special_tokens``: see ``to_tokens``. ``meta["doc_ids"]``: each row's document."""
         from interp.data import row_length, token_batches
 
         check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
