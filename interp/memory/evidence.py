@@ -339,8 +339,8 @@ def deletion_evidence(
         acc.all_reduce()  # the sums of every rank (a no-op on one process)
     seen = next(iter(acc_n.values() or acc_h.values()), None)
     if seen is not None and seen.n_tok == 0:
-        raise ValueError(f"data={data!r:.80} yielded no tokens (stream_writes skips documents shorter than 16 "
-                         "tokens); pass longer texts, a list of texts, or a ResidualWrites")
+        raise ValueError(f"data={data!r:.80} yielded no tokens to measure (every text is empty); "
+                         "pass non-empty texts, a list of texts, or a ResidualWrites")
     rows: list[dict[str, Any]] = []
     for ly, n in sel_n:
         idx, U = prep[ly][0], prep[ly][1]

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_float, check_indices, check_int
+from interp._degenerate import undefined_rows
 from interp._threads import with_analysis_threads
 from interp.memory.neurons import FALSE_POSITIVES
 from interp.memory.null import normal_upper_quantile, ov_eigen_score, ov_score_null
@@ -319,6 +320,10 @@ def find_deleting_heads(
                      & (df["removed_fraction"].to_numpy() >= min_removed)
                      & (df["removed_fraction"].to_numpy() <= max_removed) & ~copies)
     df["reason"] = [_reason(r, z_star, min_removed, max_removed, min_overlap, copy_cut) for r in df.itertuples()]
+    undefined_rows(df, ["removed_fraction"], "find_deleting_heads",
+                   "the head's read of its own position's content is zero on the data (constant or zero weights, or "
+                   "no room for a direction such as d_model=1 under LayerNorm): no verdict, never flagged",
+                   refuse_all=False)
     df = df.astype({"layer": np.int64, "head": np.int64})[COLUMNS]
     df = df.sort_values(["flagged", "removed_fraction", "layer", "head"], ascending=[False, False, True, True],
                         kind="stable", na_position="last").reset_index(drop=True)

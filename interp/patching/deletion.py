@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
+from interp._degenerate import undefined_rows
 from interp._progress import tqdm
 from interp._threads import with_analysis_threads
 from interp.patching._runner import Runner
@@ -224,6 +225,9 @@ def deletion_effect(
     for col in stats.columns:
         df.loc[~dele, col] = np.nan
     df = df.reset_index(drop=True)
+    undefined_rows(df[df["role"] == "deleter"], ["change"], "deletion_effect",
+                   "the direction the deleter erases is zero in this model's stream (constant or zero weights, a "
+                   "stream with no room for a direction such as d_model=1 under LayerNorm) or no token was read")
     df.attrs.update(mode=mode, n_controls=n_controls, backend=runner.backend, processing=c.processing,
                     n_tokens_read=int(sum(int(b.mask[:, 1:].sum()) for b in batches)),
                     mean_source="interp.stats.Moments over data" if mode == "mean" else None)

@@ -250,7 +250,7 @@ def probe_sites(n_layers: int) -> list[int] | None:
 def _subspace(df: pd.DataFrame, row: int, name: str) -> Any:
     if "probe" not in df.attrs:
         raise ValueError(f"probe_layers(label={name!r}) did not return its fitted probe in attrs['probe']")
-    return find("Subspace").from_probe(df.attrs["probe"], site=row, k=SUBSPACE_K, name=name)
+    return find("Subspace").from_probe(df, site=row, k=SUBSPACE_K, name=name)
 
 
 def _previous_token_subspace(df: pd.DataFrame) -> tuple[Any, int]:
