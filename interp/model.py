@@ -215,6 +215,8 @@ class Model:
 
         def affine(name: str) -> Tensor | None:
             t = getattr(norm, name, None) if self.cfg.processing == "raw" else None
+            if t is not None and name == "weight" and getattr(self.bridge.cfg, "rmsnorm_uses_offset", False):
+                return (t.detach().float() + 1.0).to(t.dtype)  # Gemma: the gain is 1 + w
             return None if t is None else t.detach()
 
         return WriteWeights(
