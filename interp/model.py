@@ -208,16 +208,22 @@ class Model:
 
     @cached_property
     def write_weights(self) -> WriteWeights:
-        """The weights a record needs; the final norm's own affine only under ``"raw"`` (compat
-        processing folds it into W_U / b_U)."""
+        """The weights a record needs; the final norm's own affine under ``"raw"``, and under
+        ``"compat"`` only where processing could not fold it into W_U / b_U."""
         w, ln = self.weights, self.bridge.ln_final
         norm = getattr(ln, "_original_component", ln)
 
         def affine(name: str) -> Tensor | None:
-            t = getattr(norm, name, None) if self.cfg.processing == "raw" else None
-            if t is not None and name == "weight" and getattr(self.bridge.cfg, "rmsnorm_uses_offset", False):
-                return (t.detach().float() + 1.0).to(t.dtype)  # Gemma: the gain is 1 + w
-            return None if t is None else t.detach()
+            t = getattr(norm, name, None)
+            if t is None:
+                return None
+            t = t.detach()
+            if name == "weight" and getattr(self.bridge.cfg, "rmsnorm_uses_offset", False):
+                t = (t.float() + 1.0).to(t.dtype)  # Gemma: the gain is 1 + w
+            identity = bool((t == (1 if name == "weight" else 0)).all())
+            # compat processing folds the affine into W_U / b_U, leaving the identity; an adapter that
+            # cannot fold (TransformerLens's OLMo-2) leaves the weight, which then applies here
+            return None if self.cfg.processing == "compat" and identity else t
 
         return WriteWeights(
             W_O=w.W_O, b_O=w.b_O, W_out=w.W_out, b_out=w.b_out, W_U=w.W_U, b_U=w.b_U,

@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session", params=FAMILIES)
 def tiny_model(request) -> interp.Model:
     """One tiny random model per family: gpt2 (LayerNorm, learned positions), neox (rotary,
-    parallel attention+MLP), llama (RMSNorm, gated MLP, grouped-query attention)."""
+    parallel attention+MLP), llama (RMSNorm, gated MLP, grouped-query attention), gemma3 (sandwich
+    norms with gain 1 + w, QK-norm, sliding window, GeGLU), olmo2 (post-norms only, QK-norm)."""
     return random_model(request.param)
 
 
