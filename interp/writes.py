@@ -156,6 +156,8 @@ class ResidualWrites:
     def scale(self, layer: int, block: str) -> Tensor | None:
         """The frozen post-norm scale of ``block`` (``"attn"`` or ``"mlp"``) in ``layer``,
         ``[batch, pos, 1]`` in the compute dtype; None for pre-norm models (scale 1)."""
+        layer = self._layer(layer)
+        check_choice("block", block, ("attn", "mlp"))
         scales = self.attn_scale if block == "attn" else self.mlp_scale
         if scales is None:
             return None
@@ -165,19 +167,22 @@ class ResidualWrites:
         """The heads' write coefficients: ``z`` over the frozen post-norm scale (``z`` itself,
         uncopied, for pre-norm models). ``write_z[..., h, :] @ W_O[l, h]`` is head h's write."""
         s = self.scale(layer, "attn")
+        layer = self._layer(layer)
         return self.z[layer] if s is None else self.z[layer].to(self.compute_dtype) / s[..., None]
 
     def write_acts(self, layer: int) -> Float[Tensor, "batch pos d_mlp"]:
         """The neurons' write coefficients: ``acts`` over the frozen post-norm scale (``acts``
         itself, uncopied, for pre-norm models)."""
         s = self.scale(layer, "mlp")
+        layer = self._layer(layer)
         return self.acts[layer] if s is None else self.acts[layer].to(self.compute_dtype) / s
 
     def bias_write(self, layer: int, block: str) -> Tensor:
         """``b_O`` (``block="attn"``) or ``b_out`` (``"mlp"``) as written: ``[d_model]``, or
         ``[batch, pos, d_model]`` over the post-norm scale."""
-        b = self._w(self.weights.b_O[layer] if block == "attn" else self.weights.b_out[layer])
         s = self.scale(layer, block)
+        layer = self._layer(layer)
+        b = self._w(self.weights.b_O[layer] if block == "attn" else self.weights.b_out[layer])
         return b if s is None else b / s
 
     # ---- single writes ---------------------------------------------------------------

