@@ -148,3 +148,29 @@ def test_a_record_that_does_not_sum_refuses_the_model_from_then_on(monkeypatch):
         model.run_with_writes(TEXT)
     with pytest.raises(NonAdditiveModelError, match="does not sum"):
         interp.find_deleting_neurons(model)
+
+
+def test_attribution_norm_mediated_is_the_path_through_the_scale():
+    """The frozen-scale estimate equals autograd's on a run whose post-norm scales are detached
+    (the norm then acts as the linear map ``g * x / s``): ``norm_mediated`` is the rest."""
+    from interp.patching._runner import Runner
+
+    model = random_model("gemma3")
+    clean, corrupt = model.to_tokens(TEXT).tokens, model.to_tokens(CORRUPT).tokens
+
+    def metric(logits):
+        return (logits[:, -1, 5] - logits[:, -1, 7]).mean()
+
+    df = interp.attribution_patching(model, clean, corrupt, metric=metric, by="head")
+    denom = df["metric_clean"].iloc[0] - df["metric_corrupt"].iloc[0]
+    runner = Runner(model)
+    _, rc = runner.run(clean, capture=[("z", ly) for ly in range(model.cfg.n_layers)])
+    for ly in range(model.cfg.n_layers):  # only the head's own block's scale is held
+        site = ("z", ly)
+        logits, rk = runner.run(corrupt, edits={("attn_scale", ly): [lambda s: s.detach()]}, capture=[site], grad=True)
+        (g,) = torch.autograd.grad(metric(logits), [rk[site]])
+        for r in df[df.layer == ly].itertuples():
+            d = (rc[site] - rk[site].detach())[:, :, r.head]
+            direct = float((g[:, :, r.head] * d).sum())
+            assert abs((r.approximation - direct) / denom - r.norm_mediated) <= 1e-4 * max(1.0, abs(r.effect)), r.component
+    assert df["norm_mediated"].abs().max() > 1e-3
