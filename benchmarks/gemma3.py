@@ -11,6 +11,7 @@ loading.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def record_rows(repeats: int = 5, threads=(1, 2), shapes=((1, 256), (4, 256))) -
                 rows.append({"figure": f"Gemma-3-270M {shape[0]}x{shape[1]}, {n_threads} thread(s)",
                              "what": "run_with_writes / HF forward without unembedding", "ratio": t / floor,
                              "seconds": t, "floor_seconds": floor, "target": "<= 1.10"})
+                logging.warning("%s", rows[-1])
     finally:
         torch.set_num_threads(old)
     return rows
