@@ -231,6 +231,10 @@ CASES: list[tuple[str, Any, type[BaseException], str]] = [
     ("NaN from weight surgery", _nan_after_surgery, ValueError,
      r"forward pass gives NaN or inf in blocks.0.hook_resid_post; its weights hold NaN or inf: check the checkpoint"),
     # the record's accessors
+    ("post-norm scale of an unknown block", lambda c: c.writes.scale(0, "resid"), ValueError,
+     r"block='resid' .*attn.*mlp"),
+    ("write coefficients of a layer out of range", lambda c: c.writes.write_z(9), IndexOutOfRangeError, r"layer=9"),
+    ("bias write of a layer out of range", lambda c: c.writes.bias_write(-9, "attn"), IndexOutOfRangeError, r"layer=-9"),
     ("head out of range", lambda c: c.writes.head_write(0, 4), IndexOutOfRangeError,
      r"head=4 out of range for a model with 4 heads \(use 0..3 or -4..-1\)"),
     ("neuron layer out of range", lambda c: c.writes.neuron_write(-3, 0), IndexOutOfRangeError,

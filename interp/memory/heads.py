@@ -160,7 +160,7 @@ class _DataSums:
         self.n_tok += x.shape[0]
         self.n_read += int(rd.sum())
         for ly in range(max(layers) + 1):
-            z = w.z[ly][m].to(model.device, dt)  # [n, H, r]
+            z = w.write_z(ly)[m].to(model.device, dt)  # [n, H, r], over the post-norm scale
             W_O = ws.W_O[ly].to(dt)
             if ly in layers:
                 xw = torch.einsum("nd,hrd,nhr->nh", x, W_O, z)  # x . write
@@ -177,8 +177,15 @@ class _DataSums:
                 v = torch.einsum("nd,kdr->nkr", xn, W_V).repeat_interleave(c.n_heads // W_V.shape[0], dim=1)
                 cos = torch.nn.functional.cosine_similarity(z, v, dim=-1, eps=1e-30)  # [n, H]
                 self.overlap[ly] += cos[rd].double().sum(0).cpu()
-            x = x + z.flatten(1) @ W_O.flatten(0, 1) + ws.b_O[ly].to(dt)
-            x = x + w.acts[ly][m].to(model.device, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+            x = x + z.flatten(1) @ W_O.flatten(0, 1) + _bias(w, ly, "attn", m).to(model.device, dt)
+            x = x + w.write_acts(ly)[m].to(model.device, dt) @ ws.W_out[ly].to(dt) + _bias(w, ly, "mlp", m).to(
+                model.device, dt)
+
+
+def _bias(w: ResidualWrites, ly: int, block: str, m: Tensor) -> Tensor:
+    """The block's bias write: ``[d_model]``, or ``[n, d_model]`` over the post-norm scale."""
+    b = w.bias_write(ly, block)
+    return b[m] if b.dim() == 3 else b
 
 
 def _reason(r: Any, z_star: float, min_removed: float, max_removed: float, min_overlap: float,
