@@ -35,10 +35,14 @@ from interp.heads import (
 from interp.load import load
 from interp.memory import (
     MLPStack,
+    attention_sinks,
     deletion_evidence,
+    entropy_neurons,
     find_deleting_heads,
     find_deleting_neurons,
     neuron_in_out_cosines,
+    neuron_verdicts,
+    prediction_neurons,
 )
 from interp.model import Config, Model
 from interp.patching import activation_patching, attribution_patching, deletion_effect
@@ -82,12 +86,14 @@ __all__ = [
     "ablation_effect",
     "activation_patching",
     "attention_patterns",
+    "attention_sinks",
     "attribution_patching",
     "composition_scores",
     "data",
     "decompose",
     "deletion_effect",
     "deletion_evidence",
+    "entropy_neurons",
     "export",
     "find_deleting_heads",
     "find_deleting_neurons",
@@ -101,9 +107,11 @@ __all__ = [
     "neuron_composition",
     "neuron_in_out_cosines",
     "neuron_stats",
+    "neuron_verdicts",
     "overlap",
     "pattern_frame",
     "plots",
+    "prediction_neurons",
     "probe_labels",
     "probe_layers",
     "readers",

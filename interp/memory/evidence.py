@@ -314,7 +314,7 @@ def deletion_evidence(
         ('other', 1.0)
     """
     from interp.memory.heads import find_deleting_heads
-    from interp.memory.neurons import find_deleting_neurons
+    from interp.memory.neuron_data import find_deleting_neurons
     from interp.model import Model
 
     if not isinstance(model, Model):
