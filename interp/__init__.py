@@ -23,6 +23,7 @@ from interp.errors import (
     UnsafeCheckpointError,
 )
 from interp.export import export
+from interp.generation import Generation, generate, generate_tokens
 from interp.heads import (
     attention_patterns,
     composition_scores,
@@ -64,6 +65,7 @@ __all__ = [
     "ChromiumNotFoundError",
     "Config",
     "DistributedError",
+    "Generation",
     "IndexOutOfRangeError",
     "InterpError",
     "LinearProbe",
@@ -89,6 +91,8 @@ __all__ = [
     "export",
     "find_deleting_heads",
     "find_deleting_neurons",
+    "generate",
+    "generate_tokens",
     "head_scores",
     "heads",
     "icl_score",

@@ -469,3 +469,11 @@ class Model:
             w = self.run_with_writes(Tokens(batch.tokens, batch.mask), **kw)
             w.meta["doc_ids"] = list(batch.doc_ids)
             yield w
+
+    def generate(self, prompt: Any, **kw: Any) -> str | list[str]:
+        """Generated text, prompt included: a str for a str prompt, a list for a list. Greedy by
+        default; ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``,
+        ``ablate``, ``patch``: see ``interp.generate_tokens``, which also returns the tokens."""
+        from interp.generation import generate
+
+        return generate(self, prompt, **kw)
