@@ -33,6 +33,7 @@ from interp.heads import (
     pattern_frame,
 )
 from interp.load import load
+from interp.pages import component_pages, head_page, neuron_page
 from interp.memory import (
     MLPStack,
     deletion_evidence,
@@ -83,6 +84,7 @@ __all__ = [
     "activation_patching",
     "attention_patterns",
     "attribution_patching",
+    "component_pages",
     "composition_scores",
     "data",
     "decompose",
@@ -93,6 +95,7 @@ __all__ = [
     "find_deleting_neurons",
     "generate",
     "generate_tokens",
+    "head_page",
     "head_scores",
     "heads",
     "icl_score",
@@ -102,6 +105,7 @@ __all__ = [
     "logit_lens",
     "neuron_composition",
     "neuron_in_out_cosines",
+    "neuron_page",
     "neuron_stats",
     "overlap",
     "pattern_frame",

@@ -5,6 +5,7 @@ from interp.plots.decomposition import head_attribution, logit_lens, stream_norm
 from interp.plots.heads import attention_pattern, composition_edges
 from interp.plots.memory import deleting_heads, deleting_neurons, deletion_graph
 from interp.plots.notebook import notebook_renderer
+from interp.plots.pages import head_page, neuron_page
 from interp.plots.patching import deletion_effect, patching_heads, patching_neurons, patching_positions
 from interp.plots.probes import probe_accuracy, subspace_angles, subspace_writers
 from interp.plots.stats import top_examples
@@ -17,7 +18,9 @@ __all__ = [
     "deletion_effect",
     "deletion_graph",
     "head_attribution",
+    "head_page",
     "logit_lens",
+    "neuron_page",
     "notebook_renderer",
     "patching_heads",
     "patching_neurons",
