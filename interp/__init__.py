@@ -42,6 +42,7 @@ from interp.memory import (
     neuron_in_out_cosines,
 )
 from interp.model import Config, Model
+from interp.models.synthetic import repeated_tokens_for as repeated_tokens
 from interp.patching import activation_patching, attribution_patching, deletion_effect
 from interp.probes import (
     LinearProbe,
@@ -113,6 +114,7 @@ __all__ = [
     "probe_labels",
     "probe_layers",
     "readers",
+    "repeated_tokens",
     "stats",
     "stream_norms",
     "top_examples",

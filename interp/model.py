@@ -319,6 +319,7 @@ class Model:
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         verify: bool | None = None,
+        extras: Sequence[str] = (),
     ) -> ResidualWrites:
         """Run the model once and record every residual-stream write.
 
@@ -332,6 +333,9 @@ class Model:
             verify: check the reconstruction invariant against the model's own
                 ``hook_resid_*``. Default: on the first call for this model only. Raises
                 ``NonAdditiveModelError`` when the writes do not sum to the stream.
+            extras: intermediates to keep as well, e.g. ``["pattern", "q", "mlp_pre"]`` or any
+                TransformerLens hook name (``interp.extras``): one more forward through the
+                bridge; read them as ``w.extra("pattern", layer)``.
         Returns:
             ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
         Raises:
@@ -349,6 +353,9 @@ class Model:
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
         store_device = check_device("device", device) or self.device
+        from interp.extras import hooks_for, record_extras
+
+        extra_hooks = hooks_for(self, extras, layers)
         active = self.active_hooks()
         if active:
             raise ValueError(
@@ -389,7 +396,9 @@ class Model:
         scale = rec["scale"][toks.mask.to(rec["scale"].device)]
         if not torch.isfinite(scale).all():
             raise ValueError(self._non_finite("the final stream"))
-        return self._make_writes(toks, rec, layers, prepend_bos)
+        w = self._make_writes(toks, rec, layers, prepend_bos)
+        w.extras.update(record_extras(self, toks.tokens, extra_hooks, dtype=store_dtype, device=store_device))
+        return w
 
     def _non_finite(self, where: str) -> str:
         low = self.cfg.dtype in (torch.float16, torch.bfloat16)

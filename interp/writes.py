@@ -61,6 +61,8 @@ class ResidualWrites:
         final_scale: ``[batch, pos, 1]`` the final norm's scale in this forward pass.
         weights: the ``WriteWeights`` shared with the model (not copied).
         meta: model id, name, weight processing, config numbers, options used.
+        extras: intermediates kept on request (``run_with_writes(extras=...)``, ``interp.extras``):
+            ``"{name}.{layer}"`` or a TransformerLens hook name -> tensor ``[batch, ...]``.
     """
 
     tokens: Tensor
@@ -72,6 +74,7 @@ class ResidualWrites:
     final_scale: Tensor | None
     weights: WriteWeights
     meta: dict[str, Any]
+    extras: dict[str, Tensor] = field(default_factory=dict, repr=False)
     str_tokens_: list[list[str]] | None = field(default=None, repr=False)
     decode_: Any = field(default=None, repr=False)
 
@@ -104,7 +107,7 @@ class ResidualWrites:
         """Bytes of memory the record's tensors keep alive (each storage counted once; the
         shared weights are not counted)."""
         ts = [self.tokens, self.mask, self.embed, self.pos_embed, self.final_scale]
-        ts += list(self.z.values()) + list(self.acts.values())
+        ts += list(self.z.values()) + list(self.acts.values()) + list(self.extras.values())
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts if t is not None}
         return sum(storages.values())
 
@@ -133,6 +136,15 @@ class ResidualWrites:
                 "run run_with_writes with layers=None to record every layer"
             )
         return layer
+
+    def extra(self, name: str, layer: int | None = None) -> Tensor:
+        """An intermediate kept with ``run_with_writes(extras=...)``: ``extra("pattern", 3)``
+        (short names, ``interp.extras.EXTRAS``) or ``extra("blocks.3.attn.hook_result")``."""
+        key = name if layer is None else f"{name}.{check_index('layer', layer, self.n_layers, 'layer')}"
+        if key not in self.extras:
+            raise KeyError(f"{key!r} was not kept in this record (kept: {sorted(self.extras) or 'none'}); record "
+                           f"it with run_with_writes(..., extras=[{name!r}])")
+        return self.extras[key]
 
     # ---- single writes ---------------------------------------------------------------
     def head_writes(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
@@ -284,6 +296,8 @@ class ResidualWrites:
         for ly in self.z:
             tensors[f"z.{ly}"] = self.z[ly]
             tensors[f"acts.{ly}"] = self.acts[ly]
+        for key, t in self.extras.items():
+            tensors[f"extras.{key}"] = t
         if weights:
             for name in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b"):
                 t = getattr(self.weights, name)
@@ -356,7 +370,13 @@ class ResidualWrites:
         if str_tokens is not None and (not isinstance(str_tokens, list) or len(str_tokens) != t["tokens"].shape[0]):
             raise ValueError(f"path={str(path)!r}: {sidecar.name} has str_tokens for {len(str_tokens)} rows but the "
                              f"record has {t['tokens'].shape[0]}; write it again with writes.save()")
+        extras = {k[len("extras."):]: v for k, v in t.items() if k.startswith("extras.")}
+        for key, v in extras.items():
+            if v.dim() < 1 or v.shape[0] != t["tokens"].shape[0]:
+                raise ValueError(f"path={str(path)!r}: the extra {key!r} has shape {list(v.shape)}, not [batch = "
+                                 f"{t['tokens'].shape[0]}, ...]; the record is damaged: write it again with writes.save()")
         return cls(
+            extras=extras,
             tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
             z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
             final_scale=t.get("final_scale"), weights=weights, meta=meta,
