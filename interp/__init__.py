@@ -33,7 +33,6 @@ from interp.heads import (
     pattern_frame,
 )
 from interp.load import load
-from interp.pages import component_pages, head_page, neuron_page
 from interp.memory import (
     MLPStack,
     deletion_evidence,
@@ -43,6 +42,7 @@ from interp.memory import (
 )
 from interp.model import Config, Model
 from interp.models.synthetic import repeated_tokens_for as repeated_tokens
+from interp.pages import component_pages, head_page, neuron_page
 from interp.patching import activation_patching, attribution_patching, deletion_effect
 from interp.probes import (
     LinearProbe,

@@ -276,7 +276,6 @@ def generate_tokens(
     rows = [toks.tokens[i, :n].tolist() for i, n in enumerate(lengths)]
     decode = model.tokenizer.decode if model.tokenizer is not None else None
     reasons: list[str | None] = [None] * len(rows)
-    texts: list[str] = [""] * len(rows)
     pad = model.bos_id or 0
     for _ in range(max_new_tokens):
         live = [i for i, r in enumerate(reasons) if r is None]

@@ -111,7 +111,6 @@ def dedup(df: pd.DataFrame, k: int) -> pd.DataFrame:
 def scan(model: Any, data: Any, features: list[Feature], *, max_tokens: int, batch_size: int, n_ctx: int | None,
          top_k: int, context: int, n_samples: int, seed: int, progress: bool) -> Scan:
     """Stream ``data`` once and gather every feature's statistics (see the module docstring)."""
-    c = model.cfg
     F, W = len(features), 2 * context + 1
     layers = sorted({f.layer for f in features})
     head_layers = sorted({f.layer for f in features if f.kind == "head"})
@@ -153,7 +152,8 @@ def scan(model: Any, data: Any, features: list[Feature], *, max_tokens: int, bat
             tokens, real = w.tokens.cpu(), w.mask.cpu()
 
             def window(feat: Tensor, smp: Tensor, full: Tensor = full, kpos: Tensor = kpos, kw: Tensor = kw,
-                       tokens: Tensor = tokens, real: Tensor = real, rows: Tensor = rows, pos: Tensor = pos) -> dict:
+                       tokens: Tensor = tokens, real: Tensor = real, rows: Tensor = rows, pos: Tensor = pos,
+                       P: int = P) -> dict:
                 r, p = rows[smp], pos[smp]
                 pw = p.unsqueeze(-1) + offsets
                 pc = pw.clamp(0, P - 1)

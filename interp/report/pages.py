@@ -59,7 +59,7 @@ def stage(ctx: Any, section: Section, bar: tqdm) -> None:
         section.add(Text("No component was singled out by the earlier stages."))
     for page in pages:
         what = "neuron" if page.kind == "neuron" else "head"
-        section.attempt(f"{page.label}: {what} page", lambda page=page: find(f"plots.{what}_page")(page),
+        section.attempt(f"{page.label}: {what} page", lambda page=page, what=what: find(f"plots.{what}_page")(page),
                         caption=CAPTIONS[what])
         section.attempt(f"{page.label}: summary", lambda page=page: page.to_frame().T.reset_index().set_axis(
             ["quantity", "value"], axis=1))
