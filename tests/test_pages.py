@@ -43,7 +43,7 @@ def test_neuron_statistics_match_neuron_stats(default_model, pages):
     assert s["max"] == pytest.approx(row["max"], abs=1e-6) and s["min"] == pytest.approx(row["min"], abs=1e-6)
     assert page.top["activation"].iloc[0] == pytest.approx(s["max"], abs=1e-6)
     assert page.bottom["activation"].iloc[0] == pytest.approx(s["min"], abs=1e-6)
-    assert page.histogram["count"].sum() == s["n_tokens"]
+    assert page.histogram["n_positions"].sum() == s["n_tokens"]
     assert page.quantiles["value"].is_monotonic_increasing
 
 

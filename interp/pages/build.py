@@ -45,16 +45,16 @@ def _distribution(s: Scan, j: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     h = Histogram(edges).update(x)
     counts = h.counts[1:-1].clone()
     counts[-1] += h.counts[-1]  # the maximum sits on the last edge: count it in the last bin
-    hist = pd.DataFrame(dict(left=edges[:-1], right=edges[1:], count=counts.numpy()))
+    hist = pd.DataFrame(dict(left=edges[:-1], right=edges[1:], n_positions=counts.numpy()))
     q = torch.quantile(x, torch.tensor(QUANTILES, dtype=torch.float64)).tolist()
     ex = s.examples(j, "sample")
     rows = []
     for level, v in zip(QUANTILES, q):
         if len(ex):
             best = ex.iloc[int((ex["activation"] - v).abs().values.argmin())]
-            rows.append(dict(quantile=level, value=v, activation=best["activation"], token=best["token"],
+            rows.append(dict(level=level, value=v, activation=best["activation"], token=best["token"],
                              context=best["context"], tokens=best["tokens"], acts=best["acts"], center=best["center"]))
-    return pd.DataFrame(rows, columns=["quantile", "value", "activation", "token", "context", "tokens", "acts",
+    return pd.DataFrame(rows, columns=["level", "value", "activation", "token", "context", "tokens", "acts",
                                        "center"]), hist
 
 

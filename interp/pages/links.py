@@ -17,11 +17,9 @@ COLUMNS = ["direction", "kind", "component", "layer", "head", "neuron", "score",
 
 def _from_composition(df: pd.DataFrame, direction: str, side: str) -> pd.DataFrame:
     """Rows of a composition frame as links to the component on ``side`` ("source"/"target")."""
-    is_head = df[side].str.contains("H")
-    idx = df[f"{side}_index"].astype("Int64")
     return pd.DataFrame(dict(
         direction=direction, kind=df["kind"], component=df[side], layer=df[f"{side}_layer"].astype("int64"),
-        head=idx.where(is_head), neuron=idx.where(~is_head), score=df["score"], baseline=df["baseline"],
+        head=df[f"{side}_head"], neuron=df[f"{side}_neuron"], score=df["score"], baseline=df["baseline"],
         excess=df["excess"], cosine=float("nan"),
     ))
 

@@ -82,7 +82,7 @@ class Page:
 class NeuronPage(Page):
     """A neuron's page. Frames: ``top`` / ``bottom`` (largest and most negative activations,
     one per context line), ``quantiles`` (the activation at each quantile, with an example
-    near it), ``histogram`` (left, right, count), ``promoted`` / ``suppressed`` (tokens whose
+    near it), ``histogram`` (left, right, n_positions), ``promoted`` / ``suppressed`` (tokens whose
     logit its write raises / lowers), ``reads_from`` / ``writes_to`` (heads and neurons by
     weight composition)."""
 

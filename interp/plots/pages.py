@@ -57,7 +57,7 @@ def _links_cells(page: Any) -> list[list[Any]]:
 
 def _histogram(fig: go.Figure, page: Any, name: str, colour: str) -> None:
     h = page.histogram
-    fig.add_trace(go.Bar(x=(h["left"] + h["right"]) / 2, y=h["count"], width=(h["right"] - h["left"]),
+    fig.add_trace(go.Bar(x=(h["left"] + h["right"]) / 2, y=h["n_positions"], width=(h["right"] - h["left"]),
                          marker_color=colour, name=name, showlegend=False), row=1, col=1)
     fig.update_yaxes(type="log", title_text="positions", row=1, col=1)
     fig.update_xaxes(title_text=name, row=1, col=1)
