@@ -15,11 +15,14 @@ attention means the padding after it changes nothing (so a batch generates what 
 generate one by one, up to the rounding of a wider matrix product).
 
 >>> model = interp.load()
->>> model.generate("def add(a, b):", max_new_tokens=8)          # greedy: a str
+>>> text = model.generate("def add(a, b):", max_new_tokens=8)          # greedy: a str
 >>> g = interp.generate_tokens(model, ["x = ", "def f("], max_new_tokens=8, temperature=0.8, seed=0)
->>> g.completions, g.to_frame()
->>> w = model.run_with_writes(g.batch)                           # the record of what was generated
->>> model.generate("def add(a, b):", ablate=["L1H2", "L0N5"])   # with components ablated
+>>> list(g.to_frame().columns)[:3]
+['row', 'prompt', 'completion']
+>>> w = model.run_with_writes(g.batch)                                 # the record of what was generated
+>>> w.tokens.shape == g.tokens.shape
+True
+>>> ablated = model.generate("def add(a, b):", max_new_tokens=8, ablate=["L1H2", "L0N5"])
 """
 
 from __future__ import annotations

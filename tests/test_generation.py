@@ -158,3 +158,19 @@ def test_stop_strings_and_tokens(default_model):
 def test_bad_generation_arguments(default_model, kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
         generate_tokens(default_model, "x = 1", **kw)
+
+
+def test_docstring_examples_run(default_model):
+    import doctest
+
+    import interp.generation
+    import interp.models.synthetic
+    import interp.pages.build
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    n = 0
+    for mod in (interp.generation, interp.pages.build, interp.models.synthetic):
+        for test in finder.find(mod, globs={"interp": interp, "model": default_model, "torch": torch, **vars(mod)}):
+            n += len(test.examples)
+            runner.run(test)
+    assert n >= 12 and runner.failures == 0, runner.summarize()

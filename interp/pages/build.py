@@ -190,8 +190,9 @@ def neuron_page(model: Any, neuron: str, data: Any = "stdlib:val", **kw: Any) ->
         output vector through the final norm's gain and ``W_U``), ``reads_from`` / ``writes_to``.
         ``page.save(path)`` / ``interp.pages.Page.load(path)``; ``interp.plots.neuron_page(page)``.
     Example:
-        >>> page = interp.neuron_page(model, "L1N5", max_tokens=5_000)
-        >>> page.top[["activation", "token", "context"]]
+        >>> page = interp.neuron_page(model, "L1N5", max_tokens=5_000, progress=False)
+        >>> list(page.top.columns)[:3], page.summary["label"]
+        (['rank', 'activation', 'doc'], 'L1N5')
     """
     if not isinstance(neuron, str) or "N" not in neuron:
         raise ValueError(f"neuron={neuron!r} is not a neuron label; pass one like 'L1N5' (heads: interp.head_page)")
@@ -207,8 +208,9 @@ def head_page(model: Any, head: str, data: Any = "stdlib:val", **kw: Any) -> Hea
     and the heads it reads from and writes to (Q/K/V composition). Options as ``neuron_page``.
 
     Example:
-        >>> page = interp.head_page(model, "L1H2", max_tokens=5_000)
-        >>> page.scores, page.ov
+        >>> page = interp.head_page(model, "L1H2", max_tokens=5_000, progress=False)
+        >>> page.scores["kind"].tolist()
+        ['previous_token', 'induction', 'duplicate_token', 'bos', 'self']
     """
     if not isinstance(head, str) or "H" not in head:
         raise ValueError(f"head={head!r} is not a head label; pass one like 'L1H2' (neurons: interp.neuron_page)")
