@@ -118,3 +118,21 @@ def test_pages_save_load_and_draw(pages, tmp_path):
 def test_bad_page_arguments(default_model, call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call(default_model)
+
+
+def test_head_links_equal_composition_scores(tiny_models):
+    """One head's row and column of composition_scores, computed for that head alone."""
+    from interp.pages.links import head_links
+
+    for family in ("gpt2", "llama"):
+        m = tiny_models[family]
+        comp = interp.composition_scores(m)
+        reads, writes = head_links(m, 1, 2, 100)
+        want = comp[comp["target"] == "L1H2"].set_index(["source", "kind"])["score"]
+        got = reads[reads["head"].notna()].set_index(["component", "kind"])["score"]
+        # float64 on both sides (composition_scores in float64 for d_model <= 256); its route sums the
+        # d_model^2 = 4,096 products of two Gram matrices whose entries cancel: relative error up to
+        # d^2 * eps64 * sum|A.B| / <A, B> = 4.5e-13 * (cancellation ratio, under 1e4 for random heads)
+        # on the squared score, so rtol 1e-7 on the score holds with a wide margin
+        pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False, atol=0, rtol=1e-7)
+        assert len(writes) == 0  # layer 1 is the last of these two-layer models

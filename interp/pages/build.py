@@ -89,7 +89,7 @@ def _neuron_page(model: Any, s: Scan, j: int, *, top_k: int, n_links: int, W: di
     return NeuronPage(label=f.label, summary=summary, frames=frames)
 
 
-def _head_page(model: Any, s: Scan, j: int, *, top_k: int, n_links: int, W: dict, comp: Any,
+def _head_page(model: Any, s: Scan, j: int, *, top_k: int, n_links: int, W: dict,
                scores: dict[str, pd.DataFrame]) -> HeadPage:
     f = s.features[j]
     top = _examples(s, j, "top", top_k)
@@ -110,7 +110,7 @@ def _head_page(model: Any, s: Scan, j: int, *, top_k: int, n_links: int, W: dict
             det.append(dict(kind=kind, score=float(r["score"]), baseline=float(r["baseline"]),
                             flagged=bool(r["flagged"]), rank=int(at[0]) + 1))
     quant, hist = _distribution(s, j)
-    reads, writes = links.head_links(model, f.layer, f.index, n_links, comp)
+    reads, writes = links.head_links(model, f.layer, f.index, n_links, W)
     st = _stats(s, j)
     summary = dict(label=f.label, kind="head", layer=f.layer, head=f.index, model=model.cfg.name,
                    n_tokens=st["n_tokens"], mean_write_norm=st["mean"], max_write_norm=st["max"],
@@ -157,7 +157,6 @@ def component_pages(
              context=context, n_samples=256, seed=seed, progress=progress)
     W = links.effective_weights(model)
     heads = [f for f in feats if f.kind == "head"]
-    comp = links.all_head_composition(model) if heads else None
     scores: dict[str, pd.DataFrame] = {}
     if heads:
         from interp.heads import head_scores
@@ -168,7 +167,7 @@ def component_pages(
         if f.kind == "neuron":
             pages.append(_neuron_page(model, s, j, top_k=top_k, n_links=n_links, W=W))
         else:
-            pages.append(_head_page(model, s, j, top_k=top_k, n_links=n_links, W=W, comp=comp, scores=scores))
+            pages.append(_head_page(model, s, j, top_k=top_k, n_links=n_links, W=W, scores=scores))
     return pages
 
 

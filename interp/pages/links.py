@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp.heads.composition import composition_scores, effective_weights, neuron_composition
+from interp.heads.composition import effective_weights, neuron_composition, random_baseline
 
 COLUMNS = ["direction", "kind", "component", "layer", "head", "neuron", "score", "baseline", "excess", "cosine"]
 
@@ -67,19 +67,53 @@ def neuron_links(model: Any, layer: int, neuron: int, n: int, W: dict | None = N
     return _split(parts, n)
 
 
-def head_links(model: Any, layer: int, head: int, n: int, comp: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(reads_from, writes_to)`` of a head among the heads (Q/K/V composition)."""
-    label = f"L{layer}H{head}"
+def _scores(V: torch.Tensor, Wo: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Composition ``|W_OV W| / (|W_OV| |W|)`` of writers ``W_OV = V Wo`` (``V [S, d, r]``, ``Wo [S,
+    r, d]``) with readers ``W = X Y^T`` (``X, Y [T, d, r]``): ``[S, T]``, through ``r x r`` Gram
+    matrices: ``|V Wo X Y^T|^2 = tr(M^T (V^T V) M (Y^T Y))`` with ``M = Wo X`` (the definition of
+    ``interp.composition_scores``, for one head against all others without their ``d x d`` grams)."""
+    GV, GY = V.transpose(-1, -2) @ V, Y.transpose(-1, -2) @ Y  # [S, r, r], [T, r, r]
+    M = torch.einsum("srd,tdq->strq", Wo, X)  # [S, T, r, r]
+    num = torch.einsum("strq,srp,stpu,tuq->st", M, GV, M, GY)
+    n_ov = torch.einsum("srp,srd,spd->s", GV, Wo, Wo)  # |V Wo|^2 = tr(GV Wo Wo^T)
+    n_w = torch.einsum("tuq,tdu,tdq->t", GY, X, X)  # |X Y^T|^2 = tr(GY X^T X)
+    return (num.clamp_min(0) / (n_ov[:, None] * n_w[None, :])).sqrt()
+
+
+def _reader(W: dict, kind: str, layers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    Q, K, V, Wo = (torch.cat([W[n][ly] for ly in layers]) for n in ("W_Q", "W_K", "W_V", "W_O"))
+    return {"Q": (Q, K), "K": (K, Q), "V": (V, Wo.transpose(-1, -2))}[kind]
+
+
+def head_links(model: Any, layer: int, head: int, n: int, W: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(reads_from, writes_to)`` of a head among the heads: the Q/K/V composition of every earlier
+    head into it and of it into every later head (``interp.composition_scores``'s scores, for
+    this head's row and column only)."""
+    W = effective_weights(model) if W is None else W
+    c = model.cfg
+    H = c.n_heads
+    base = random_baseline(c.d_model, c.d_head)[0]
     parts = []
-    if comp is not None:
-        parts += [_from_composition(comp[comp["target"] == label], "reads_from", "source"),
-                  _from_composition(comp[comp["source"] == label], "writes_to", "target")]
+    for direction, layers in (("reads_from", list(range(layer))), ("writes_to", list(range(layer + 1, c.n_layers)))):
+        if not layers:
+            continue
+        others = [(ly, h) for ly in layers for h in range(H)]
+        for kind in ("Q", "K", "V"):
+            if direction == "reads_from":
+                V = torch.cat([W["W_V"][ly] for ly in layers])
+                Wo = torch.cat([W["W_O"][ly] for ly in layers])
+                X, Y = _reader(W, kind, [layer])
+                score = _scores(V, Wo, X[head:head + 1], Y[head:head + 1])[:, 0]
+            else:
+                X, Y = _reader(W, kind, layers)
+                score = _scores(W["W_V"][layer][head:head + 1], W["W_O"][layer][head:head + 1], X, Y)[0]
+            s = score.double().cpu().tolist()
+            parts.append(pd.DataFrame(dict(
+                direction=direction, kind=kind, component=[f"L{ly}H{h}" for ly, h in others],
+                layer=[ly for ly, _ in others], head=pd.array([h for _, h in others], dtype="Int64"),
+                neuron=pd.array([None] * len(others), dtype="Int64"), score=s, baseline=base,
+                excess=[v - base for v in s], cosine=float("nan"))))
     return _split(parts, n)
-
-
-def all_head_composition(model: Any) -> pd.DataFrame | None:
-    """``composition_scores`` of every head pair, or None for a one-layer model."""
-    return composition_scores(model) if model.cfg.n_layers > 1 else None
 
 
 def _split(parts: list[pd.DataFrame], n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
