@@ -50,6 +50,7 @@ def test_neuron_statistics_match_neuron_stats(default_model, pages):
 def test_near_duplicates_count_once(pages):
     """Planted: one URL line in three documents and two tokens of one line, beside two distinct
     lines; the top list keeps the first of each line and counts what it stands for."""
+    # (tokens windows of different lengths: the same line read from different positions)
     line = ["url", " =", " 'http", "s://", "ex", "ample", "'", "\n"]
     df = pd.DataFrame(dict(
         activation=[9.0, 8.0, 7.0, 6.0, 5.0, 4.0],
@@ -60,6 +61,11 @@ def test_near_duplicates_count_once(pages):
     assert out["activation"].tolist() == [9.0, 8.0, 4.0]
     assert out["n_duplicates"].tolist() == [3, 0, 0] and out["rank"].tolist() == [1, 2, 3]
     assert dedup(df, 2)["activation"].tolist() == [9.0, 8.0]
+    # a long line seen through shifting windows: positions within the window of a kept one
+    shifted = pd.DataFrame(dict(activation=[3.0, 2.9, 2.8, 1.0], tokens=[["=" * i, "x", "y"] for i in (1, 2, 3, 4)],
+                                center=[1, 1, 1, 1], doc_index=[0, 0, 0, 0], row=[0, 0, 0, 1], pos=[10, 11, 19, 11]))
+    got = dedup(shifted, 10, window=8)
+    assert got["activation"].tolist() == [3.0, 2.8, 1.0] and got["n_duplicates"].tolist() == [1, 0, 0]
     for page in pages:  # and on the real pages, each context line once
         lines = [context_line(t, c) for t, c in zip(page.top["tokens"], page.top["center"])]
         assert len(set(lines)) == len(lines), lines

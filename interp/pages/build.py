@@ -67,7 +67,7 @@ def _stats(s: Scan, j: int) -> dict[str, Any]:
 
 def _examples(s: Scan, j: int, which: str, k: int) -> pd.DataFrame:
     cols = ["key_token", "key_offset", "key_weight"]
-    df = dedup(s.examples(j, which), k)
+    df = dedup(s.examples(j, which), k, window=s.context)
     return df.drop(columns=cols) if s.features[j].kind == "neuron" else df
 
 

@@ -90,20 +90,28 @@ def context_line(tokens: list[str], center: int) -> str:
     return (left + tokens[center] + right).strip()
 
 
-def dedup(df: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The first ``k`` rows whose context lines differ; ``n_duplicates`` counts the rows each
-    stands for."""
+def dedup(df: pd.DataFrame, k: int, window: int | None = None) -> pd.DataFrame:
+    """The first ``k`` rows that are not near-duplicates of an earlier one: the same context line
+    (any document), or, with ``window``, a position within ``window`` tokens of a kept example in
+    the same row of the same document (a long line seen through shifting windows). ``n_duplicates``
+    counts the rows each kept one stands for."""
     if df.empty:
         return df.assign(n_duplicates=pd.Series(dtype="int64"))
     line = [context_line(t, c) for t, c in zip(df["tokens"], df["center"])]
-    first: dict[str, int] = {}
-    counts: dict[str, int] = {}
+    where = list(zip(df["doc_index"], df["row"], df["pos"])) if window is not None and "pos" in df else None
+    kept: list[int] = []
+    count: dict[int, int] = {}
     for i, key in enumerate(line):
-        first.setdefault(key, i)
-        counts[key] = counts.get(key, 0) + 1
-    keep = sorted(first.values())[:k]
+        owner = next((j for j in kept if line[j] == key or where is not None and where[j][:2] == where[i][:2]
+                      and abs(int(where[j][2]) - int(where[i][2])) <= window), None)
+        if owner is None:
+            kept.append(i)
+            count[i] = 0
+        else:
+            count[owner] += 1
+    keep = kept[:k]
     out = df.iloc[keep].copy()
-    out["n_duplicates"] = [counts[line[i]] - 1 for i in keep]
+    out["n_duplicates"] = [count[i] for i in keep]
     out["rank"] = np.arange(1, len(out) + 1)
     return out.reset_index(drop=True)
 

@@ -19,17 +19,20 @@ SIDE_CHARS = 40
 MAX_ROWS = 8
 
 
-def _context(tokens: list[str], center: int) -> str:
-    left = "".join(tokens[:center]).replace("\n", "↵")[-SIDE_CHARS:]
-    right = "".join(tokens[center + 1:]).replace("\n", "↵")[:SIDE_CHARS]
+def _context(tokens: list[str], center: int, side: int = SIDE_CHARS) -> str:
+    left = "".join(tokens[:center]).replace("\n", "↵")[-side:]
+    right = "".join(tokens[center + 1:]).replace("\n", "↵")[:side]
     esc = lambda x: html.escape(x, quote=False)  # noqa: E731  (plotly tables read &lt; &gt; &amp;, not &quot;)
     return f"{esc(left)}<b>[{esc(show_token(tokens[center]))}]</b>{esc(right)}"
 
 
-def _examples_cells(df: pd.DataFrame, value: str) -> list[list[Any]]:
+def _examples_cells(df: pd.DataFrame, value: str, side: int = SIDE_CHARS) -> list[list[Any]]:
+    """Value and context cells of the first ``MAX_ROWS`` examples; ``side`` characters each side
+    keep a row on one line (a wrapped row would push the table past its band)."""
+    df = df.head(MAX_ROWS)
     if df.empty:
         return [[], []]
-    return [[f"{v:.3g}" for v in df[value]], [_context(t, c) for t, c in zip(df["tokens"], df["center"])]]
+    return [[f"{v:.3g}" for v in df[value]], [_context(t, c, side) for t, c in zip(df["tokens"], df["center"])]]
 
 
 def _table(fig: go.Figure, row: int, col: int, header: list[str], cells: list[list[Any]], widths: list[float]) -> None:
@@ -68,7 +71,7 @@ def neuron_page(page: Any) -> go.Figure:
     _check(page, "neuron", "neuron_page")
     s = page.summary
     fig = make_subplots(
-        rows=3, cols=2, column_widths=[0.5, 0.5], row_heights=[0.3, 0.37, 0.33], vertical_spacing=0.07,
+        rows=3, cols=2, column_widths=[0.5, 0.5], row_heights=[0.28, 0.35, 0.37], vertical_spacing=0.07,
         horizontal_spacing=0.1,
         specs=[[{"type": "xy"}, {"type": "xy"}], [{"type": "table", "colspan": 2}, None],
                [{"type": "table"}, {"type": "table"}]],
@@ -84,9 +87,11 @@ def neuron_page(page: Any) -> go.Figure:
     fig.add_trace(go.Bar(y=[f"{show_token(t)} −{r}" for t, r in zip(sup["token"], sup["rank"])][::-1],
                          x=sup["logit"][::-1], orientation="h", marker_color=PALETTE[0], name="suppressed",
                          showlegend=False), row=1, col=2)
+    labels = list(fig.data[-2].y) + list(fig.data[-1].y)
+    fig.update_yaxes(tickmode="array", tickvals=labels, ticktext=labels, tickfont=dict(size=10), row=1, col=2)
     fig.update_xaxes(title_text="logit per unit of activation", row=1, col=2)
     _table(fig, 2, 1, ["activation", "context"], _examples_cells(page.top, "activation"), [1, 9])
-    _table(fig, 3, 1, ["activation", "context"], _examples_cells(page.bottom.head(MAX_ROWS), "activation"), [1, 5])
+    _table(fig, 3, 1, ["activation", "context"], _examples_cells(page.bottom, "activation", side=18), [1, 5])
     _table(fig, 3, 2, ["", "component", "kind", "score", "excess"], _links_cells(page), [1, 1.4, 1, 1, 1])
     verdict = f", verdict {s['verdict']}" if s.get("verdict") else ""
     title = (f"{page.label} · {s['model']} · in/out cosine {s['cosine']:+.3f} (z {s['cosine_z']:+.1f}"
@@ -119,7 +124,7 @@ def head_page(page: Any) -> go.Figure:
     fig.add_trace(go.Scatter(x=sc["kind"], y=sc["baseline"], mode="markers", marker=dict(symbol="line-ew-open", size=28,
                              color="#555"), showlegend=False), row=1, col=2)
     fig.update_yaxes(title_text="score", range=[0, 1.1], row=1, col=2)
-    top = page.top
+    top = page.top.head(MAX_ROWS)
     cells = _examples_cells(top, "activation")
     if len(top):
         cells.append([f"{show_token(k)} ({o} back, {w:.2f})" if k is not None else "" for k, o, w in
