@@ -20,6 +20,7 @@ from interp.errors import (
     ModelMismatchError,
     ModelNotFoundError,
     NonAdditiveModelError,
+    ReconstructionToleranceError,
     UnsafeCheckpointError,
 )
 from interp.export import export
@@ -76,6 +77,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelNotFoundError",
     "NonAdditiveModelError",
+    "ReconstructionToleranceError",
     "ResidualWrites",
     "Subspace",
     "Tokens",
