@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from interp._checks import check_bool, check_choice, check_device, check_int
+from interp._quiet import quietly
 from interp.capture import calibration_tolerance
 from interp.checkpoint_checks import (
     check_config_against_weights,
@@ -60,6 +61,7 @@ def _keeps_global_rng(fn: Any) -> Any:
 
 
 @_keeps_global_rng
+@quietly
 def load(
     name_or_path: Any = None,
     *,

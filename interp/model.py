@@ -394,6 +394,7 @@ class Model:
         device: str | torch.device | None = None,
         verify: bool | None = None,
         split_special_tokens: bool | None = None,
+        extras: Sequence[str] = (),
     ) -> ResidualWrites:
         """Run the model once and record every residual-stream write.
 
@@ -408,6 +409,9 @@ class Model:
                 ``hook_resid_*``. Default: on the first call for this model only. Raises
                 ``NonAdditiveModelError`` when the writes do not sum to the stream.
             split_special_tokens: see ``to_tokens`` (default True: user text is text).
+            extras: intermediates to keep as well, e.g. ``["pattern", "q", "mlp_pre"]`` or any
+                TransformerLens hook name (``interp.extras``): one more forward through the
+                bridge; read them as ``w.extra("pattern", layer)``.
         Returns:
             ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
         Raises:
@@ -427,6 +431,9 @@ class Model:
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
         store_device = check_device("device", device) or self.device
+        from interp.extras import hooks_for, record_extras
+
+        extra_hooks = hooks_for(self, extras, layers)
         active = self.active_hooks()
         if active:
             raise ValueError(
@@ -472,7 +479,9 @@ class Model:
         scale = rec["scale"][toks.mask.to(rec["scale"].device)]
         if not torch.isfinite(scale).all():
             raise ValueError(self._non_finite("the final stream"))
-        return self._make_writes(toks, rec, layers, prepend_bos)
+        w = self._make_writes(toks, rec, layers, prepend_bos)
+        w.extras.update(record_extras(self, toks.tokens, extra_hooks, dtype=store_dtype, device=store_device))
+        return w
 
     def _non_finite(self, where: str) -> str:
         low = self.cfg.dtype in (torch.float16, torch.bfloat16)
@@ -568,3 +577,11 @@ class Model:
                                      verify=verify)
             w.meta["doc_ids"] = list(batch.doc_ids)
             yield w
+
+    def generate(self, prompt: Any, **kw: Any) -> str | list[str]:
+        """Generated text, prompt included: a str for a str prompt, a list for a list. Greedy by
+        default; ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``,
+        ``ablate``, ``patch``: see ``interp.generate_tokens``, which also returns the tokens."""
+        from interp.generation import generate
+
+        return generate(self, prompt, **kw)

@@ -72,6 +72,8 @@ class ResidualWrites:
         final_scale: ``[batch, pos, 1]`` the final norm's scale in this forward pass.
         weights: the ``WriteWeights`` shared with the model (not copied).
         meta: model id, name, weight processing, config numbers, options used.
+        extras: intermediates kept on request (``run_with_writes(extras=...)``, ``interp.extras``):
+            ``"{name}.{layer}"`` or a TransformerLens hook name -> tensor ``[batch, ...]``.
     """
 
     tokens: Tensor
@@ -83,6 +85,7 @@ class ResidualWrites:
     final_scale: Tensor | None
     weights: WriteWeights
     meta: dict[str, Any]
+    extras: dict[str, Tensor] = field(default_factory=dict, repr=False)
     str_tokens_: list[list[str]] | None = field(default=None, repr=False)
     decode_: Any = field(default=None, repr=False)
     #: Post-norm blocks only: layer -> ``[batch, pos, 1]`` the frozen scale of the norm on the
@@ -119,7 +122,7 @@ class ResidualWrites:
         """Bytes of memory the record's tensors keep alive (each storage counted once; the
         shared weights are not counted)."""
         ts = [self.tokens, self.mask, self.embed, self.pos_embed, self.final_scale]
-        ts += list(self.z.values()) + list(self.acts.values())
+        ts += list(self.z.values()) + list(self.acts.values()) + list(self.extras.values())
         ts += list((self.attn_scale or {}).values()) + list((self.mlp_scale or {}).values())
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts if t is not None}
         return sum(storages.values())
@@ -187,6 +190,14 @@ class ResidualWrites:
         layer = self._layer(layer)
         b = self._w(self.weights.b_O[layer] if block == "attn" else self.weights.b_out[layer])
         return b if s is None else b / s
+    def extra(self, name: str, layer: int | None = None) -> Tensor:
+        """An intermediate kept with ``run_with_writes(extras=...)``: ``extra("pattern", 3)``
+        (short names, ``interp.extras.EXTRAS``) or ``extra("blocks.3.attn.hook_result")``."""
+        key = name if layer is None else f"{name}.{check_index('layer', layer, self.n_layers, 'layer')}"
+        if key not in self.extras:
+            raise KeyError(f"{key!r} was not kept in this record (kept: {sorted(self.extras) or 'none'}); record "
+                           f"it with run_with_writes(..., extras=[{name!r}])")
+        return self.extras[key]
 
     # ---- single writes ---------------------------------------------------------------
     def head_writes(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
@@ -351,6 +362,8 @@ class ResidualWrites:
             if self.post_norm:
                 tensors[f"attn_scale.{ly}"] = self.attn_scale[ly]
                 tensors[f"mlp_scale.{ly}"] = self.mlp_scale[ly]
+        for key, t in self.extras.items():
+            tensors[f"extras.{key}"] = t
         if weights:
             for name in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b"):
                 t = getattr(self.weights, name)
@@ -443,7 +456,13 @@ class ResidualWrites:
         check_consistent(path, sidecar, dict(meta, str_tokens=str_tokens), t)
         meta.pop("record", None)
         post = meta.get("post_norm", False)
+        extras = {k[len("extras."):]: v for k, v in t.items() if k.startswith("extras.")}
+        for key, v in extras.items():
+            if v.dim() < 1 or v.shape[0] != t["tokens"].shape[0]:
+                raise ValueError(f"path={str(path)!r}: the extra {key!r} has shape {list(v.shape)}, not [batch = "
+                                 f"{t['tokens'].shape[0]}, ...]; the record is damaged: write it again with writes.save()")
         return cls(
+            extras=extras,
             tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
             z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
             final_scale=t.get("final_scale"), weights=weights, meta=meta,

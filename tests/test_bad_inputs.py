@@ -795,6 +795,14 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
                   {"early": "count", "late": "count", "n_rows": "count", "batch_size": "count"}),
     "pattern_frame": (lambda c, **kw: interp.pattern_frame(c.model, "x = 1", **kw),
                       {"row": "index", "chunk": "flag", "prepend_bos": "flag", "split_special_tokens": "flag"}),
+    "repeated_tokens": (lambda c, **kw: interp.repeated_tokens(c.model, **kw),
+                        {"batch": "count", "length": "count", "seed": "seed"}),
+    "component_pages": (_quiet(lambda c, **kw: interp.component_pages(c.model, ["L1N3", "L0H1"], TEXTS, **kw)),
+                        {"max_tokens": "count", "top_k": "count", "context": "count0", "n_links": "count",
+                         "batch_size": "count", "n_ctx": "ctx", "seed": "seed", "progress": "flag"}),
+    "generate_tokens": (lambda c, **kw: interp.generate_tokens(c.model, "x = 1", **dict(dict(max_new_tokens=2), **kw)),
+                        {"max_new_tokens": "count", "temperature": "penalty", "top_k": "count", "top_p": "share",
+                         "seed": "seed", "prepend_bos": "flag"}),
     # figures: options are checked before the table is read, so an empty frame will do
     **{f"plots.{fn}": (functools.partial(_plot, fn), params)
        for fn, params in {
@@ -810,7 +818,8 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
 #: Where ``None`` is a valid value of an argument (it then means "the default").
 NONE_OK = {"prepend_bos", "verify", "split_special_tokens", "n_ctx", "max_tokens", "top_k", "chunk_rows", "threshold", "width", "height", "k",
            "n_devices", "late", "chunk"}
-SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1)}
+SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1),
+        ("generate_tokens", "seed", None), ("generate_tokens", "prepend_bos", 1)}
 
 
 def _call(call, kw, c):
