@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine; each sets up .venv on first use.
 #   make report   run `interp report` on the embedded default model -> report.html
-#   make test     run the test suite (the same command CI runs)
+#   make test     run the test suite (the same command CI runs; it includes the strict docs build)
+#   make docs     build the documentation site into build/site/ (warnings are errors)
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: report test lint bench clean
+.PHONY: report test docs lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check interp tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) report.html
+	rm -rf $(VENV) report.html build/site .cache/mkdocs-jupyter

@@ -15,7 +15,7 @@ active on the bridge (inside ``interp.ablate``), patterns come from TransformerL
 Masking: inputs are right-padded (``Tokens``), so a real query never attends to padding;
 rows of padding queries are set to zero.
 
-Example:
+Examples:
     >>> import interp
     >>> pat = interp.attention_patterns(interp.load(), "def f(x):\\n    return x", layers=[0])[0]
     >>> pat.shape[1], bool((pat.sum(-1)[0] - 1).abs().max() < 1e-5)
@@ -161,7 +161,7 @@ def pattern_frame(
         One row per (layer, head, query, key) with key <= query on real tokens: layer:int,
         head:int, label:str ("L1H2"), query:int, key:int, query_token:str, key_token:str,
         weight:float. ``attrs``: tokens (the row's token strings), source.
-    Example:
+    Examples:
         >>> df = pattern_frame(interp.load(), "x = 1", layers=[0], heads=[2])
         >>> list(df.columns)[:5]
         ['layer', 'head', 'label', 'query', 'key']

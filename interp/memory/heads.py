@@ -242,7 +242,7 @@ def find_deleting_heads(
     Raises:
         IndexOutOfRangeError: a layer out of range.
         ValueError: raw processing; data from another model or without every layer.
-    Example:
+    Examples:
         >>> import interp
         >>> list(find_deleting_heads(interp.load()).columns[:4])
         ['layer', 'head', 'label', 'score']

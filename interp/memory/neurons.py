@@ -317,7 +317,7 @@ def neuron_in_out_cosines(
         flagged:bool.
     ``attrs``: processing, null, input, null_mean/null_std/threshold (per layer),
     expected_false_positives, n_neurons, d_model.
-    Example:
+    Examples:
         >>> import interp
         >>> df = neuron_in_out_cosines(interp.load())
         >>> len(df) == 2 * 512, df["cosine"].is_monotonic_increasing
@@ -357,7 +357,7 @@ def find_deleting_neurons(
     Raises:
         IndexOutOfRangeError: a layer out of range (names the valid range).
         ValueError: an unknown ``null``/``input``, a threshold outside [-1, 1].
-    Example:
+    Examples:
         >>> import interp
         >>> df = find_deleting_neurons(interp.load())
         >>> list(df.columns[:5]), bool((df["cosine"] <= df["threshold"]).all())

@@ -1,6 +1,6 @@
 """Repeated random token sequences: BOS + S + S, the induction task.
 
-Example:
+Examples:
     >>> rows, mask = repeated_batch(4, vocab_size=512, lengths=[10], generator=torch.Generator().manual_seed(0))
     >>> rows.shape, bool((rows[:, 1:11] == rows[:, 11:21]).all())
     (torch.Size([4, 21]), True)

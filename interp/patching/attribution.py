@@ -60,7 +60,7 @@ def attribution_patching(
         ``metric_corrupt + approximation`` and ``effect`` is ``approximation / (metric_clean -
         metric_corrupt)``; plus approximation:float, the estimated change of the metric.
         ``attrs["method"] == "attribution"``.
-    Example:
+    Examples:
         >>> att = interp.attribution_patching(model, clean, corrupt, answers=(")", "]"))
         >>> att.sort_values("effect").tail(3)[["component", "effect", "approximation"]]
     """

@@ -184,7 +184,7 @@ def deletion_effect(
     Raises:
         IndexOutOfRangeError: a deleter outside the model.
         ValueError: a bad label, mode or data.
-    Example:
+    Examples:
         >>> df = interp.deletion_effect(model, "L1N154", ["def f(x):\\n    return x\\n"] * 4)
         >>> df[df.role == "deleter"][["site", "survival_clean", "survival_ablated", "control_change"]]
     """

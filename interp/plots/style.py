@@ -4,7 +4,7 @@ Importing this module registers the template ``"interp"`` with ``plotly.io.templ
 Plot functions pass ``template=TEMPLATE`` to ``fig.update_layout`` (or call ``apply``),
 and colour traces by component kind with ``KIND_COLOURS``.
 
-Example:
+Examples:
     >>> import plotly.graph_objects as go
     >>> from interp.plots.style import TEMPLATE, apply
     >>> fig = apply(go.Figure(go.Bar(x=["L0H1"], y=[1.0])))

@@ -180,7 +180,7 @@ def neuron_stats(
     Raises:
         ValueError: layers out of range, a bad size, data without any position to measure.
         DistributedError: another rank failed or timed out.
-    Example:
+    Examples:
         >>> stats = interp.neuron_stats(interp.load(), max_tokens=20_000)
         >>> interp.top_examples(stats, ["L1N5"])[["rank", "activation", "token"]]
     """
