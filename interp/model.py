@@ -26,7 +26,7 @@ from interp._checks import check_bool, check_choice, check_device, check_indices
 from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
 from interp.reconstruction import check_reconstruction
-from interp.tokens import Tokens, check_token_tensor, check_tokens, encode_texts
+from interp.tokens import Tokens, check_token_tensor, check_tokens, decode_token, encode_texts
 from interp.writes import ResidualWrites, WriteWeights
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,9 @@ class Model:
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
     def decode_token(self, token: int) -> str:
-        return self.tokenizer.decode([token])
+        """One token's text (``interp.tokens.decode_token``): a byte that is not valid UTF-8 on
+        its own reads ``<0xE2>``, not ``"\\ufffd"``."""
+        return decode_token(self.tokenizer, token)
 
     def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False) -> Tokens:
         """A right-padded ``Tokens`` batch from a str, list of str, or LongTensor ``[batch, pos]``.

@@ -22,12 +22,18 @@ def require_columns(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str,
 
 
 #: How whitespace is drawn in token labels: a space as a middle dot, a newline as a return
-#: arrow, a tab as a tab arrow; other control characters as escapes (``\\x08``).
+#: arrow, a tab as a tab arrow, a carriage return as ``\\r``; other characters that do not
+#: print (control characters) as their byte, ``<0x10>``, the spelling ``Model.decode_token``
+#: gives a byte token that is not UTF-8 on its own.
 WHITESPACE = {" ": "\u00b7", "\n": "\u21b5", "\t": "\u21e5", "\r": "\\r"}
 
 
+def _unprintable(c: str) -> str:
+    return "".join(f"<0x{b:02X}>" for b in c.encode("utf-8", errors="surrogatepass"))
+
+
 def show_token(token: str) -> str:
-    """A token as a reader can see it: ``" value"`` -> ``"·value"``, ``"\\n   "`` -> ``"↵···"``;
-    the empty token is ``"∅"``."""
-    out = "".join(WHITESPACE.get(c) or (c if c.isprintable() else repr(c)[1:-1]) for c in str(token))
+    """A token as a reader can see it: ``" value"`` -> ``"·value"``, ``"\\n   "`` -> ``"↵···"``,
+    ``"\\x10"`` -> ``"<0x10>"``; the empty token is ``"∅"``."""
+    out = "".join(WHITESPACE.get(c) or (c if c.isprintable() else _unprintable(c)) for c in str(token))
     return out or "\u2205"
