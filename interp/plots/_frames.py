@@ -37,3 +37,18 @@ def show_token(token: str) -> str:
     ``"\\x10"`` -> ``"<0x10>"``; the empty token is ``"∅"``."""
     out = "".join(WHITESPACE.get(c) or (c if c.isprintable() else _unprintable(c)) for c in str(token))
     return out or "\u2205"
+
+
+def clip_text(text: str, chars: int) -> str:
+    """``text`` cut to at most ``chars`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= chars else text[: max(1, chars - 1)] + "\u2026"
+
+
+#: Width of one character of cell text (px per px of font size): monospace fonts draw 0.6 em;
+#: proportional fonts' average glyph is narrower, their widest (W, ·, ↵) no wider than this.
+CHAR_EM = 0.62
+
+
+def cell_chars(cell_px: float, font_px: float, *, pad_px: float = 8.0) -> int:
+    """How many characters of ``font_px`` text fit in a cell ``cell_px`` wide (at least 2)."""
+    return max(2, int((cell_px - pad_px) / (CHAR_EM * font_px)))

@@ -87,6 +87,31 @@ def grid_height(n_layers: int) -> int:
     return max(440, 160 + LAYER_ROW_PX * n_layers)
 
 
+#: Width (px) of the report's column in a 1400 px window. A figure's natural width (set from its
+#: data) is the widest the report draws it; cell text is sized so that it fits at this width too.
+COLUMN_PX = 1040
+#: Side of a heatmap cell (px) between these bounds: a 2-layer, 4-head model gets a small figure
+#: of readable cells, not a 2 x 4 grid stretched over the page; a deep model gets rows of at
+#: least ``LAYER_ROW_PX``.
+GRID_CELL_PX = (LAYER_ROW_PX, 56)
+#: The smallest plot area of a heatmap (px): room for its colour bar's ticks.
+GRID_MIN_PLOT_PX = 150
+
+
+def grid_size(n_rows: int, n_cols: int, *, panels: int = 1, extra_w: int = 200, extra_h: int = 150,
+              gap: int = 40) -> tuple[int, int]:
+    """``(width, height)`` of a figure of ``panels`` heatmaps side by side, each ``n_rows`` x
+    ``n_cols`` cells, from the data: cells between ``GRID_CELL_PX``, the whole within
+    ``COLUMN_PX`` where the cells allow. ``extra_w`` / ``extra_h``: margins, titles, colour bar."""
+    lo, hi = GRID_CELL_PX
+    cell_w = max(lo, min(hi, (COLUMN_PX - extra_w - gap * (panels - 1)) / max(1, panels * n_cols)))
+    cell_h = max(lo, min(hi, 700 / max(1, n_rows)))
+    plot_w = max(GRID_MIN_PLOT_PX, n_cols * cell_w)
+    width = int(panels * plot_w + gap * (panels - 1) + extra_w)
+    height = int(max(GRID_MIN_PLOT_PX, n_rows * cell_h) + extra_h)
+    return width, height
+
+
 def apply(fig: go.Figure) -> go.Figure:
     """Give ``fig`` the interp template (in place) and return it."""
     fig.update_layout(template=TEMPLATE)
