@@ -115,8 +115,9 @@ def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | N
         z=z, x=heads, y=layers, colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim,
         hovertext=hover, hoverinfo="text", colorbar=dict(title="logit"),
     ))
-    width, height = grid_size(len(layers), len(heads))
-    fig.update_layout(title=f"Direct logit attribution per head (mean over {where})",
+    title = f"Direct logit attribution per head (mean over {where})"
+    width, height = grid_size(len(layers), len(heads), title=title)
+    fig.update_layout(title=title,
                       xaxis_title="head", yaxis_title="layer", width=width, height=height)
     fig.update_yaxes(autorange="reversed", dtick=1)
     fig.update_xaxes(dtick=1)

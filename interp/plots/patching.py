@@ -46,9 +46,10 @@ def patching_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         hovertemplate="%{text}<br>effect %{z:.3f}<extra></extra>",
     ))
     method = df.attrs.get("method", "activation")
-    width, height = grid_size(len(grid), len(grid.columns))
+    title = title or f"{method.capitalize()} patching per head ({df.attrs.get('metric', 'metric')})"
+    width, height = grid_size(len(grid), len(grid.columns), title=title)
     fig.update_layout(
-        title=title or f"{method.capitalize()} patching per head ({df.attrs.get('metric', 'metric')})",
+        title=title,
         xaxis=dict(title="head", type="category"), yaxis=dict(title="layer", type="category", autorange="reversed"),
         width=width, height=height,
     )

@@ -136,7 +136,7 @@ def subspace_writers(df: pd.DataFrame, *, value: str = "norm", title: str | None
         hovertemplate="%{text}<extra></extra>", colorscale="RdBu_r" if signed else SEQUENTIAL,
         zmid=0 if signed else None, colorbar=dict(title=value),
     ))
-    width, height = grid_size(L, H, extra_h=170)
+    width, height = grid_size(L, H, extra_h=170, title=title or "Heads writing into the subspace")
     fig.update_layout(
         title=dict(text=title or "Heads writing into the subspace", subtitle=dict(text=f"top writers: {sub}")),
         xaxis=dict(title="head", showgrid=False), yaxis=dict(title="layer", autorange="reversed", showgrid=False),
@@ -175,10 +175,11 @@ def subspace_angles(df: pd.DataFrame, *, value: str = "min_angle", title: str | 
         colorbar=dict(title="degrees" if angle else "mean cos²"),
     ))
     label_px = 8 * max(len(str(n)) for n in names)  # the subspace names label both axes
-    width, height = grid_size(len(names), len(names), extra_w=200 + label_px, extra_h=150 + label_px)
+    title = title or ("Smallest principal angle between subspaces" if angle else "Overlap between subspaces")
+    width, height = grid_size(len(names), len(names), extra_w=200 + label_px, extra_h=150 + label_px, title=title)
     fig.update_layout(
-        title=title or ("Smallest principal angle between subspaces" if angle else "Overlap between subspaces"),
+        title=title,
         xaxis=dict(title="subspace", showgrid=False), yaxis=dict(title="subspace", autorange="reversed", showgrid=False),
-        width=max(width, 420), height=height,  # the title fits
+        width=width, height=height,
     )
     return apply(fig)

@@ -98,16 +98,23 @@ GRID_CELL_PX = (LAYER_ROW_PX, 56)
 GRID_MIN_PLOT_PX = 150
 
 
+def text_px(text: str, font_px: float = 16) -> int:
+    """The drawn width (px) of ``text`` at ``font_px`` (the template's font: 0.55 em a character
+    on average), for sizing a figure so its title fits."""
+    return int(0.55 * font_px * len(text)) + 1
+
+
 def grid_size(n_rows: int, n_cols: int, *, panels: int = 1, extra_w: int = 200, extra_h: int = 150,
-              gap: int = 40) -> tuple[int, int]:
+              gap: int = 40, title: str = "") -> tuple[int, int]:
     """``(width, height)`` of a figure of ``panels`` heatmaps side by side, each ``n_rows`` x
     ``n_cols`` cells, from the data: cells between ``GRID_CELL_PX``, the whole within
-    ``COLUMN_PX`` where the cells allow. ``extra_w`` / ``extra_h``: margins, titles, colour bar."""
+    ``COLUMN_PX`` where the cells allow, and wide enough for ``title`` and the tool bar beside
+    it. ``extra_w`` / ``extra_h``: margins, titles, colour bar."""
     lo, hi = GRID_CELL_PX
     cell_w = max(lo, min(hi, (COLUMN_PX - extra_w - gap * (panels - 1)) / max(1, panels * n_cols)))
     cell_h = max(lo, min(hi, 700 / max(1, n_rows)))
     plot_w = max(GRID_MIN_PLOT_PX, n_cols * cell_w)
-    width = int(panels * plot_w + gap * (panels - 1) + extra_w)
+    width = int(max(panels * plot_w + gap * (panels - 1) + extra_w, text_px(title) + 140))
     height = int(max(GRID_MIN_PLOT_PX, n_rows * cell_h) + extra_h)
     return width, height
 

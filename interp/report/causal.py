@@ -127,10 +127,10 @@ def head_score_figure(table: pd.DataFrame) -> Any:
         fig.update_xaxes(title_text="head", dtick=max(1, n_heads // 6), showgrid=False, row=1, col=i + 1)
     fig.update_yaxes(autorange="reversed", showgrid=False, dtick=max(1, round(n_layers / 15)))
     fig.update_yaxes(title_text="layer", row=1, col=1)
-    width, height = grid_size(n_layers, n_heads, panels=len(kinds), extra_h=190)
+    width, height = grid_size(n_layers, n_heads, panels=len(kinds), extra_h=190, title="Head detector scores")
     fig.update_layout(title="Head detector scores", coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
                       colorbar=dict(title=dict(text="score", side="right"))),
-                      width=max(width, 480), height=height, legend=dict(orientation="h", y=-0.18, x=0))
+                      width=width, height=height, legend=dict(orientation="h", y=-0.18, x=0))
     return apply(fig)
 
 
