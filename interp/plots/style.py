@@ -22,7 +22,7 @@ TEMPLATE = "interp"
 #: Qualitative palette (colour-blind-safe, Okabe-Ito order, without yellow on white).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#999999")
 
-#: One colour per component kind, used for stacked bars and legends across analyses.
+#: One colour per component kind, used for bars and legends across analyses.
 KIND_COLOURS = {
     "embed": "#7F7F7F",
     "pos_embed": "#BDBDBD",
