@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: report test docs lint bench clean
+.PHONY: report test test-numerics docs lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ report: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check interp tests benchmarks
 	$(VENV)/bin/python -m pytest -q
+	$(MAKE) --no-print-directory test-numerics
+
+# The rounding-sensitive tests (marker `numerics`) again under other CPUs' arithmetic: MKL's
+# COMPATIBLE code path on one thread, the highest path this CPU supports (AVX512, else AVX2) on
+# two, and without oneDNN's kernels on two. A tolerance that holds only on one machine fails here.
+TOP_MKL := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo AVX512 || echo AVX2)
+test-numerics: $(STAMP)
+	MKL_CBWR=COMPATIBLE INTERP_TEST_THREADS=1 $(VENV)/bin/python -m pytest -q -m numerics -p no:cacheprovider
+	MKL_CBWR=$(TOP_MKL) INTERP_TEST_THREADS=2 $(VENV)/bin/python -m pytest -q -m numerics -p no:cacheprovider
+	INTERP_TEST_MKLDNN=0 INTERP_TEST_THREADS=2 $(VENV)/bin/python -m pytest -q -m numerics -p no:cacheprovider
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

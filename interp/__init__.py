@@ -20,6 +20,7 @@ from interp.errors import (
     ModelMismatchError,
     ModelNotFoundError,
     NonAdditiveModelError,
+    ReconstructionToleranceError,
     UnsafeCheckpointError,
 )
 from interp.export import export
@@ -72,6 +73,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelNotFoundError",
     "NonAdditiveModelError",
+    "ReconstructionToleranceError",
     "ResidualWrites",
     "Subspace",
     "Tokens",

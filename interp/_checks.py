@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from interp._linalg import svdvals
 from interp.errors import IndexOutOfRangeError, ModelMismatchError
 
 
@@ -236,7 +237,7 @@ def check_basis(name: str, directions: object, d_model: int | None = None, *, ro
         raise ValueError(f"{name} has shape {list(d.shape if rows else d.T.shape)}: a zero-width subspace; "
                          "pass at least one direction")
     d = check_direction(name, d, d_model if d_model is not None else d.shape[-1])
-    s = torch.linalg.svdvals(d.double())
+    s = svdvals(d.double())
     rank = int((s > s[0] * RANK_RTOL).sum())
     if rank < d.shape[0]:
         raise ValueError(

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_choice, check_direction, check_index, check_int
+from interp._linalg import svd
 from interp.errors import ModelMismatchError
 from interp.writes import ResidualWrites
 
@@ -240,7 +241,7 @@ def _orthonormal(where: str, basis: Tensor, d: int, writes: ResidualWrites) -> T
     b = basis.detach().to(device=writes.embed.device, dtype=writes.compute_dtype)
     if not torch.isfinite(b).all():
         raise ValueError(f"{where}.basis contains NaN or inf; pass a finite basis")
-    u, s, _ = torch.linalg.svd(b, full_matrices=False)
+    u, s, _ = svd(b)
     if s.numel() == 0 or s.min() <= s.max() * 1e-6:
         raise ValueError(f"{where}.basis has rank below its {b.shape[1]} columns; pass independent vectors")
     return u

@@ -53,3 +53,8 @@ class CheckpointError(InterpError, ValueError):
     """A checkpoint whose files do not describe one model: a config that is not an object or
     has invalid sizes, a config that does not match the weights, missing or unreadable
     tokenizer files (``except ValueError`` catches it)."""
+
+
+class ReconstructionToleranceError(InterpError, ValueError):
+    """The recorded writes miss the model's own stream by more than the worst-case rounding
+    bound, but by too little to be a missing write (a reduced-precision kernel, say)."""

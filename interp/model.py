@@ -86,6 +86,9 @@ class Model:
         #: The fast path's calibration: worst error per quantity in units of its row's largest
         #: value, and the ``rtol`` it had to meet (``interp.capture``); empty until calibrated.
         self.calibration: dict[str, float] = {}
+        #: The last verified record's worst error per stage (``"layer.where"``), in units of the
+        #: worst-case rounding bound (``interp/reconstruction.py``): at most 1.
+        self.reconstruction: dict[str, float] = {}
         #: The checkpoint's own module (no TransformerLens processing), kept even when the fast
         #: record is not calibrated: attention patterns are the same under every processing.
         self._raw_hf = raw_hf
@@ -368,8 +371,9 @@ class Model:
             rec_layers = range(self.cfg.n_layers) if verify else layers
             rec, ref = self._bridge_record(toks.tokens, rec_layers, verify)
             if verify:
-                check_reconstruction(self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
-                                     dtype=self.cfg.dtype, non_finite=self._non_finite)
+                self.reconstruction = check_reconstruction(
+                    self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
+                    dtype=self.cfg.dtype, non_finite=self._non_finite)
                 self._verified = True
                 if self._fast is not None and not self._fast_ready:
                     self._fast_ready = self._fast.calibrate(

@@ -3,6 +3,8 @@ embedded default model. Session-scoped: each is built once per test run."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -10,7 +12,23 @@ import interp
 from interp.testing import FAMILIES, random_model
 
 # The suite's models are tiny: one thread is faster than two fighting over small matrices.
-torch.set_num_threads(1)
+# INTERP_TEST_THREADS and INTERP_TEST_MKLDNN=0 let `make test-numerics` rerun the rounding-
+# sensitive tests at another thread count and without oneDNN's kernels.
+torch.set_num_threads(int(os.environ.get("INTERP_TEST_THREADS", "1")))
+if os.environ.get("INTERP_TEST_MKLDNN", "1") == "0":
+    torch.backends.mkldnn.enabled = False
+
+#: Test files whose results depend on floating-point rounding (reconstruction, linear algebra,
+#: rankings, the real model): marked ``numerics``, which `make test-numerics` reruns under
+#: other MKL code paths (MKL_CBWR), without oneDNN, and at 1 and 2 threads.
+NUMERICS = {"test_numerics.py", "test_linalg.py", "test_heads_planted.py", "test_patching_attribution.py",
+            "test_patching_activation.py", "test_properties.py", "test_writes.py", "test_smollm2.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in NUMERICS:
+            item.add_marker(pytest.mark.numerics)
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

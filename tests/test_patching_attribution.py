@@ -8,6 +8,7 @@ import torch
 from test_patching_activation import CLEAN, X_CORRUPT, X, _corrupt, plant_prev_head
 
 import interp
+from interp.capture import calibration_tolerance
 from interp.testing import random_hf_model, tiny_tokenizer
 
 PAIR = ("def f(a):\n    return f(a", "def f(a):\n    return f[a")
@@ -78,8 +79,20 @@ def test_tracks_real_patching_on_the_default_model(default_model):
     exact = interp.activation_patching(m, *PAIR, by=["head", "neuron", "resid"], progress=False, **kw)
     approx = interp.attribution_patching(m, *PAIR, by=["head", "neuron", "resid"], **kw)
     assert list(exact["component"]) == list(approx["component"]) and list(exact["pos"]) == list(approx["pos"])
+    # a position the corruption does not reach is no patch at all: exactly 0 in both, never noise
+    same = (m.to_tokens(PAIR[0]).tokens[0] == m.to_tokens(PAIR[1]).tokens[0]).tolist()
+    first_diff = same.index(False)
+    early = (exact.kind == "resid") & (exact["pos"] < first_diff)
+    assert early.sum() > 0 and (exact.loc[early, "effect"] == 0).all() and (approx.loc[early, "effect"] == 0).all()
+    # rank only effects above a forward's rounding: the calibration's budget of roundings per layer
+    # (interp.capture) times the metric's magnitude, in units of the clean - corrupt difference
+    mag = max(abs(exact["metric_clean"].iloc[0]), abs(exact["metric_corrupt"].iloc[0]))
+    noise = calibration_tolerance(torch.float32, m.cfg.n_layers) * mag
+    noise /= abs(exact["metric_clean"].iloc[0] - exact["metric_corrupt"].iloc[0])
     for kind, floor in (("neuron", 0.9), ("resid", 0.9)):
-        e, a = exact[exact.kind == kind]["effect"], approx[approx.kind == kind]["effect"]
+        keep = (exact.kind == kind) & (exact["effect"].abs() > noise)
+        e, a = exact[keep]["effect"], approx[keep]["effect"]
+        assert len(e) >= (10 if kind == "neuron" else 3), (kind, len(e))
         rho = e.rank().corr(a.rank())
         assert rho > floor, (kind, rho)
 

@@ -18,6 +18,8 @@ from statistics import NormalDist
 
 import torch
 
+from interp._linalg import eigvals
+
 
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction for the incomplete beta function (modified Lentz)."""
@@ -99,7 +101,7 @@ def ov_eigen_score(W_V: torch.Tensor, W_O: torch.Tensor) -> tuple[torch.Tensor, 
     ``[-1, 1]`` (+1: the head writes minus what it reads; -1: it copies; 0 for random weights),
     and ``neg_share = sum(|l| : Re l < 0) / sum(|l|)`` in ``[0, 1]``.
     """
-    lam = torch.linalg.eigvals(W_O.double() @ W_V.double())
+    lam = eigvals(W_O.double() @ W_V.double())
     mag = lam.abs()
     total = mag.sum(-1).clamp_min(1e-300)
     score = -lam.real.sum(-1) / total

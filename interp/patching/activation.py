@@ -33,6 +33,13 @@ def _basis(subspace: Any, d_model: int) -> Tensor:
     return torch.linalg.qr(probe_basis(subspace, d_model, "the model has").double())[0].float()
 
 
+def _patched_value(rec: dict[tuple[str, int], Tensor], comp: Component) -> Tensor:
+    """What ``comp``'s patch writes (or, in the corrupt record, what it overwrites)."""
+    x = rec[comp.site]
+    x = x if comp.pos is None else x[:, comp.pos]
+    return x[..., comp.index] if comp.kind == "neuron" else x[..., comp.index, :] if comp.kind == "head" else x
+
+
 def make_edits(batch: Sequence[Component], clean: dict[tuple[str, int], Tensor], n_prompts: int,
                runner: Runner, basis: Tensor | None) -> dict[tuple[str, int], list]:
     """One edit per site for a batch of components; component ``j`` owns rows
@@ -136,7 +143,7 @@ def activation_patching(
     runner = Runner(model)
     sites = sorted({c.site for c in comps}, key=lambda s: (s[1], s[0]))
     logits_c, rec = runner.run(prep.clean, capture=sites, last_only=prep.last_only)
-    logits_k, _ = runner.run(prep.corrupt, last_only=prep.last_only)
+    logits_k, rec_k = runner.run(prep.corrupt, capture=sites, last_only=prep.last_only)
     prep = resolve(model, prep, logits_c, logits_k)
     m_clean = float(evaluate(prep.metric, logits_c, B)[0])
     m_corrupt = float(evaluate(prep.metric, logits_k, B)[0])
@@ -144,11 +151,16 @@ def activation_patching(
         logit_rows = 1 if prep.last_only else n_pos
         batch_size = max(1, min(64, 4096 // n_pos, (1 << 26) // (logit_rows * model.cfg.d_vocab)))
     per = max(1, check_int("batch_size", batch_size, minimum=1) // B)
-    patched = np.empty(len(comps))
+    # a patch that writes what the corrupt run already holds (a head or position the corruption
+    # does not reach) changes nothing: its metric is the corrupt run's, exactly, not a forward's
+    # rounding noise (which would otherwise rank among the real effects)
+    patched = np.full(len(comps), m_corrupt)
+    todo = [i for i, c in enumerate(comps) if not torch.equal(_patched_value(rec, c), _patched_value(rec_k, c))]
     n_forwards = 2
-    chunks = range(0, len(comps), per)
+    chunks = range(0, len(todo), per)
     for start in tqdm(chunks, desc="patching", disable=not progress or len(chunks) < 2):
-        batch = comps[start:start + per]
+        index = todo[start:start + per]
+        batch = [comps[i] for i in index]
         edits = make_edits(batch, rec, B, runner, basis)
         if runner.backend == "raw" and B == 1:
             logits, _ = runner.run(prep.corrupt, edits=edits, expand=(min(c.layer for c in batch), len(batch)),
@@ -156,7 +168,7 @@ def activation_patching(
         else:
             toks = prep.corrupt.repeat(len(batch), 1)
             logits, _ = runner.run(toks, edits=edits, last_only=prep.last_only)
-        patched[start:start + len(batch)] = evaluate(prep.metric, logits, B).cpu().numpy()
+        patched[index] = evaluate(prep.metric, logits, B).cpu().numpy()
         n_forwards += 1
     str_tok = [model.to_str_tokens(t[None], prepend_bos=False)[0] for t in (prep.clean[0], prep.corrupt[0])]
     df = frame(comps, patched, m_clean, m_corrupt, str_tok[1], getattr(subspace, "name", "subspace"))

@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp._checks import check_basis, check_bool, check_direction, check_float, check_int
+from interp._linalg import svd, svdvals
 
 
 class Subspace:
@@ -51,7 +52,7 @@ class Subspace:
             d = check_direction("directions", directions, directions.shape[-1]).reshape(-1, directions.shape[-1])
         else:
             d = check_basis("directions", directions)
-        U, S, _ = torch.linalg.svd(d.double().T, full_matrices=False)
+        U, S, _ = svd(d.double().T)
         rank = int((S > S[0] * 1e-6).sum())
         self.basis = U[:, :rank].float().contiguous()
         self.name = name
@@ -101,7 +102,7 @@ class Subspace:
         W = coef[site].double()
         if W.shape[0] > 1:
             W = W - W.mean(0, keepdim=True)
-        _, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        _, S, Vh = svd(W)
         if k is None:
             if not 0 < energy <= 1:
                 raise ValueError(f"energy={energy!r} must be in (0, 1]")
@@ -169,7 +170,7 @@ def principal_cosines(a: Any, b: Any) -> Tensor:
     A, B = _check_subspace("a", a).double(), _check_subspace("b", b).double()
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"a has d_model={A.shape[0]} but b has d_model={B.shape[0]}; compare subspaces of one stream")
-    return torch.linalg.svdvals(A.T @ B.to(A.device)).clamp(0, 1)
+    return svdvals(A.T @ B.to(A.device)).clamp(0, 1)
 
 
 def overlap(a: Subspace, b: Subspace) -> pd.DataFrame:
