@@ -116,7 +116,7 @@ def load(
             whose converted logits differ from the checkpoint's own on a probe input (beyond
             ``LOGIT_TOLERANCE``; e.g. TransformerLens's compatibility processing of LayerNorm
             models with ``d_mlp == d_model``: use ``processing="raw"``).
-    Example:
+    Examples:
         >>> model = interp.load()
     """
     check_choice("processing", processing, PROCESSING)

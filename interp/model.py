@@ -27,7 +27,14 @@ from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
 from interp.errors import NonAdditiveModelError
 from interp.reconstruction import check_reconstruction
-from interp.tokens import SPLIT_SPECIAL_TOKENS, Tokens, check_token_tensor, check_tokens, encode_texts
+from interp.tokens import (
+    SPLIT_SPECIAL_TOKENS,
+    Tokens,
+    check_token_tensor,
+    check_tokens,
+    decode_token,
+    encode_texts,
+)
 from interp.writes import ResidualWrites, WriteWeights
 
 log = logging.getLogger(__name__)
@@ -260,7 +267,9 @@ class Model:
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
     def decode_token(self, token: int) -> str:
-        return self.tokenizer.decode([token])
+        """One token's text (``interp.tokens.decode_token``): a byte that is not valid UTF-8 on
+        its own reads ``<0xE2>``, not ``"\\ufffd"``."""
+        return decode_token(self.tokenizer, token)
 
     def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
                   split_special_tokens: bool | None = None) -> Tokens:

@@ -169,7 +169,7 @@ def composition_scores(
         source:str ("L0H2"), source_layer:int, source_head:Int64, source_neuron:Int64 (<NA>:
         heads only here), target:str, target_layer:int, target_head, target_neuron, score:float
         in [0, 1], baseline:float, excess:float. ``attrs``: processing, baseline, d_model, d_head.
-    Example:
+    Examples:
         >>> df = composition_scores(interp.load(), kinds="K")
         >>> df.iloc[0][["source", "target"]].tolist()
         ['L0H3', 'L1H1']

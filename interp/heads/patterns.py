@@ -15,7 +15,7 @@ active on the bridge (inside ``interp.ablate``), patterns come from TransformerL
 Masking: inputs are right-padded (``Tokens``), so a real query never attends to padding;
 rows of padding queries are set to zero.
 
-Example:
+Examples:
     >>> import interp
     >>> pat = interp.attention_patterns(interp.load(), "def f(x):\\n    return x", layers=[0])[0]
     >>> pat.shape[1], bool((pat.sum(-1)[0] - 1).abs().max() < 1e-5)
@@ -167,7 +167,7 @@ def pattern_frame(
         head:int, label:str ("L1H2"), query_pos:int, key_pos:int, query_token:str, key_token:str,
         weight:float. ``attrs``: tokens (the row's token strings), source.
         ``prepend_bos`` / ``chunk`` / ``split_special_tokens``: see ``Model.to_tokens``.
-    Example:
+    Examples:
         >>> df = pattern_frame(interp.load(), "x = 1", layers=[0], heads=[2])
         >>> list(df.columns)[:5]
         ['layer', 'head', 'label', 'query_pos', 'key_pos']

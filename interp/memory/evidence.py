@@ -308,7 +308,7 @@ def deletion_evidence(
     Raises:
         ModelMismatchError: writes recorded on another model.
         ValueError: raw weights, writes missing layers, a bad selection.
-    Example:
+    Examples:
         >>> import interp
         >>> ev = deletion_evidence(interp.load(), ["x = 1 + 2"], neurons=["L1N5"], heads=[])
         >>> ev["writer"].iloc[-1], round(float(ev["share"].sum()), 6)

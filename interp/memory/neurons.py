@@ -340,7 +340,7 @@ def neuron_in_out_cosines(
         flagged:bool.
     ``attrs``: processing, null, input, null_mean/null_std/threshold (per layer),
     expected_false_positives, n_neurons, d_model.
-    Example:
+    Examples:
         >>> import interp
         >>> df = neuron_in_out_cosines(interp.load())
         >>> len(df) == 2 * 512, df["cosine"].is_monotonic_increasing

@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 
 from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
-from interp._degenerate import undefined_rows
 from interp._columns import head_and_neuron
+from interp._degenerate import undefined_rows
 from interp._progress import tqdm
 from interp._threads import with_analysis_threads
 from interp.patching._runner import Runner
@@ -186,7 +186,7 @@ def deletion_effect(
     Raises:
         IndexOutOfRangeError: a deleter outside the model.
         ValueError: a bad label, mode or data.
-    Example:
+    Examples:
         >>> df = interp.deletion_effect(model, "L1N154", ["def f(x):\\n    return x\\n"] * 4)
         >>> df[df.role == "deleter"][["site", "survival_clean", "survival_ablated", "control_change"]]
     """

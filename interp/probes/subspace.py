@@ -1,7 +1,7 @@
 """``Subspace``: an orthonormal basis of residual-stream directions, and the principal
 angles between two subspaces.
 
-Example:
+Examples:
     >>> s = Subspace(torch.randn(3, 64), name="three")
     >>> s.basis.shape
     torch.Size([64, 3])
