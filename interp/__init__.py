@@ -24,6 +24,7 @@ from interp.errors import (
     UnsafeCheckpointError,
 )
 from interp.export import export
+from interp.generation import Generation, generate, generate_tokens
 from interp.heads import (
     attention_patterns,
     composition_scores,
@@ -45,6 +46,8 @@ from interp.memory import (
     prediction_neurons,
 )
 from interp.model import Config, Model
+from interp.models.synthetic import repeated_tokens_for as repeated_tokens
+from interp.pages import component_pages, head_page, neuron_page
 from interp.patching import activation_patching, attribution_patching, deletion_effect
 from interp.probes import (
     LinearProbe,
@@ -69,6 +72,7 @@ __all__ = [
     "ChromiumNotFoundError",
     "Config",
     "DistributedError",
+    "Generation",
     "IndexOutOfRangeError",
     "InterpError",
     "LinearProbe",
@@ -88,6 +92,7 @@ __all__ = [
     "attention_patterns",
     "attention_sinks",
     "attribution_patching",
+    "component_pages",
     "composition_scores",
     "data",
     "decompose",
@@ -97,6 +102,9 @@ __all__ = [
     "export",
     "find_deleting_heads",
     "find_deleting_neurons",
+    "generate",
+    "generate_tokens",
+    "head_page",
     "head_scores",
     "heads",
     "icl_score",
@@ -106,6 +114,7 @@ __all__ = [
     "logit_lens",
     "neuron_composition",
     "neuron_in_out_cosines",
+    "neuron_page",
     "neuron_stats",
     "neuron_verdicts",
     "overlap",
@@ -115,6 +124,7 @@ __all__ = [
     "probe_labels",
     "probe_layers",
     "readers",
+    "repeated_tokens",
     "stats",
     "stream_norms",
     "top_examples",

@@ -103,7 +103,8 @@ def test_zero_vectors_give_nan_and_nonfinite_weights_raise():
     W_out[3] = 0
     c = in_out_cosines(W_in, W_out)
     assert torch.isnan(c[3]) and torch.isfinite(c[torch.arange(8) != 3]).all()
-    assert 3 not in interp.find_deleting_neurons(MLPStack([W_in], [W_out]), threshold=1.0)["neuron"].tolist()
+    with pytest.warns(UserWarning, match="1 of 8 neurons have no in/out cosine .*zero"):
+        assert 3 not in interp.find_deleting_neurons(MLPStack([W_in], [W_out]), threshold=1.0)["neuron"].tolist()
     W_in[0, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         in_out_cosines(W_in, W_out)

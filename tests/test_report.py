@@ -173,7 +173,7 @@ def test_browser_check_sees_errors_and_undrawn_figures(tmp_path):
 
 # ---- degrading and validation, on a tiny random model ---------------------------------
 def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
-    from interp.report import causal, stages
+    from interp.report import causal, pages, stages
     from interp.report.resolve import Missing
 
     def fake_find(name, *fallbacks):
@@ -181,12 +181,13 @@ def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stages, "find", fake_find)
     monkeypatch.setattr(causal, "find", fake_find)
+    monkeypatch.setattr(pages, "find", fake_find)
     report = build_report(gpt2_model, out=tmp_path / "r.html", tokens=256, data=["x = 1\n"] * 4,
                           progress=False)
     text = report.path.read_text()
     assert report.titles == ["Summary", "Residual-stream decomposition", "Attention heads",
                              "Subspace probes and the shared-memory map", "Memory management", "Causal evidence",
-                             "Model card", "Settings"]
+                             "Component pages", "Model card", "Settings"]
     assert "No finding could be computed" in text
     assert "section unavailable: <code>Missing: interp.decompose is not available</code>" in text
     assert "section unavailable: <code>Missing: interp.probe_labels is not available</code>" in text

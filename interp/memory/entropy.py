@@ -139,7 +139,7 @@ def entropy_neurons(
         the loss, nats, scale recomputed / frozen), norm_mediated, entropy_change (mean change of
         the entropy, nats), mean_act. ``attrs``: k, singular_values (the bottom k and the top
         one), expected_rho (k / d_model), n_tokens_data, the cuts.
-    Example:
+    Examples:
         >>> import interp
         >>> df = entropy_neurons(interp.load(), ["def f(x):\\n    return x\\n"] * 4, top=2, controls=1)
         >>> df.iloc[0]["role"], df["verdict"].iloc[0] in ("entropy", "none")

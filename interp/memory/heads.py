@@ -165,7 +165,7 @@ def find_deleting_heads(
     Raises:
         IndexOutOfRangeError: a layer out of range.
         ValueError: raw processing; data from another model or without every layer.
-    Example:
+    Examples:
         >>> import interp
         >>> list(find_deleting_heads(interp.load(), ["def f(x):\\n    return x\\n"] * 4).columns[:4])
         ['layer', 'head', 'label', 'verdict']

@@ -271,7 +271,7 @@ def neuron_verdicts(
         flagged:bool (verdict == "deleting"). ``attrs``: verdicts and null_verdicts (counts),
         expected_false_positives (null pairs judged deleting), screen_precision (of the N most
         negative: how many erase, i.e. median >= min_removed), n_tokens_data, the cuts.
-    Example:
+    Examples:
         >>> import interp
         >>> df = neuron_verdicts(interp.load(), ["def f(x):\\n    return x + 1\\n"] * 4)
         >>> set(df["verdict"]) <= {"deleting", "partial", "coupled", "amplifying", "none"}
@@ -309,7 +309,7 @@ def find_deleting_neurons(
     Raises:
         IndexOutOfRangeError: a layer out of range (names the valid range).
         ValueError: an unknown ``null``/``input``, a threshold outside [-1, 1], raw processing.
-    Example:
+    Examples:
         >>> import interp
         >>> df = find_deleting_neurons(interp.load(), ["def f(x):\\n    return x + 1\\n"] * 4)
         >>> list(df.columns[:4]), bool((df["verdict"] == "deleting").all())

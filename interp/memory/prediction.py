@@ -82,7 +82,7 @@ def prediction_neurons(
         kurtosis, norm (``|w_out|``), top_token (the token whose logit it moves most), top_value
         (that logit's change per unit activation, mean removed). ``attrs``: null_kurtosis_max,
         null_skew_max, null_kurtosis_median, n_null, counts.
-    Example:
+    Examples:
         >>> import interp
         >>> df = prediction_neurons(interp.load(), layers=-1, n_null=16)
         >>> set(df["kind"]) <= {"prediction", "suppression", "none"}

@@ -76,7 +76,7 @@ def attention_sinks(
         layer's heads put on the group, over non-sink queries; NaN for the final stream),
         top_head / top_head_attention, massive (n > 0). ``attrs``: first_layer (per group, the
         first layer where it is massive), median_norm (per layer), n_tokens_data, sink_ratio.
-    Example:
+    Examples:
         >>> import interp
         >>> df = attention_sinks(interp.load(), ["def f(x):\\n    return x\\n"] * 4)
         >>> df.iloc[0]["sink"]

@@ -6,6 +6,7 @@ from interp.plots.heads import attention_pattern, composition_edges
 from interp.plots.managers import attention_sinks, entropy_neurons, neuron_verdicts, prediction_neurons
 from interp.plots.memory import deleting_heads, deleting_neurons, deletion_graph
 from interp.plots.notebook import notebook_renderer
+from interp.plots.pages import head_page, neuron_page
 from interp.plots.patching import deletion_effect, patching_heads, patching_neurons, patching_positions
 from interp.plots.probes import probe_accuracy, subspace_angles, subspace_writers
 from interp.plots.stats import top_examples
@@ -20,8 +21,10 @@ __all__ = [
     "deletion_graph",
     "entropy_neurons",
     "head_attribution",
+    "head_page",
     "logit_lens",
     "neuron_verdicts",
+    "neuron_page",
     "notebook_renderer",
     "patching_heads",
     "patching_neurons",

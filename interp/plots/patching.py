@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from interp._checks import options
 from interp.plots._frames import require_columns, show_token
-from interp.plots.style import DIVERGING, HIGHLIGHT, PALETTE, apply
+from interp.plots.style import DIVERGING, HIGHLIGHT, PALETTE, apply, grid_size
 
 _SOURCE = "interp.activation_patching or interp.attribution_patching"
 
@@ -46,10 +46,12 @@ def patching_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         hovertemplate="%{text}<br>effect %{z:.3f}<extra></extra>",
     ))
     method = df.attrs.get("method", "activation")
+    title = title or f"{method.capitalize()} patching per head ({df.attrs.get('metric', 'metric')})"
+    width, height = grid_size(len(grid), len(grid.columns), title=title)
     fig.update_layout(
-        title=title or f"{method.capitalize()} patching per head ({df.attrs.get('metric', 'metric')})",
+        title=title,
         xaxis=dict(title="head", type="category"), yaxis=dict(title="layer", type="category", autorange="reversed"),
-        height=max(320, 22 * len(grid) + 140),
+        width=width, height=height,
     )
     return apply(fig)
 

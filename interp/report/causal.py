@@ -102,7 +102,7 @@ def head_score_figure(table: pd.DataFrame) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from interp.plots.style import SEQUENTIAL, apply
+    from interp.plots.style import SEQUENTIAL, apply, grid_size
 
     kinds = list(dict.fromkeys(table["kind"]))
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[k.replace("_", " ") for k in kinds],
@@ -127,9 +127,10 @@ def head_score_figure(table: pd.DataFrame) -> Any:
         fig.update_xaxes(title_text="head", dtick=max(1, n_heads // 6), showgrid=False, row=1, col=i + 1)
     fig.update_yaxes(autorange="reversed", showgrid=False, dtick=max(1, round(n_layers / 15)))
     fig.update_yaxes(title_text="layer", row=1, col=1)
+    width, height = grid_size(n_layers, n_heads, panels=len(kinds), extra_h=190, title="Head detector scores")
     fig.update_layout(title="Head detector scores", coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
                       colorbar=dict(title=dict(text="score", side="right"))),
-                      height=max(380, 160 + 16 * n_layers), legend=dict(orientation="h", y=-0.18, x=0))
+                      width=width, height=height, legend=dict(orientation="h", y=-0.18, x=0))
     return apply(fig)
 
 

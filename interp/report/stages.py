@@ -84,8 +84,9 @@ def decomposition(ctx: Any, section: Section, bar: tqdm) -> None:
     by_layer = _run(section, "Write norms per layer", lambda: find("decompose")(writes, by="layer", model=model))
     if by_layer is not None:
         section.attempt("Write norms per layer", lambda: find("plots.write_norms")(by_layer),
-                        caption="Norm of each write into the stream, averaged over the example's positions, "
-                                "stacked by kind (embeddings, attention, MLP, biases).")
+                        caption="L2 norm of each layer's attention write and MLP write (and of the embedding), "
+                                "averaged over the example's positions. The bars stand side by side: norms of "
+                                "writes do not add, since writes in different directions partly cancel.")
         section.attempt("Mean write norm per component", lambda: _layer_summary(by_layer))
     bar.update(1)
 
@@ -163,10 +164,7 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     if results:
         table = pd.concat([df.assign(label=k) for k, df in results.items()], ignore_index=True)
         section.attempt("Probe accuracy per layer", lambda: find("plots.probe_accuracy")(table),
-                        caption="One panel per label: held-out accuracy of a linear probe at each layer's "
-                                "stream (solid blue), the label predicted from the current token alone "
-                                "(dotted orange), the Hewitt & Liang control task (dashed grey) and the "
-                                "majority-class baseline (grey band).")
+                        caption=_probe_caption(table))
         cols = [c for c in ("label", "layer", "where", "accuracy", "lookup_accuracy", "baseline", "train_accuracy",
                             "control_accuracy", "selectivity", "r2", "control_r2", "n_classes", "n_train",
                             "n_test") if c in table.columns]
@@ -235,6 +233,26 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     bar.update(1)
 
 
+def _probe_caption(table: pd.DataFrame) -> str:
+    """The probe figure's caption; where the control task beats the probe, which labels, and
+    what that means (the control is a function of the current token, not a ceiling)."""
+    text = ("One panel per label: held-out accuracy of a linear probe at each layer's stream (solid blue), "
+            "the label predicted from the current token alone (dotted orange), the Hewitt & Liang control "
+            "task (dashed grey: a fixed random label per current token) and the majority-class baseline "
+            "(grey band, from 0 up to the majority class's share).")
+    above = table[table["control_accuracy"] > table["accuracy"]]
+    if above.empty:
+        return text
+    names = list(dict.fromkeys(above["label"].astype(str).str.replace("_", " ")))
+    return text + (
+        f" The control lies above the probe for {', '.join(names)}: the control's labels are a function of the "
+        "current token, so it is as easy as the current token is to read (near 1 at the embedding, which is "
+        "the current token), while the probed label is harder to read than that. Selectivity is below zero "
+        "there; the control is not a ceiling, and the probe's own accuracy against the lookup is the number "
+        "to read."
+    )
+
+
 def _downstream(probes: pd.DataFrame, layer: int) -> list[int]:
     """The probed streams at or after ``layer``: where the ablation's probes read."""
     return sorted(int(v) for v in probes["layer"].unique() if v >= layer)
@@ -252,7 +270,7 @@ def probe_sites(n_layers: int) -> list[int] | None:
 def _subspace(df: pd.DataFrame, row: int, name: str) -> Any:
     if "probe" not in df.attrs:
         raise ValueError(f"probe_layers(label={name!r}) did not return its fitted probe in attrs['probe']")
-    return find("Subspace").from_probe(df.attrs["probe"], site=row, k=SUBSPACE_K, name=name)
+    return find("Subspace").from_probe(df, site=row, k=SUBSPACE_K, name=name)
 
 
 def _previous_token_subspace(df: pd.DataFrame) -> tuple[Any, int]:
