@@ -161,7 +161,7 @@ def test_prediction_and_suppression_found_and_decoy_not(gpt2_model):
     df = interp.prediction_neurons(model, layers=-1).set_index("label")
     assert df.loc["L1N3", "kind"] == "prediction" and df.loc["L1N4", "kind"] == "suppression"
     assert df.loc["L1N5", "kind"] == "none"
-    assert df.loc["L1N3", "kurtosis"] > df.attrs["null_kurtosis_max"]
+    assert df.loc["L1N3", "vocab_kurtosis"] > df.attrs["null_kurtosis_max"]
     found = set(df.index[df["kind"] != "none"])
     assert found == {"L1N3", "L1N4"}, found
     fig = interp.plots.prediction_neurons(df.reset_index())

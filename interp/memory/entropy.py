@@ -18,7 +18,9 @@ of every prediction, with almost no direct effect on the logits.
   scale frozen (the path that bypasses the norm); ``norm_mediated = 1 - direct / total``;
   ``entropy_change``, the mean change of the prediction's entropy (total). The effect is the
   write's at the final norm: for a neuron before the last layer, what later blocks do with it is
-  not included (the paper's entropy neurons are in the last layer, the default).
+  not included (the paper's entropy neurons are in the last layer, the default). Where blocks
+  have a post-norm, the ablated quantity is the neuron's write coefficient (its activation over
+  the block's frozen post-norm scale, ``ResidualWrites.write_acts``).
   ``verdict = "entropy"`` when ``rho_z >= min_rho_z`` and ``norm_mediated >= min_mediated``,
   else ``"none"``; unmeasured neurons: ``"unmeasured"``.
 
@@ -208,7 +210,7 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
         m = w.mask
         n_real += int(m.sum())
         for j, (ly, n) in enumerate(zip(lay, idx)):
-            acts_sum[j] += float(w.acts[int(ly)][..., int(n)][m].double().sum())
+            acts_sum[j] += float(w.write_acts(int(ly))[..., int(n)][m].double().sum())
     mean_act = acts_sum / max(n_real, 1)
     W_U = ws.W_U.double()
     if ws.ln_final_w is not None:
@@ -222,7 +224,7 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
     tot = np.zeros((len(labels), 4))  # |dloss| total, |dloss| direct, dH total, count
     for w in recs:
         x, s_frozen, targets, sel = _logits_parts(model, w)
-        a_all = torch.stack([w.acts[int(ly)][..., int(n)][sel].double() for ly, n in zip(lay, idx)], -1)  # [n, j]
+        a_all = torch.stack([w.write_acts(int(ly))[..., int(n)][sel].double() for ly, n in zip(lay, idx)], -1)
         for a0 in range(0, x.shape[0], chunk):
             xs = x[a0:a0 + chunk]
             s = s_frozen[a0:a0 + chunk] if s_frozen is not None else _scale(xs, model)

@@ -5,15 +5,15 @@ lowers (suppression) the logits of a few tokens.
 For neuron ``n``, ``y = W_U^T w_out[n]`` (``[d_vocab]``, the final norm's gain included) is its
 direct effect on every logit per unit of activation. Its shape over the vocabulary:
 
-- ``kurtosis`` (``m4 / m2^2``; 3 for a Gaussian): heavy tails, a few tokens singled out;
-- ``skew`` (``m3 / m2^1.5``): positive when the singled-out tokens are raised (prediction),
+- ``vocab_kurtosis`` (``m4 / m2^2``; 3 for a Gaussian): heavy tails, a few tokens singled out;
+- ``vocab_skew`` (``m3 / m2^1.5``): positive when the singled-out tokens are raised (prediction),
   negative when lowered (suppression).
 
 **Null (trained weights).** The same moments for ``n_null`` random directions (seeded Gaussian,
 norm-free) read through the same ``W_U``: the unembedding's own heavy tails (rare tokens, norm
 outliers) give random directions a kurtosis above 3, and the cut must beat that. A neuron is
-``prediction`` when ``kurtosis`` exceeds the null's largest kurtosis and ``skew`` exceeds the
-null's largest ``|skew|``; ``suppression`` with ``skew`` below minus it; else ``none``. This is a
+``prediction`` when ``vocab_kurtosis`` exceeds the null's largest kurtosis and ``vocab_skew``
+exceeds the null's largest ``|skew|``; ``suppression`` with ``vocab_skew`` below minus it; else ``none``. This is a
 property of the weights (the paper's definition), not a measurement on data.
 
 ``y`` is made for ``chunk`` neurons at a time (``[chunk, d_vocab]``); with a 262,144-token
@@ -33,7 +33,7 @@ from torch import Tensor
 from interp._checks import check_indices, check_int
 from interp._threads import with_analysis_threads
 
-COLUMNS = ["layer", "neuron", "label", "kind", "skew", "kurtosis", "norm", "top_token", "top_value"]
+COLUMNS = ["layer", "neuron", "label", "kind", "vocab_skew", "vocab_kurtosis", "norm", "top_token", "top_value"]
 
 
 def _effective_unembed(model: Any) -> Tensor:
@@ -78,8 +78,8 @@ def prediction_neurons(
         chunk: neurons per ``[chunk, d_vocab]`` block (default: about 16M numbers a block).
         seed: the null's directions.
     Returns:
-        One row per neuron, by kurtosis (largest first): layer, neuron, label, kind, skew,
-        kurtosis, norm (``|w_out|``), top_token (the token whose logit it moves most), top_value
+        One row per neuron, by kurtosis (largest first): layer, neuron, label, kind, vocab_skew,
+        vocab_kurtosis (named apart from DataFrame.skew / .kurtosis), norm (``|w_out|``), top_token (the token whose logit it moves most), top_value
         (that logit's change per unit activation, mean removed). ``attrs``: null_kurtosis_max,
         null_skew_max, null_kurtosis_median, n_null, counts.
     Examples:
@@ -115,13 +115,13 @@ def prediction_neurons(
         kind = np.where((kurt > k_cut) & (skew > s_cut), "prediction",
                         np.where((kurt > k_cut) & (skew < -s_cut), "suppression", "none"))
         parts.append(pd.DataFrame(dict(
-            layer=ly, neuron=np.arange(c.d_mlp), kind=kind, skew=skew.numpy(), kurtosis=kurt.numpy(),
+            layer=ly, neuron=np.arange(c.d_mlp), kind=kind, vocab_skew=skew.numpy(), vocab_kurtosis=kurt.numpy(),
             norm=torch.linalg.vector_norm(W_out.float(), dim=-1).numpy(), top_token=arg.numpy(),
             top_value=torch.cat(top_val).double().numpy())))
     df = pd.concat(parts, ignore_index=True)
     df.insert(2, "label", [f"L{ly}N{n}" for ly, n in zip(df["layer"], df["neuron"])])
     df["top_token"] = [model.decode_token(int(t)) for t in df["top_token"]]
-    df = df.sort_values(["kurtosis", "layer", "neuron"], ascending=[False, True, True], kind="stable")
+    df = df.sort_values(["vocab_kurtosis", "layer", "neuron"], ascending=[False, True, True], kind="stable")
     df = df.reset_index(drop=True)[COLUMNS]
     df.attrs.update(null_kurtosis_max=k_cut, null_skew_max=s_cut, null_kurtosis_median=float(n_kurt.median()),
                     n_null=n_null, counts={k: int((df["kind"] == k).sum()) for k in ("prediction", "suppression")},

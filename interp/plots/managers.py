@@ -147,12 +147,12 @@ def prediction_neurons(df: pd.DataFrame, *, max_points: int = 4000, title: str |
     """Each neuron's vocabulary skew (x) and kurtosis (y, log) of ``W_U^T w_out``, coloured by
     kind; the grey band is the null of random directions read through the same ``W_U`` (its
     largest |skew| and kurtosis). ``df``: ``interp.prediction_neurons``."""
-    require_columns(df, ("label", "skew", "kurtosis", "kind"), "prediction_neurons", "interp.prediction_neurons")
+    require_columns(df, ("label", "vocab_skew", "vocab_kurtosis", "kind"), "prediction_neurons", "interp.prediction_neurons")
     d = _thin(df, df["kind"] != "none", max_points)
     fig = go.Figure()
     ks, kk = df.attrs.get("null_skew_max"), df.attrs.get("null_kurtosis_max")
     if ks is not None and kk is not None:
-        fig.add_shape(type="rect", x0=-float(ks), x1=float(ks), y0=max(1.0, float(df["kurtosis"].min()) * 0.9),
+        fig.add_shape(type="rect", x0=-float(ks), x1=float(ks), y0=max(1.0, float(df["vocab_kurtosis"].min()) * 0.9),
                       y1=float(kk), fillcolor=NULL_BAND, line=dict(width=0), layer="below")
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="null: random directions",
                                  marker=dict(symbol="square", size=12, color=NULL_BAND)))
@@ -161,7 +161,7 @@ def prediction_neurons(df: pd.DataFrame, *, max_points: int = 4000, title: str |
         if g.empty:
             continue
         fig.add_trace(go.Scattergl(
-            x=g["skew"], y=g["kurtosis"], mode="markers", name=f"{k} ({(df['kind'] == k).sum():,})",
+            x=g["vocab_skew"], y=g["vocab_kurtosis"], mode="markers", name=f"{k} ({(df['kind'] == k).sum():,})",
             marker=dict(size=5 if k == "none" else 8, color=VERDICT_COLOURS[k], opacity=0.5 if k == "none" else 0.9),
             text=[f"{r.label}: {r.top_token!r} {r.top_value:+.2f}" for r in g.itertuples()] if "top_token" in g else g["label"],
             hovertemplate="%{text}<br>skew %{x:.2f}<br>kurtosis %{y:.1f}<extra></extra>",

@@ -361,7 +361,7 @@ def memory(ctx: Any, section: Section, bar: tqdm) -> None:
         section.attempt("Prediction and suppression neurons", lambda: find("plots.prediction_neurons")(pred),
                         caption="Skew and kurtosis over the vocabulary of each neuron's direct logit effect "
                                 "W_U^T w_out (the last four layers); grey: random directions through the same W_U.")
-        cols = ["label", "kind", "skew", "kurtosis", "top_token", "top_value"]
+        cols = ["label", "kind", "vocab_skew", "vocab_kurtosis", "top_token", "top_value"]
         found = pred[pred["kind"] != "none"]
         if len(found):
             section.attempt("Strongest prediction and suppression neurons", lambda: found[cols].head(s.top_k))

@@ -227,7 +227,7 @@ def _managers(sh: dict[str, Any]) -> Finding | None:
                 r = k.iloc[0]
                 parts.append(f"{len(k)} {kind} neuron{'s' if len(k) > 1 else ''} in the last layers ({r['label']} "
                              f"{'lowers' if kind == 'suppression' else 'raises'} {r['top_token']!r}, kurtosis "
-                             f"{r['kurtosis']:.0f})")
+                             f"{r['vocab_kurtosis']:.0f})")
     if not parts:
         return None
     block = "Entropy neurons" if parts[0].endswith(")") and "entropy" in parts[0] else "Prediction and suppression neurons"
