@@ -36,10 +36,14 @@ from interp.heads import (
 from interp.load import load
 from interp.memory import (
     MLPStack,
+    attention_sinks,
     deletion_evidence,
+    entropy_neurons,
     find_deleting_heads,
     find_deleting_neurons,
     neuron_in_out_cosines,
+    neuron_verdicts,
+    prediction_neurons,
 )
 from interp.model import Config, Model
 from interp.models.synthetic import repeated_tokens_for as repeated_tokens
@@ -86,6 +90,7 @@ __all__ = [
     "ablation_effect",
     "activation_patching",
     "attention_patterns",
+    "attention_sinks",
     "attribution_patching",
     "component_pages",
     "composition_scores",
@@ -93,6 +98,7 @@ __all__ = [
     "decompose",
     "deletion_effect",
     "deletion_evidence",
+    "entropy_neurons",
     "export",
     "find_deleting_heads",
     "find_deleting_neurons",
@@ -110,9 +116,11 @@ __all__ = [
     "neuron_in_out_cosines",
     "neuron_page",
     "neuron_stats",
+    "neuron_verdicts",
     "overlap",
     "pattern_frame",
     "plots",
+    "prediction_neurons",
     "probe_labels",
     "probe_layers",
     "readers",

@@ -1,6 +1,6 @@
 """Repeated random token sequences: BOS + S + S, the induction task.
 
-Example:
+Examples:
     >>> rows, mask = repeated_batch(4, vocab_size=512, lengths=[10], generator=torch.Generator().manual_seed(0))
     >>> rows.shape, bool((rows[:, 1:11] == rows[:, 11:21]).all())
     (torch.Size([4, 21]), True)
@@ -66,7 +66,7 @@ def repeated_tokens_for(model, batch: int = 4, length: int = 20, *, seed: int = 
     The induction task: ``model.run_with_writes(toks)``, ``interp.head_scores(model,
     "induction", data=toks)``. Seeded; the global RNG is untouched.
 
-    Example:
+    Examples:
         >>> toks = interp.repeated_tokens(interp.load(), batch=2, length=10)
         >>> bool((toks[:, 1:11] == toks[:, 11:]).all())
         True

@@ -188,7 +188,7 @@ def neuron_page(model: Any, neuron: str, data: Any = "stdlib:val", **kw: Any) ->
         many it stands for), ``quantiles``, ``histogram``, ``promoted`` / ``suppressed`` (its
         output vector through the final norm's gain and ``W_U``), ``reads_from`` / ``writes_to``.
         ``page.save(path)`` / ``interp.pages.Page.load(path)``; ``interp.plots.neuron_page(page)``.
-    Example:
+    Examples:
         >>> page = interp.neuron_page(model, "L1N5", max_tokens=5_000, progress=False)
         >>> list(page.top.columns)[:3], page.summary["label"]
         (['rank', 'activation', 'doc'], 'L1N5')
@@ -206,7 +206,7 @@ def head_page(model: Any, head: str, data: Any = "stdlib:val", **kw: Any) -> Hea
     the queries of its top examples: the key tokens they seek; token-only, positions left out),
     and the heads it reads from and writes to (Q/K/V composition). Options as ``neuron_page``.
 
-    Example:
+    Examples:
         >>> page = interp.head_page(model, "L1H2", max_tokens=5_000, progress=False)
         >>> page.scores["kind"].tolist()
         ['previous_token', 'induction', 'duplicate_token', 'bos', 'self']

@@ -34,6 +34,7 @@ import torch
 
 from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
 from interp._columns import head_and_neuron
+from interp._degenerate import undefined_rows
 from interp._progress import tqdm
 from interp._threads import with_analysis_threads
 from interp.patching._runner import Runner
@@ -185,7 +186,7 @@ def deletion_effect(
     Raises:
         IndexOutOfRangeError: a deleter outside the model.
         ValueError: a bad label, mode or data.
-    Example:
+    Examples:
         >>> df = interp.deletion_effect(model, "L1N154", ["def f(x):\\n    return x\\n"] * 4)
         >>> df[df.role == "deleter"][["site", "survival_clean", "survival_ablated", "control_change"]]
     """
@@ -225,6 +226,9 @@ def deletion_effect(
     for col in stats.columns:
         df.loc[~dele, col] = np.nan
     df = head_and_neuron(df.reset_index(drop=True))
+    undefined_rows(df[df["role"] == "deleter"], ["change"], "deletion_effect",
+                   "the direction the deleter erases is zero in this model's stream (constant or zero weights, a "
+                   "stream with no room for a direction such as d_model=1 under LayerNorm) or no token was read")
     df.attrs.update(mode=mode, n_controls=n_controls, backend=runner.backend, processing=c.processing,
                     n_tokens_read=int(sum(int(b.mask[:, 1:].sum()) for b in batches)),
                     mean_source="interp.stats.Moments over data" if mode == "mean" else None)

@@ -161,7 +161,7 @@ def build_report(
     Raises:
         ValueError: a bad option (e.g. ``tokens`` below 256, ``out`` not ending in .html).
         ModelNotFoundError: a model name or directory that cannot be found.
-    Example:
+    Examples:
         >>> report = build_report(out="report.html")   # doctest: +SKIP
     """
     from interp.report import stages
