@@ -177,11 +177,13 @@ def test_docstring_examples_run(default_model):
 
 
 def test_every_family_greedy_equals_its_hf_loop_and_ablates_as_torch(tiny_model):
-    """gpt2 (learned positions), neox (rotary, parallel), llama (GQA, gated): the same seeded HF
-    model generates the same tokens; a head ablated on llama matches a plain hook on o_proj."""
+    """gpt2 (learned positions), neox (rotary, parallel), llama (GQA, gated), gemma3 and olmo2
+    (post-norms): the same seeded HF model generates the same tokens; a head ablated on llama
+    matches a plain hook on o_proj."""
     from interp.testing import random_hf_model
 
-    family = tiny_model.bridge.original_model.config.model_type.replace("gpt_neox", "neox")
+    model_type = tiny_model.bridge.original_model.config.model_type
+    family = {"gpt_neox": "neox", "gemma3_text": "gemma3"}.get(model_type, model_type)
     hf = random_hf_model(family).eval()
     ids = tiny_model.to_tokens(PROMPTS[0]).tokens[0].tolist()
     got = generate_tokens(tiny_model, PROMPTS[0], max_new_tokens=8, stop=[]).new_tokens[0]
