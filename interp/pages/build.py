@@ -152,9 +152,12 @@ def component_pages(
     n_ctx: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    head_scores: dict[str, pd.DataFrame] | None = None,
 ) -> list[Page]:
     """Pages of several neurons and heads (labels ``"L18N183"``, ``"L1H2"``) from one pass over
-    ``data``: a ``NeuronPage`` or ``HeadPage`` each, in the order given (see ``neuron_page``)."""
+    ``data``: a ``NeuronPage`` or ``HeadPage`` each, in the order given (see ``neuron_page``).
+    ``head_scores``: ``{kind: interp.head_scores(model, kind)}`` already computed (every head),
+    reused for the head pages' detector scores; the kinds it lacks are computed."""
     from interp.probes.sites import check_model
 
     check_model(model)
@@ -175,9 +178,11 @@ def component_pages(
     heads = [f for f in feats if f.kind == "head"]
     scores: dict[str, pd.DataFrame] = {}
     if heads:
-        from interp.heads import head_scores
+        from interp.heads import head_scores as head_scores_of
 
-        scores = {k: head_scores(model, k) for k in DETECTORS}  # every head: the rank is among all
+        given = head_scores if isinstance(head_scores, dict) else {}
+        # every head: the rank is among all
+        scores = {k: given[k] if isinstance(given.get(k), pd.DataFrame) else head_scores_of(model, k) for k in DETECTORS}
     verdicts = _verdicts(model, sorted({f.layer for f in feats if f.kind == "neuron"}), data,
                          dict(max_tokens=min(max_tokens, 1024), n_ctx=n_ctx, batch_size=batch_size))
     pages: list[Page] = []
