@@ -72,3 +72,18 @@ def test_howtos_and_notebooks_are_pages(site):
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         html = (site / "notebooks" / f"{nb.stem}.html").read_text()
         assert "import interp" in html, f"{nb.name} rendered without its code"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["record-and-decompose", "find-writers", "patch-a-circuit",
+                                  "corpus-statistics-torchrun"])
+def test_howto_examples_run(page, tmp_path, monkeypatch):
+    """Each how-to page's Python blocks run in order, in one namespace, as a reader would paste
+    them; a block that needs a launcher (``init_distributed``) is left to the torchrun tests."""
+    text = (ROOT / "docs" / "howto" / f"{page}.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "init_distributed" not in b]
+    assert blocks, f"{page}.md has no Python block"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/howto/{page}.md block {i}", "exec"), namespace)
