@@ -34,6 +34,15 @@ def test_section_titles_get_the_blank_line_griffe_needs():
     assert sep("The Returns: of a sentence stay.\n") == "The Returns: of a sentence stay.\n"
 
 
+def test_bare_doctests_become_examples_sections():
+    titled = _load_extension().titled_doctests
+    module = "Text.\n\n>>> x = 1\n>>> x\n1\n\nMore text.\n"
+    assert titled(module) == "Text.\n\nExamples:\n    >>> x = 1\n    >>> x\n    1\n\nMore text.\n"
+    under = "Summary.\n\nExamples:\n    >>> x = 1\n"
+    assert titled(under) == under                          # already under a title: unchanged
+    assert titled(titled(module)) == titled(module)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     mkdocs = shutil.which("mkdocs", path=os.path.dirname(sys.executable)) or shutil.which("mkdocs")
