@@ -200,8 +200,8 @@ def neuron_page(model: Any, neuron: str, data: Any = "stdlib:val", **kw: Any) ->
     Args:
         neuron: a label, ``"L18N183"``.
         data: texts, a corpus name or a path (as ``interp.neuron_stats``).
-        max_tokens (20,000), top_k (10 examples per list), context (8 tokens each side),
-        n_links (8 per direction), batch_size, n_ctx, seed (the quantile sample), progress.
+        **kw: max_tokens (20,000), top_k (10 examples per list), context (8 tokens each side),
+            n_links (8 per direction), batch_size, n_ctx, seed (the quantile sample), progress.
     Returns:
         A ``NeuronPage``: ``to_frame()`` (one row: n_tokens, mean, std, min, max, share_positive,
         share_negative (a gated MLP's activation is signed: both tails are shown), cosine (in/out),
