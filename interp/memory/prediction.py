@@ -79,7 +79,8 @@ def prediction_neurons(
         seed: the null's directions.
     Returns:
         One row per neuron, by kurtosis (largest first): layer, neuron, label, kind, vocab_skew,
-        vocab_kurtosis (named apart from DataFrame.skew / .kurtosis), norm (``|w_out|``), top_token (the token whose logit it moves most), top_value
+        vocab_kurtosis (named apart from DataFrame.skew / .kurtosis), norm (``|w_out|``), top_token (the
+        repr of the token whose logit it moves most), top_value
         (that logit's change per unit activation, mean removed). ``attrs``: null_kurtosis_max,
         null_skew_max, null_kurtosis_median, n_null, counts.
     Examples:
@@ -120,7 +121,7 @@ def prediction_neurons(
             top_value=torch.cat(top_val).double().numpy())))
     df = pd.concat(parts, ignore_index=True)
     df.insert(2, "label", [f"L{ly}N{n}" for ly, n in zip(df["layer"], df["neuron"])])
-    df["top_token"] = [model.decode_token(int(t)) for t in df["top_token"]]
+    df["top_token"] = [repr(model.decode_token(int(t))) for t in df["top_token"]]  # quoted: "'\n'" stays one cell
     df = df.sort_values(["vocab_kurtosis", "layer", "neuron"], ascending=[False, True, True], kind="stable")
     df = df.reset_index(drop=True)[COLUMNS]
     df.attrs.update(null_kurtosis_max=k_cut, null_skew_max=s_cut, null_kurtosis_median=float(n_kurt.median()),

@@ -163,7 +163,7 @@ def prediction_neurons(df: pd.DataFrame, *, max_points: int = 4000, title: str |
         fig.add_trace(go.Scattergl(
             x=g["vocab_skew"], y=g["vocab_kurtosis"], mode="markers", name=f"{k} ({(df['kind'] == k).sum():,})",
             marker=dict(size=5 if k == "none" else 8, color=VERDICT_COLOURS[k], opacity=0.5 if k == "none" else 0.9),
-            text=[f"{r.label}: {r.top_token!r} {r.top_value:+.2f}" for r in g.itertuples()] if "top_token" in g else g["label"],
+            text=[f"{r.label}: {r.top_token} {r.top_value:+.2f}" for r in g.itertuples()] if "top_token" in g else g["label"],
             hovertemplate="%{text}<br>skew %{x:.2f}<br>kurtosis %{y:.1f}<extra></extra>",
         ))
     fig.update_layout(title=title or "Prediction and suppression neurons: the shape of W_U^T w_out",

@@ -226,7 +226,7 @@ def _managers(sh: dict[str, Any]) -> Finding | None:
             if len(k):
                 r = k.iloc[0]
                 parts.append(f"{len(k)} {kind} neuron{'s' if len(k) > 1 else ''} in the last layers ({r['label']} "
-                             f"{'lowers' if kind == 'suppression' else 'raises'} {r['top_token']!r}, kurtosis "
+                             f"{'lowers' if kind == 'suppression' else 'raises'} {r['top_token']}, kurtosis "
                              f"{r['vocab_kurtosis']:.0f})")
     if not parts:
         return None
