@@ -306,6 +306,36 @@ def check_stream(*, batch_size: object = 8, n_ctx: object = None, max_tokens: ob
     check_bool("exclude_first", exclude_first)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can get now (``MemAvailable`` on Linux, else the
+    machine's physical memory), or None when the platform does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(what: str, nbytes: int, fix: str) -> None:
+    """Refuse, before allocating, a state of ``nbytes`` that the machine cannot hold.
+
+    Raises:
+        MemoryError: more than the memory available now; names what, the size and the fix.
+    """
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise MemoryError(f"{what} would need {nbytes / 2**30:,.1f} GiB of memory, and {free / 2**30:,.1f} GiB is "
+                          f"available; {fix}")
+
+
 def check_fraction(name: str, value: object) -> float:
     """A finite number strictly between 0 and 1 (a held-out share, a false-positive rate)."""
     return check_float(name, value, minimum=0, maximum=1, min_open=True, max_open=True)

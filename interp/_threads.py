@@ -5,7 +5,8 @@ small to split, and the threads' synchronisation dominates, several times over o
 machine (``probe_layers`` on the embedded model: 13 s on one thread, 45-48 s on two). Models
 of ``SMALL_MODEL`` parameters or more have matmuls large enough to share.
 
-Policy (``choose_threads``): ``$INTERP_NUM_THREADS`` when set; else one thread for a model
+Policy (``choose_threads``): ``$INTERP_NUM_THREADS`` when set (a positive int, at most
+``MAX_THREADS_PER_CPU`` per CPU: an absurd number is refused, not passed to torch); else one thread for a model
 under ``SMALL_MODEL`` parameters on CPU; else the caller's current ``torch.get_num_threads()``.
 ``analysis_threads`` applies it for the length of a call and restores the caller's setting
 in ``finally``; ``with_analysis_threads`` does so for a function whose first argument is the
@@ -29,16 +30,46 @@ ENV = "INTERP_NUM_THREADS"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: At most this many threads per CPU the process may run on: more only adds switching, and
+#: a number in the millions makes torch's thread pool crash the process.
+MAX_THREADS_PER_CPU = 4
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity where the platform tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def env_threads() -> int | None:
+    """``$INTERP_NUM_THREADS`` as a checked int, or None when unset or empty.
+
+    Raises:
+        ValueError: not a positive int, or more than ``MAX_THREADS_PER_CPU`` per CPU.
+    """
+    env = os.environ.get(ENV, "").strip()
+    if not env:
+        return None
+    try:
+        n = int(env)
+    except ValueError:
+        raise ValueError(f"${ENV}={env!r} must be a positive int (threads for interp's analyses)") from None
+    if n < 1:
+        raise ValueError(f"${ENV}={env!r} must be a positive int (threads for interp's analyses)")
+    cpus = cpu_count()
+    if n > MAX_THREADS_PER_CPU * cpus:
+        raise ValueError(f"${ENV}={env!r} asks for more threads than this machine can use: it has {cpus} CPU(s), "
+                         f"and interp allows at most {MAX_THREADS_PER_CPU * cpus}; set it to {cpus} or fewer "
+                         "(or unset it: interp then chooses)")
+    return n
+
+
 def choose_threads(model: Any) -> int:
     """Threads for an analysis of ``model`` (see the module docstring)."""
-    env = os.environ.get(ENV, "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"${ENV}={env!r} must be a positive int (threads for interp's analyses)") from None
-        if n < 1:
-            raise ValueError(f"${ENV}={env!r} must be a positive int (threads for interp's analyses)")
+    n = env_threads()
+    if n is not None:
         return n
     current = torch.get_num_threads()
     device = getattr(model, "device", None)

@@ -39,8 +39,28 @@ _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 PROBE_TEXT = "def add(a, b):\n    return a + b\n"
 
 
+def check_regular_files(path: Path) -> None:
+    """Every file of checkpoint directory ``path`` is a regular file (links to one are fine):
+    a FIFO, socket or device where a weight, config or tokenizer file should be would block or
+    stream forever when opened, so it is refused before anything is opened."""
+    import stat
+
+    for entry in sorted(path.iterdir()):
+        try:
+            mode = entry.stat().st_mode  # follows links: the HF cache links to blobs
+        except OSError as e:
+            raise CheckpointError(f"{entry} cannot be read ({e}); repair the checkpoint or remove the file") from e
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+            raise CheckpointError(f"{entry} is {kind}, not a regular file; reading it could block forever. Replace "
+                                  "it with the real file (or remove it from the checkpoint directory)")
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """``config.json`` of checkpoint directory ``path`` as a dict, its sizes checked."""
+    """``config.json`` of checkpoint directory ``path`` as a dict, its sizes checked; first,
+    every file of the directory must be a regular one (``check_regular_files``)."""
+    check_regular_files(path)
     cfg_file = path / "config.json"
     try:
         cfg = json.loads(cfg_file.read_text())

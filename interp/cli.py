@@ -109,7 +109,7 @@ def _stats(model, args):
     rank 0 alone prints and writes."""
     from interp.stats import init_distributed, neuron_stats, rank_and_world, top_examples
 
-    init_distributed(timeout=args.timeout)
+    init_distributed(timeout=600.0 if args.timeout is None else args.timeout)
     df = neuron_stats(model, args.data, layers=args.layers, max_tokens=args.tokens, top_k=args.top_k,
                       batch_size=args.batch_size, context=args.context, progress=not args.quiet)
     args.stats_rank = rank_and_world()[0]
@@ -202,10 +202,11 @@ def _args_stats(p):
     p.add_argument("--sort", default=None, choices=["firing_rate", "mean", "std", "max"],
                    help="order rows by this column, largest first (default: layer, then neuron)")
     p.add_argument("--neurons", nargs="+", default=None, metavar="LABEL",
-                   help="neurons whose examples --examples writes and --out draws (default: all / the largest max)")
+                   help="neurons whose examples --examples writes and --out draws (default: all / the largest max; "
+                        "needs --examples or --out)")
     p.add_argument("--examples", default=None, metavar="FILE",
                    help="write the top examples (one row per neuron and rank) to FILE (.csv, .json, .parquet)")
-    p.add_argument("--timeout", type=float, default=600.0,
+    p.add_argument("--timeout", type=float, default=None,
                    help="under torchrun: seconds a rank waits for the others before failing (default: 600)")
 
 
@@ -213,7 +214,7 @@ COMMANDS: list[Command] = [
     Command("decompose", "who wrote what into the residual stream of a text",
             "Take the residual stream of TEXT apart into its writes (embeddings, heads, MLPs, "
             "neurons, biases): one row per (position, component) with the write's norm and its "
-            "share of the stream. The figure: write norms per layer, stacked by kind.",
+            "share of the stream. The figure: write norms per layer, by kind, side by side.",
             _args_decompose, _decompose, _plot("write_norms")),
     Command("attribute", "direct logit attribution of each component",
             "Each component's direct contribution to a logit, through the final norm (its scale "
@@ -254,7 +255,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and output")
     g.add_argument("--model", default=None, metavar="DIR|NAME",
                    help="a checkpoint directory, a .gguf file, 'smollm2-135m' or a hub name (default: the embedded model)")
-    g.add_argument("--rows", type=int, default=20, metavar="N", help="rows printed to the terminal (default: 20)")
+    g.add_argument("--rows", type=int, default=None, metavar="N",
+                   help="rows printed to the terminal (default: 20; only with --format table)")
     g.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table: readable text (default); csv / json: the whole table on stdout")
     g.add_argument("--table", default=None, metavar="FILE",
@@ -304,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- running ------------------------------------------------------------------------
 def _report(args: argparse.Namespace) -> int:
+    from interp.records import check_writable
     from interp.report import build_report
 
+    check_writable(args.out, "--out")  # before the build, not after it
     report = build_report(
         args.model, out=args.out, data=args.data, tokens=args.tokens, example=args.example,
         progress=not args.quiet,
@@ -327,7 +331,7 @@ def _write_table(df: Any, path: Path) -> None:
     elif suffix == ".parquet":
         df.to_parquet(path, index=False)
     else:
-        raise ValueError(f"--table {str(path)!r}: use a .csv, .json or .parquet file")
+        raise ValueError(f"{str(path)!r}: use a .csv, .json or .parquet file")
 
 
 def _listy(df: Any) -> list[str]:
@@ -384,12 +388,35 @@ def _print_table(df: Any, rows: int) -> None:
                          "--format csv or --table FILE gives them all)\n")
 
 
+def _check_combinations(args: argparse.Namespace) -> None:
+    """Options that take effect only with another are refused alone, not ignored."""
+    if args.rows is not None and args.format != "table":
+        raise ValueError(f"--rows takes effect only with --format table (the default); --format {args.format} "
+                         "writes every row: drop --rows or --format")
+    if getattr(args, "neurons", None) and not (args.examples or args.out):
+        raise ValueError("--neurons picks the neurons that --examples FILE writes and --out FILE draws; add one of "
+                         "them (the table itself has every neuron)")
+    if getattr(args, "timeout", None) is not None and "WORLD_SIZE" not in os.environ:
+        logging.getLogger("interp").warning(
+            "--timeout applies under torchrun / accelerate launch only; this run is one process, so it has no effect")
+
+
 def _analysis(cmd: Command, args: argparse.Namespace) -> int:
+    from interp.records import check_writable
+
+    _check_combinations(args)
+    args.rows = 20 if args.rows is None else args.rows
     if args.rows < 1:
         raise ValueError(f"--rows {args.rows} must be at least 1")
     table_path = Path(args.table) if args.table else None
     if table_path is not None and table_path.suffix.lower() not in (".csv", ".json", ".parquet"):
         raise ValueError(f"--table {args.table!r}: use a .csv, .json or .parquet file")
+    examples = getattr(args, "examples", None)
+    if examples is not None and Path(examples).suffix.lower() not in (".csv", ".json", ".parquet"):
+        raise ValueError(f"--examples {examples!r}: use a .csv, .json or .parquet file")
+    for flag, path in (("--table", args.table), ("--out", args.out), ("--examples", examples)):
+        if path is not None:
+            check_writable(path, flag)  # before the model loads and the analysis runs
     if args.out is not None:
         from interp.export import IMAGE_SUFFIXES, SUFFIXES, _require_chromium
 

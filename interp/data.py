@@ -6,7 +6,7 @@ the ``test`` / ``tests`` / ``idle_test`` directories), so every machine has it.
 About 5% of the files are held out for validation, chosen by a hash of the path
 relative to the stdlib root, so the split does not depend on the machine.
 
-Example:
+Examples:
     >>> from interp.data import stdlib_files, token_batches
     >>> len(stdlib_files("val")) < len(stdlib_files("train"))
     True
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from interp._checks import check_int
+from interp._checks import check_bool, check_int
 from interp._progress import tqdm
+from interp.tokens import SPLIT_SPECIAL_TOKENS, encode
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +139,9 @@ def iter_texts(source: str | Path | Sequence[str]) -> Iterator[tuple[str, str]]:
 class TokenBatch:
     """A batch of token windows, one document per row.
 
-    tokens: LongTensor [batch, n_ctx]; padded positions hold the pad id.
-    mask: BoolTensor [batch, n_ctx]; True where the token is real (BOS included).
+    tokens: LongTensor [batch, width] (``width``: the batch's longest row, at most ``n_ctx``);
+        padded positions hold the pad id.
+    mask: BoolTensor [batch, width]; True where the token is real (BOS included).
     doc_ids: list[str] of length batch; the document each row came from.
     """
 
@@ -177,21 +179,21 @@ def row_length(n_ctx: int | None, model_ctx: int) -> int:
     return min(DEFAULT_ROW_TOKENS if n_ctx is None else int(n_ctx), int(model_ctx))
 
 
-def _token_ids(tokenizer, text: str) -> Iterator[list[int]]:
+def _token_ids(tokenizer, text: str, split_special_tokens: bool = SPLIT_SPECIAL_TOKENS) -> Iterator[list[int]]:
     """A document's token ids, piece by piece (``PIECE_CHARS`` characters at a time for a fast
     tokenizer): the same ids as tokenizing the whole text, produced only as far as they are
     consumed. Each piece keeps the tokens that end at least ``_OVERLAP_CHARS`` before its
     cut; the next piece starts at the first token it dropped."""
     if len(text) <= PIECE_CHARS or not getattr(tokenizer, "is_fast", False):
-        yield tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        yield encode(tokenizer, text, split_special_tokens=split_special_tokens)["input_ids"]
         return
     start = 0
     while start < len(text):
         if len(text) - start <= PIECE_CHARS:
-            yield tokenizer(text[start:], add_special_tokens=False, verbose=False)["input_ids"]
+            yield encode(tokenizer, text[start:], split_special_tokens=split_special_tokens)["input_ids"]
             return
-        enc = tokenizer(text[start : start + PIECE_CHARS], add_special_tokens=False, verbose=False,
-                        return_offsets_mapping=True)
+        enc = encode(tokenizer, text[start : start + PIECE_CHARS], split_special_tokens=split_special_tokens,
+                     return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         limit = PIECE_CHARS - _OVERLAP_CHARS
         keep = bisect.bisect_right([end for _, end in offsets], limit)
@@ -201,11 +203,12 @@ def _token_ids(tokenizer, text: str) -> Iterator[list[int]]:
         start += offsets[keep][0] if keep < len(ids) else PIECE_CHARS
 
 
-def _windows(tokenizer, text: str, bos: int | None, n_ctx: int) -> Iterator[list[int]]:
+def _windows(tokenizer, text: str, bos: int | None, n_ctx: int,
+             split_special_tokens: bool = SPLIT_SPECIAL_TOKENS) -> Iterator[list[int]]:
     """Rows of one document: BOS (if any) then up to ``n_ctx - 1`` tokens, in order."""
     step = n_ctx - 1 if bos is not None else n_ctx
     buf: list[int] = []
-    for ids in _token_ids(tokenizer, text):
+    for ids in _token_ids(tokenizer, text, split_special_tokens):
         buf.extend(ids)
         while len(buf) >= step:
             chunk, buf = buf[:step], buf[step:]
@@ -222,32 +225,38 @@ def token_batches(
     batch_size: int,
     prepend_bos: bool = True,
     max_tokens: int | None = None,
-    min_tokens: int = 16,
+    min_tokens: int = 1,
     progress: bool = True,
+    split_special_tokens: bool = SPLIT_SPECIAL_TOKENS,
 ) -> Iterator[TokenBatch]:
     """Stream a source as batches of token windows, document by document.
 
     Each document is tokenized and cut into windows of ``n_ctx`` tokens (BOS then
-    ``n_ctx - 1`` text tokens when ``prepend_bos``); a short trailing window is
-    right-padded with ``mask`` False. Windows with fewer than ``min_tokens`` real
-    tokens are dropped. Memory holds one document and one batch at a time; long documents
-    are tokenized piece by piece as rows are needed (``PIECE_CHARS``), so the first batch of
-    a large file costs what it needs, and ``max_tokens`` bounds the work, not the file size.
-    A corpus that gives no row at all warns (``UserWarning``); an empty list raises.
+    ``n_ctx - 1`` text tokens when ``prepend_bos``). Every window is used, however short: a
+    document shorter than a row is one short row (a 15-token prompt is a 16-token row with
+    BOS). A batch is as wide as its longest row (at most ``n_ctx``); shorter rows are
+    right-padded with ``mask`` False, so a corpus of short prompts costs what its tokens do.
+    Memory holds one document and one batch at a time; long documents are tokenized piece by
+    piece as rows are needed (``PIECE_CHARS``), so the first batch of a large file costs what
+    it needs, and ``max_tokens`` bounds the work, not the file size. A corpus that gives no row
+    at all (every text empty) warns (``UserWarning``); an empty list raises.
 
     Args:
         tokenizer: a ``transformers.PreTrainedTokenizerFast``.
         source: anything :func:`iter_texts` accepts.
-        n_ctx: tokens per row (rows are this wide; for a model, ``row_length(None,
-            model.cfg.n_ctx)`` gives the documented default, ``DEFAULT_ROW_TOKENS``).
+        n_ctx: the widest row (for a model, ``row_length(None, model.cfg.n_ctx)`` gives the
+            documented default, ``DEFAULT_ROW_TOKENS``).
         batch_size: rows per batch (the last batch may be smaller).
         prepend_bos: start every row with ``tokenizer.bos_token_id``.
         max_tokens: real tokens in all (the last window is cut short so the count is exactly
             this, unless the corpus runs out first or the remainder is under ``min_tokens``).
-        min_tokens: drop windows with fewer real tokens.
+        min_tokens: leave out windows with fewer real tokens (default 1: keep every window;
+            e.g. ``n_ctx`` for full rows only).
         progress: show a tqdm bar over real tokens.
+        split_special_tokens: a special token's string in a text (``"<|endoftext|>"``) is
+            tokenized as text (default True); False reads it as the special token.
     Yields:
-        TokenBatch with tokens/mask ``[batch, n_ctx]``.
+        TokenBatch with tokens/mask ``[batch, width]``, ``width <= n_ctx``.
     Raises:
         ValueError: a non-positive size, or prepend_bos with a tokenizer lacking BOS.
     """
@@ -261,6 +270,7 @@ def token_batches(
             raise ValueError(f"{name}={value!r} must be an int >= {low}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens!r} must be positive or None")
+    split_special_tokens = check_bool("split_special_tokens", split_special_tokens)
     bos = None
     if prepend_bos:
         bos = tokenizer.bos_token_id
@@ -273,8 +283,9 @@ def token_batches(
     bar = tqdm(total=max_tokens, unit="tok", desc="tokens", disable=not progress)
 
     def flush() -> TokenBatch:
-        tokens = torch.full((len(rows), n_ctx), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), n_ctx), dtype=torch.bool)
+        width = max(len(r) for r in rows)  # as wide as the longest row: short prompts are not padded to n_ctx
+        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
         for i, row in enumerate(rows):
             tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = True
@@ -289,7 +300,7 @@ def token_batches(
     try:
         for doc_id, text in iter_texts(source):
             n_docs += 1
-            for window in _windows(tokenizer, text, bos, n_ctx):
+            for window in _windows(tokenizer, text, bos, n_ctx, split_special_tokens):
                 longest = max(longest, len(window))
                 if max_tokens is not None:  # the last window is cut so the total is max_tokens exactly
                     window = window[: max_tokens - seen - sum(len(r) for r in rows)]
@@ -318,8 +329,8 @@ def token_batches(
         if not yielded:
             warnings.warn(
                 f"source={source!r:.80} yielded no rows: none of its {n_docs} document(s) has a window of "
-                f"min_tokens={min_tokens} tokens (the longest has {longest}); pass longer documents or a "
-                "smaller min_tokens", UserWarning, stacklevel=2,
+                f"min_tokens={min_tokens} tokens (the longest has {longest}); pass non-empty documents"
+                + (" or a smaller min_tokens" if min_tokens > 1 else ""), UserWarning, stacklevel=2,
             )
     finally:
         bar.close()

@@ -6,7 +6,7 @@ follows the accumulated stream's norm through the layers. Both are pure function
 ``ResidualWrites`` and return long-format DataFrames, one row per real (not padded)
 position.
 
-Example:
+Examples:
     >>> w = model.run_with_writes("def add(a, b):\\n    return a + b")
     >>> df = decompose(w, by="head")
     >>> df.columns[:4].tolist()
@@ -39,6 +39,7 @@ from interp._components import (
     streams,
     token_categorical,
 )
+from interp._degenerate import undefined_rows
 from interp.writes import ResidualWrites
 
 
@@ -105,7 +106,11 @@ def decompose(
         values = {"norm": norm, "frac": norm / stream}
         values.update({f"proj_{k}": torch.cat(v, dim=1) for k, v in projs.items()})
     tokens = token_categorical(writes.tokens.to(sel[0].device)[sel], decoder(writes, model))
-    return stamp(frame(table, sel, tokens, values, top_k=top_k, key=norm), writes, by=by)
+    df = frame(table, sel, tokens, values, top_k=top_k, key=norm)
+    undefined_rows(df, ["frac"], "decompose", "the residual stream is exactly zero at those positions (degenerate "
+                   "weights: constant, zero, or no room for a direction such as d_model=1 under LayerNorm), so a "
+                   "write's share of it is 0 / 0")
+    return stamp(df, writes, by=by)
 
 
 def stream_norms(writes: ResidualWrites, *, where: str = "pre", model: Any = None) -> pd.DataFrame:

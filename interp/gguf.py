@@ -206,12 +206,16 @@ def find_gguf(path: Path) -> Path | None:
     """``path`` itself when it is a ``.gguf`` file, the single ``.gguf`` in a directory, else None.
 
     Raises:
-        ValueError: a directory holding several GGUF files (ambiguous).
+        ValueError: a directory holding several GGUF files (ambiguous); a FIFO, socket or
+            device where a file should be (reading it could block forever).
     """
+    _check_regular(path)
     if path.is_file():
         return path if path.suffix.lower() == ".gguf" else None
     if path.is_dir() and not (path / "config.json").exists():
         found = sorted(path.glob("*.gguf"))
+        for f in found:
+            _check_regular(f)
         if len(found) > 1:
             raise ValueError(
                 f"name_or_path={str(path)!r} holds {len(found)} GGUF files ({', '.join(p.name for p in found[:3])}); "
@@ -219,6 +223,12 @@ def find_gguf(path: Path) -> Path | None:
             )
         return found[0] if found else None
     return None
+
+
+def _check_regular(path: Path) -> None:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValueError(f"name_or_path={str(path)!r} is not a regular file (a FIFO, socket or device); reading it "
+                         "could block forever: pass the path of the real file")
 
 
 def file_sha256(path: Path) -> str:

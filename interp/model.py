@@ -27,7 +27,14 @@ from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
 from interp.errors import NonAdditiveModelError
 from interp.reconstruction import check_reconstruction
-from interp.tokens import Tokens, check_token_tensor, check_tokens, encode_texts
+from interp.tokens import (
+    SPLIT_SPECIAL_TOKENS,
+    Tokens,
+    check_token_tensor,
+    check_tokens,
+    decode_token,
+    encode_texts,
+)
 from interp.writes import ResidualWrites, WriteWeights
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,9 @@ class Model:
         self._verified = False
         self._fast: FastCapture | None = None
         self._fast_ready = False
+        #: Default of every function taking text: True, ``"<|endoftext|>"`` in a text stays text;
+        #: False reads it as the special token (``interp.tokens``).
+        self.split_special_tokens = SPLIT_SPECIAL_TOKENS
         #: The fast path's calibration: worst error per quantity in units of its row's largest
         #: value, and the ``rtol`` it had to meet (``interp.capture``); empty until calibrated.
         self.calibration: dict[str, float] = {}
@@ -135,10 +145,17 @@ class Model:
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+    PENDING = "fast (pending first-call verification)"  #: ``capture_path`` until the first verified record
+
     @property
     def capture_path(self) -> str:
-        """``"fast"`` once the plain-forward path is calibrated, else ``"bridge"``."""
-        return "fast" if self._fast_ready else "bridge"
+        """The path records take: ``"fast"`` (the checkpoint's own forward, calibrated), ``PENDING``
+        (after ``load``: the first ``run_with_writes`` records through the bridge, verifies and
+        calibrates the fast path, then uses it), or ``"bridge"`` (``fast=False``, no raw copy, or
+        a calibration that disagreed: logged, with ``model.calibration``)."""
+        if self._fast_ready:
+            return "fast"
+        return self.PENDING if self._fast is not None else "bridge"
 
     # ---- identity ----------------------------------------------------------------------
     @property
@@ -250,17 +267,24 @@ class Model:
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
     def decode_token(self, token: int) -> str:
-        return self.tokenizer.decode([token])
+        """One token's text (``interp.tokens.decode_token``): a byte that is not valid UTF-8 on
+        its own reads ``<0xE2>``, not ``"\\ufffd"``."""
+        return decode_token(self.tokenizer, token)
 
-    def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False) -> Tokens:
+    def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+                  split_special_tokens: bool | None = None) -> Tokens:
         """A right-padded ``Tokens`` batch from a str, list of str, or LongTensor ``[batch, pos]``.
 
         ``prepend_bos`` defaults to True for strings and False for token tensors (used exactly
         as given), as in TransformerLens. ``chunk=True`` splits long inputs into ``n_ctx`` rows.
+        ``split_special_tokens`` (default ``self.split_special_tokens``, True): a special
+        token's string in the text, e.g. ``"<|endoftext|>"``, is tokenized as text; False reads
+        it as the special token (``interp.tokens``).
         """
         if prepend_bos is not None:
             check_bool("prepend_bos", prepend_bos)
         check_bool("chunk", chunk)
+        split = self._split(split_special_tokens)
         if isinstance(inputs, torch.Tensor):
             if prepend_bos and self.bos_id is None:
                 raise ValueError("prepend_bos=True but this model's tokenizer has no BOS (or EOS) token; "
@@ -281,14 +305,21 @@ class Model:
         return encode_texts(
             self.tokenizer, inputs, bos_id=self.bos_id if use_bos else None,
             n_ctx=self.cfg.n_ctx, chunk=chunk, pad_id=self.bos_id or 0, d_vocab=self.cfg.d_vocab,
+            split_special_tokens=split,
         )
+
+    def _split(self, split_special_tokens: bool | None) -> bool:
+        if split_special_tokens is None:
+            return check_bool("model.split_special_tokens", getattr(self, "split_special_tokens", SPLIT_SPECIAL_TOKENS))
+        return check_bool("split_special_tokens", split_special_tokens)
 
     def _check_tokens(self, toks: Tokens) -> Tokens:
         return check_tokens(toks, self.cfg.d_vocab, self.cfg.n_ctx)
 
-    def to_str_tokens(self, inputs: Any, **kw: Any) -> list[list[str]]:
-        """Token strings ``[batch][pos]`` for ``inputs`` (see ``to_tokens``)."""
-        toks = self.to_tokens(inputs, **kw)
+    def to_str_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+                      split_special_tokens: bool | None = None) -> list[list[str]]:
+        """Token strings ``[batch][pos]`` for ``inputs`` (the options: see ``to_tokens``)."""
+        toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
         return [[self.decode_token(int(t)) for t, m in zip(r, mr) if m] for r, mr in zip(toks.tokens, toks.mask)]
 
     # ---- forward passes ----------------------------------------------------------------
@@ -325,23 +356,28 @@ class Model:
         with torch.no_grad(), self.hooks(fwd_hooks):
             return self.bridge(tokens.to(self.device), return_type=return_type)
 
-    def logits(self, inputs: Any, **kw: Any) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]`` (centred unembedding under ``"compat"``)."""
-        return self._forward(self.to_tokens(inputs, **kw).tokens, return_type="logits")
+    def logits(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+               split_special_tokens: bool | None = None) -> Tensor:
+        """Logits ``[batch, pos, d_vocab]`` (centred unembedding under ``"compat"``); the
+        options: see ``to_tokens``."""
+        toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
+        return self._forward(toks.tokens, return_type="logits")
 
-    def attention_patterns(self, inputs: Any, *, layers: Sequence[int] | None = None, **kw: Any) -> dict[int, Tensor]:
+    def attention_patterns(self, inputs: Any, *, layers: Sequence[int] | None = None, prepend_bos: bool | None = None,
+                           chunk: bool = False, split_special_tokens: bool | None = None) -> dict[int, Tensor]:
         """Attention patterns per layer: ``{layer: Float[batch, head, query, key]}``, masked.
 
         The same as ``interp.attention_patterns(self, inputs, layers=layers)``: from the
         checkpoint's own eager attention when the model keeps it (grouped-query K/V expanded
         to one pattern per query head), else from TransformerLens's ``hook_pattern``. Rows of
         padding queries are zero; keys after the query are zero (causal).
-        ``inputs``: str, list of str, LongTensor ``[batch, pos]`` or ``Tokens``; ``kw`` goes
-        to ``to_tokens`` (``prepend_bos``, ``chunk``).
+        ``inputs``: str, list of str, LongTensor ``[batch, pos]`` or ``Tokens``;
+        ``prepend_bos`` / ``chunk`` / ``split_special_tokens``: see ``to_tokens``.
         """
         from interp.heads.patterns import attention_patterns
 
-        return attention_patterns(self, inputs, layers=layers, **kw)
+        return attention_patterns(self, inputs, layers=layers, prepend_bos=prepend_bos, chunk=chunk,
+                                  split_special_tokens=split_special_tokens)
 
     def _bridge_patterns(self, tokens: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
         """TransformerLens's ``blocks.{l}.attn.hook_pattern`` for ``tokens`` ``[batch, pos]``."""
@@ -366,6 +402,8 @@ class Model:
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         verify: bool | None = None,
+        split_special_tokens: bool | None = None,
+        extras: Sequence[str] = (),
     ) -> ResidualWrites:
         """Run the model once and record every residual-stream write.
 
@@ -379,6 +417,10 @@ class Model:
             verify: check the reconstruction invariant against the model's own
                 ``hook_resid_*``. Default: on the first call for this model only. Raises
                 ``NonAdditiveModelError`` when the writes do not sum to the stream.
+            split_special_tokens: see ``to_tokens`` (default True: user text is text).
+            extras: intermediates to keep as well, e.g. ``["pattern", "q", "mlp_pre"]`` or any
+                TransformerLens hook name (``interp.extras``): one more forward through the
+                bridge; read them as ``w.extra("pattern", layer)``.
         Returns:
             ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
         Raises:
@@ -392,11 +434,15 @@ class Model:
         if isinstance(inputs, Tokens):
             toks = self._check_tokens(inputs)
         else:
-            toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk)
+            toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk,
+                                  split_special_tokens=split_special_tokens)
         layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
         store_device = check_device("device", device) or self.device
+        from interp.extras import hooks_for, record_extras
+
+        extra_hooks = hooks_for(self, extras, layers)
         active = self.active_hooks()
         if active:
             raise ValueError(
@@ -442,7 +488,9 @@ class Model:
         scale = rec["scale"][toks.mask.to(rec["scale"].device)]
         if not torch.isfinite(scale).all():
             raise ValueError(self._non_finite("the final stream"))
-        return self._make_writes(toks, rec, layers, prepend_bos)
+        w = self._make_writes(toks, rec, layers, prepend_bos)
+        w.extras.update(record_extras(self, toks.tokens, extra_hooks, dtype=store_dtype, device=store_device))
+        return w
 
     def _non_finite(self, where: str) -> str:
         low = self.cfg.dtype in (torch.float16, torch.bfloat16)
@@ -511,20 +559,38 @@ class Model:
         n_ctx: int | None = None,
         max_tokens: int | None = None,
         progress: bool = True,
-        **kw: Any,
+        layers: Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        verify: bool | None = None,
+        split_special_tokens: bool | None = None,
     ) -> Iterator[ResidualWrites]:
-        """Yield ``ResidualWrites`` batch by batch over a corpus (see ``interp.data``), in
-        bounded memory. ``data``: a list of strings, a file, a directory, or ``"stdlib"``.
-        ``n_ctx``: tokens per row (default ``interp.data.DEFAULT_ROW_TOKENS`` = 256, at most the
-        model's context: rows are never padded to a long context).
-        Each record's ``meta["doc_ids"]`` names the document of every row."""
+        """``ResidualWrites`` batch by batch over a corpus (``interp.data.token_batches``), in
+        bounded memory. ``data``: a list of strings (each a document, short prompts kept: a batch
+        is as wide as its longest row, right-padded, ``mask`` False), a file, a directory, or
+        ``"stdlib"``. ``n_ctx``: the widest row (default 256, at most the model's context).
+        ``layers`` / ``dtype`` / ``device`` / ``verify``: as ``run_with_writes``;
+        ``split_special_tokens``: see ``to_tokens``. ``meta["doc_ids"]``: each row's document."""
         from interp.data import row_length, token_batches
 
         check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress)
         n_ctx = row_length(n_ctx, self.cfg.n_ctx)  # default: interp.data.DEFAULT_ROW_TOKENS, not the context
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer, so stream_writes cannot read texts; pass token ids "
+                             "to run_with_writes as a LongTensor [batch, pos]")
         for batch in token_batches(
-            self.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+            self.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress,
+            split_special_tokens=self._split(split_special_tokens),
         ):
-            w = self.run_with_writes(Tokens(batch.tokens, batch.mask), **kw)
+            w = self.run_with_writes(Tokens(batch.tokens, batch.mask), layers=layers, dtype=dtype, device=device,
+                                     verify=verify)
             w.meta["doc_ids"] = list(batch.doc_ids)
             yield w
+
+    def generate(self, prompt: Any, **kw: Any) -> str | list[str]:
+        """Generated text, prompt included: a str for a str prompt, a list for a list. Greedy by
+        default; ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``,
+        ``ablate``, ``patch``: see ``interp.generate_tokens``, which also returns the tokens."""
+        from interp.generation import generate
+
+        return generate(self, prompt, **kw)

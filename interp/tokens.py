@@ -1,9 +1,20 @@
-"""Turning user inputs (a string, a list of strings, a token tensor) into token batches."""
+"""Turning user inputs (a string, a list of strings, a token tensor) into token batches.
+
+User text is text: a literal ``<|endoftext|>`` (or any special token's string) inside a
+prompt is tokenized as the characters it is made of, not as the special token, unless the
+caller opts in with ``split_special_tokens=False`` (the name and meaning of
+``transformers``' own option). An interpretability tool reads what the user wrote; a
+special token appearing from pasted text would silently change the model's input (a
+document boundary, an attention sink). BOS is added by interp itself (``prepend_bos``).
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -37,6 +48,18 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tokens:
     return Tokens(tokens, mask)
 
 
+#: The default for every public function that tokenizes user text: special-token strings in
+#: the text are split into ordinary tokens (``transformers``' ``split_special_tokens=True``).
+SPLIT_SPECIAL_TOKENS = True
+
+
+def encode(tokenizer, text: str, *, split_special_tokens: bool = SPLIT_SPECIAL_TOKENS, **extra) -> dict:
+    """``tokenizer(text)`` without added special tokens; a special token's string in ``text``
+    stays text unless ``split_special_tokens=False``. ``extra``: e.g. ``return_offsets_mapping``."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=bool(split_special_tokens),
+                     verbose=False, **extra)
+
+
 def encode_texts(
     tokenizer,
     texts: Sequence[str],
@@ -46,6 +69,7 @@ def encode_texts(
     chunk: bool,
     pad_id: int,
     d_vocab: int | None = None,
+    split_special_tokens: bool = SPLIT_SPECIAL_TOKENS,
 ) -> Tokens:
     """Tokenize strings (no special tokens added by the tokenizer), prepend ``bos_id`` when
     given, and either refuse texts longer than ``n_ctx`` or split them into rows.
@@ -53,6 +77,7 @@ def encode_texts(
     Only the empty string is refused: whitespace-only text is valid input (indentation and
     blank lines are code to a code model), and so is text that is only the BOS string.
     With ``d_vocab``, an id the model has no embedding for (another model's tokenizer) is refused.
+    ``split_special_tokens``: see the module docstring (default True: user text is text).
     """
     rows: list[list[int]] = []
     for i, text in enumerate(texts):
@@ -69,7 +94,7 @@ def encode_texts(
         if text == "":
             where = "inputs" if len(texts) == 1 else f"inputs[{i}]"
             raise ValueError(f"{where} is an empty string; pass at least one character of text")
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = encode(tokenizer, text, split_special_tokens=split_special_tokens)["input_ids"]
         if d_vocab is not None and ids and max(ids) >= d_vocab:
             raise ValueError(
                 f"inputs[{i}] encodes to token id {max(ids)}, outside the model's vocabulary 0..{d_vocab - 1}: "
@@ -156,3 +181,51 @@ def check_tokens(toks: Tokens, d_vocab: int, n_ctx: int) -> Tokens:
             "padding (real tokens first), so that every real position is exact under causal attention"
         )
     return Tokens(tokens, mask)
+
+
+# ---- one token as text ------------------------------------------------------------------
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable-character table, inverted (the alphabet of
+    byte-level BPE vocabularies)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_bytes(tokenizer: Any, token: int) -> bytes | None:
+    """The bytes a token stands for, where its vocabulary entry says so: a SentencePiece
+    byte-fallback piece (``"<0xE2>"``) or a byte-level BPE piece (GPT-2's byte alphabet).
+    None for any other kind of piece."""
+    piece = tokenizer.convert_ids_to_tokens(int(token))
+    if not isinstance(piece, str) or not piece:
+        return None
+    if m := _BYTE_PIECE.fullmatch(piece):
+        return bytes([int(m.group(1), 16)])
+    table = _byte_of_char()
+    if all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return None
+
+
+def decode_token(tokenizer: Any, token: int) -> str:
+    """One token's text: the tokenizer's own ``decode``, except for bytes that are not valid
+    UTF-8 on their own (a multi-byte character that the tokenizer cut into several tokens).
+    ``decode`` turns each into ``"\ufffd"``, which loses which byte it was; here it is written
+    ``<0xE2>`` (the SentencePiece spelling), so ``"\xe2\x80"`` reads ``"<0xE2><0x80>"``.
+
+    Examples:
+        >>> decode_token(model.tokenizer, 159)      # the embedded model's byte 0xE2   # doctest: +SKIP
+        '<0xE2>'
+    """
+    text = tokenizer.decode([int(token)])
+    if "\ufffd" not in text:
+        return text
+    raw = token_bytes(tokenizer, token)
+    if raw is None:
+        return text
+    chars = raw.decode("utf-8", errors="surrogateescape")  # an invalid byte b -> the lone surrogate U+DC00 + b
+    return "".join(f"<0x{ord(c) - 0xDC00:02X}>" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in chars)

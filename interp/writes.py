@@ -19,6 +19,7 @@ The record is data; analyses live in their own modules and take it as an argumen
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +30,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from interp import records
 from interp._checks import check_choice, check_index
 from interp.errors import ModelMismatchError
+from interp.record_integrity import RECORD_FORMAT, check_consistent, meta_hash
 
 Where = Literal["pre", "mid", "post"]
 WRITE_WEIGHTS = ("W_O", "b_O", "W_out", "b_out", "W_U", "b_U")
@@ -69,6 +72,8 @@ class ResidualWrites:
         final_scale: ``[batch, pos, 1]`` the final norm's scale in this forward pass.
         weights: the ``WriteWeights`` shared with the model (not copied).
         meta: model id, name, weight processing, config numbers, options used.
+        extras: intermediates kept on request (``run_with_writes(extras=...)``, ``interp.extras``):
+            ``"{name}.{layer}"`` or a TransformerLens hook name -> tensor ``[batch, ...]``.
     """
 
     tokens: Tensor
@@ -80,6 +85,7 @@ class ResidualWrites:
     final_scale: Tensor | None
     weights: WriteWeights
     meta: dict[str, Any]
+    extras: dict[str, Tensor] = field(default_factory=dict, repr=False)
     str_tokens_: list[list[str]] | None = field(default=None, repr=False)
     decode_: Any = field(default=None, repr=False)
     #: Post-norm blocks only: layer -> ``[batch, pos, 1]`` the frozen scale of the norm on the
@@ -116,7 +122,7 @@ class ResidualWrites:
         """Bytes of memory the record's tensors keep alive (each storage counted once; the
         shared weights are not counted)."""
         ts = [self.tokens, self.mask, self.embed, self.pos_embed, self.final_scale]
-        ts += list(self.z.values()) + list(self.acts.values())
+        ts += list(self.z.values()) + list(self.acts.values()) + list(self.extras.values())
         ts += list((self.attn_scale or {}).values()) + list((self.mlp_scale or {}).values())
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts if t is not None}
         return sum(storages.values())
@@ -184,6 +190,14 @@ class ResidualWrites:
         layer = self._layer(layer)
         b = self._w(self.weights.b_O[layer] if block == "attn" else self.weights.b_out[layer])
         return b if s is None else b / s
+    def extra(self, name: str, layer: int | None = None) -> Tensor:
+        """An intermediate kept with ``run_with_writes(extras=...)``: ``extra("pattern", 3)``
+        (short names, ``interp.extras.EXTRAS``) or ``extra("blocks.3.attn.hook_result")``."""
+        key = name if layer is None else f"{name}.{check_index('layer', layer, self.n_layers, 'layer')}"
+        if key not in self.extras:
+            raise KeyError(f"{key!r} was not kept in this record (kept: {sorted(self.extras) or 'none'}); record "
+                           f"it with run_with_writes(..., extras=[{name!r}])")
+        return self.extras[key]
 
     # ---- single writes ---------------------------------------------------------------
     def head_writes(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
@@ -317,9 +331,12 @@ class ResidualWrites:
         suffix, any other dot is part of the name). The directory must exist: a missing one is
         refused rather than created, so that a mistyped path fails instead of writing elsewhere.
         With ``weights=True`` the write-side weights travel too, so ``load(path)`` works without
-        the model. Returns the safetensors path.
+        the model. Atomic: both files are written beside their targets, fsynced and renamed over
+        them; the sidecar's ``record`` field (a save id, hashes of both files) lets ``load``
+        refuse a record whose parts come from two saves. Returns the safetensors path.
         Raises:
             FileNotFoundError: the directory does not exist (names it and how to create it).
+            ValueError: a tensor holds NaN or inf (nothing is written).
         """
         from interp._checks import check_bool, check_instance
 
@@ -345,15 +362,28 @@ class ResidualWrites:
             if self.post_norm:
                 tensors[f"attn_scale.{ly}"] = self.attn_scale[ly]
                 tensors[f"mlp_scale.{ly}"] = self.mlp_scale[ly]
+        for key, t in self.extras.items():
+            tensors[f"extras.{key}"] = t
         if weights:
             for name in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b"):
                 t = getattr(self.weights, name)
                 if t is not None:
                     tensors[f"weights.{name}"] = t
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        records.check_finite(tensors, "this record")
         meta = dict(self.meta, post_norm=self.post_norm,
                     str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
-        sidecar.write_text(json.dumps(meta))
+        # Atomic: both files are written beside the targets, fsynced, then renamed over them. The
+        # sidecar names the save (save_id, also in the tensors' header) and hashes the tensors
+        # file and itself, so a record whose parts come from two saves (an overwrite
+        # interrupted between the two renames) or were edited fails at load, never loads mixed.
+        save_id = uuid.uuid4().hex
+        with records.atomic_path(path) as tmp_t, records.atomic_path(sidecar) as tmp_s:
+            save_file(tensors, str(tmp_t), metadata={"interp.save_id": save_id})
+            meta["record"] = {"format": RECORD_FORMAT, "save_id": save_id, "tensors_xxh3": records.file_hash(tmp_t),
+                              "dtype": str(self.embed.dtype).removeprefix("torch.")}
+            meta["record"]["meta_xxh3"] = meta_hash(meta)
+            tmp_s.write_text(json.dumps(meta))
         return path
 
     @classmethod
@@ -366,12 +396,17 @@ class ResidualWrites:
         Raises:
             FileNotFoundError: no such record, or its sidecar is missing.
             ModelMismatchError: ``model`` is not the model the record was made on.
-            ValueError: an unreadable file, a missing field or tensor, a tensor of the wrong shape.
+            ValueError: an unreadable file, a missing field or tensor, a tensor of the wrong shape;
+                parts of two saves, a file changed since it was saved, mixed dtypes, NaN or inf,
+                token ids outside the vocabulary (``interp.record_integrity``).
         """
         from interp._checks import check_instance
 
         check_instance("path", path, (str, Path), "a str or Path of a file written by writes.save()")
         path, sidecar = record_paths(path)
+        for part in (path, sidecar):
+            if part.exists() and not part.is_file():  # a FIFO or device would block the read
+                raise ValueError(f"path={str(part)!r} is not a regular file; pass a record written by writes.save()")
         if not path.is_file():
             raise FileNotFoundError(f"path={str(path)!r} does not exist; pass a file written by writes.save()")
         if not sidecar.is_file():
@@ -418,8 +453,16 @@ class ResidualWrites:
         if str_tokens is not None and (not isinstance(str_tokens, list) or len(str_tokens) != t["tokens"].shape[0]):
             raise ValueError(f"path={str(path)!r}: {sidecar.name} has str_tokens for {len(str_tokens)} rows but the "
                              f"record has {t['tokens'].shape[0]}; write it again with writes.save()")
+        check_consistent(path, sidecar, dict(meta, str_tokens=str_tokens), t)
+        meta.pop("record", None)
         post = meta.get("post_norm", False)
+        extras = {k[len("extras."):]: v for k, v in t.items() if k.startswith("extras.")}
+        for key, v in extras.items():
+            if v.dim() < 1 or v.shape[0] != t["tokens"].shape[0]:
+                raise ValueError(f"path={str(path)!r}: the extra {key!r} has shape {list(v.shape)}, not [batch = "
+                                 f"{t['tokens'].shape[0]}, ...]; the record is damaged: write it again with writes.save()")
         return cls(
+            extras=extras,
             tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
             z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
             final_scale=t.get("final_scale"), weights=weights, meta=meta,

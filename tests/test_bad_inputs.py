@@ -194,7 +194,8 @@ CASES: list[tuple[str, Any, type[BaseException], str]] = [
     ("empty text in a batch", lambda c: c.model.run_with_writes(["x = 1", ""]), ValueError,
      r"inputs\[1\] is an empty string"),
     ("BOS-only text, next-token DLA",
-     lambda c: interp.logit_attribution(c.model.run_with_writes("<|endoftext|>", prepend_bos=False)), ValueError,
+     lambda c: interp.logit_attribution(c.model.run_with_writes("<|endoftext|>", prepend_bos=False,
+                                                                split_special_tokens=False)), ValueError,
      r"target=None asks for the next token, but no position has one .* pass a longer text or an explicit target"),
     ("text longer than n_ctx", lambda c: c.model.run_with_writes("x = 1\n" * 100), ValueError,
      r"text is \d+ tokens but the model's context is 128; pass chunk=True or a shorter text"),
@@ -276,7 +277,7 @@ CASES: list[tuple[str, Any, type[BaseException], str]] = [
     ("probe device that is not one", lambda c: _probe(c, device="gpu0"), ValueError,
      r"device='gpu0' is not a torch device; use 'cpu', 'cuda'"),
     ("probe seed not an int", lambda c: _probe(c, seed="0"), TypeError, r"seed='0' must be an int"),
-    ("BOS-only documents", lambda c: _probe(c, data=["<|endoftext|>"] * 3, label="current_token"), ValueError,
+    ("one-token documents", lambda c: _probe(c, data=["x"] * 3, label="current_token"), ValueError,
      r"takes a single value on the training documents; a probe needs at least two classes"),
     ("zero-norm subspace", lambda c: interp.Subspace(torch.zeros(2, 64)), ValueError,
      r"directions contains a zero-norm vector"),
@@ -713,9 +714,13 @@ def _quiet(fn):
 
 API: dict[str, tuple[Any, dict[str, str]]] = {
     "Model.run_with_writes": (lambda c, **kw: c.model.run_with_writes("x = 1", **kw),
-                              {"chunk": "flag", "prepend_bos": "flag", "verify": "flag"}),
-    "Model.to_tokens": (lambda c, **kw: c.model.to_tokens("x = 1", **kw), {"chunk": "flag", "prepend_bos": "flag"}),
-    "Model.stream_writes": (_stream, {"batch_size": "count", "n_ctx": "ctx", "max_tokens": "count", "progress": "flag"}),
+                              {"chunk": "flag", "prepend_bos": "flag", "verify": "flag", "split_special_tokens": "flag"}),
+    "Model.to_tokens": (lambda c, **kw: c.model.to_tokens("x = 1", **kw),
+                        {"chunk": "flag", "prepend_bos": "flag", "split_special_tokens": "flag"}),
+    "Model.stream_writes": (_stream, {"batch_size": "count", "n_ctx": "ctx", "max_tokens": "count", "progress": "flag",
+                                      "verify": "flag", "split_special_tokens": "flag"}),
+    "attention_patterns": (lambda c, **kw: interp.attention_patterns(c.model, "x = 1", **kw),
+                           {"chunk": "flag", "prepend_bos": "flag", "split_special_tokens": "flag"}),
     "decompose": (lambda c, **kw: interp.decompose(c.writes, **kw), {"top_k": "count"}),
     "logit_attribution": (lambda c, **kw: interp.logit_attribution(c.writes, **kw), {"top_k": "count"}),
     "logit_lens": (lambda c, **kw: interp.logit_lens(c.writes, **kw), {"k": "count", "chunk_rows": "count"}),
@@ -737,11 +742,25 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
                           {"top_writers": "count", "max_tokens": "count", "batch_size": "count", "n_ctx": "ctx",
                            "progress": "flag"}),
     "find_deleting_neurons": (lambda c, **kw: interp.find_deleting_neurons(c.model, **kw),
-                              {"threshold": "cosine", "false_positives": "positive", "seed": "seed"}),
+                              {"threshold": "cosine", "false_positives": "positive", "seed": "seed",
+                               "min_removed": "positive", "max_removed": "real", "max_tokens": "count",
+                               "batch_size": "count", "n_ctx": "ctx", "progress": "flag"}),
+    "neuron_verdicts": (lambda c, **kw: interp.neuron_verdicts(c.model, **kw),
+                        {"threshold": "cosine", "false_positives": "positive", "seed": "seed",
+                         "min_removed": "positive", "max_removed": "real", "max_tokens": "count",
+                         "batch_size": "count", "n_ctx": "ctx", "progress": "flag"}),
+    "attention_sinks": (lambda c, **kw: interp.attention_sinks(c.model, **kw),
+                        {"sink_ratio": "positive", "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count"}),
+    "entropy_neurons": (lambda c, **kw: interp.entropy_neurons(c.model, **kw),
+                        {"k": "count", "top": "count0", "controls": "count0", "min_rho_z": "real",
+                         "min_mediated": "share", "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count",
+                         "chunk": "count", "seed": "seed"}),
+    "prediction_neurons": (lambda c, **kw: interp.prediction_neurons(c.model, **kw),
+                           {"n_null": "count", "chunk": "count", "seed": "seed"}),
     "neuron_in_out_cosines": (lambda c, **kw: interp.neuron_in_out_cosines(c.model, **kw),
                               {"threshold": "cosine", "false_positives": "positive", "seed": "seed"}),
     "find_deleting_heads": (lambda c, **kw: interp.find_deleting_heads(c.model, **kw),
-                            {"false_positives": "positive", "n_tokens": "count0", "seed": "seed"}),
+                            {"n_tokens": "count0", "seed": "seed", "sink_ratio": "positive"}),
     "writers": (lambda c, **kw: interp.writers(c.sub, c.writes, layer=2, **kw),
                 {"top_neurons": "count0", "exclude_first": "flag"}),
     "readers": (lambda c, **kw: interp.readers(c.sub, c.model, **kw), {"unembed": "flag"}),
@@ -768,13 +787,22 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
                      {"max_tokens": "count", "top_k": "count", "batch_size": "count", "n_ctx": "ctx",
                       "context": "count0", "exclude_first": "flag", "progress": "flag"}),
     "find_deleting_heads (evidence)": (lambda c, **kw: interp.find_deleting_heads(c.model, **kw),
-                                       {"min_removed": "real", "max_removed": "real", "min_overlap": "cosine", "copy_cut": "share",
+                                       {"min_removed": "positive", "max_removed": "real",
                                         "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count"}),
     "head_scores": (lambda c, **kw: interp.head_scores(c.model, "previous_token", **kw),
                     {"threshold": "share", "exclude_bos": "flag", "exclude_current": "flag", "batch_size": "count"}),
     "icl_score": (lambda c, **kw: interp.icl_score(c.model, **kw),
                   {"early": "count", "late": "count", "n_rows": "count", "batch_size": "count"}),
-    "pattern_frame": (lambda c, **kw: interp.pattern_frame(c.model, "x = 1", **kw), {"row": "index"}),
+    "pattern_frame": (lambda c, **kw: interp.pattern_frame(c.model, "x = 1", **kw),
+                      {"row": "index", "chunk": "flag", "prepend_bos": "flag", "split_special_tokens": "flag"}),
+    "repeated_tokens": (lambda c, **kw: interp.repeated_tokens(c.model, **kw),
+                        {"batch": "count", "length": "count", "seed": "seed"}),
+    "component_pages": (_quiet(lambda c, **kw: interp.component_pages(c.model, ["L1N3", "L0H1"], TEXTS, **kw)),
+                        {"max_tokens": "count", "top_k": "count", "context": "count0", "n_links": "count",
+                         "batch_size": "count", "n_ctx": "ctx", "seed": "seed", "progress": "flag"}),
+    "generate_tokens": (lambda c, **kw: interp.generate_tokens(c.model, "x = 1", **dict(dict(max_new_tokens=2), **kw)),
+                        {"max_new_tokens": "count", "temperature": "penalty", "top_k": "count", "top_p": "share",
+                         "seed": "seed", "prepend_bos": "flag"}),
     # figures: options are checked before the table is read, so an empty frame will do
     **{f"plots.{fn}": (functools.partial(_plot, fn), params)
        for fn, params in {
@@ -783,13 +811,15 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
            "stream_norms": {"batch": "index", "max_lines": "count"}, "deleting_neurons": {"max_points": "count"},
            "deletion_graph": {"min_share": "share", "max_deleters": "count"}, "patching_neurons": {"top": "count"},
            "top_examples": {"max_examples": "count"}, "attention_pattern": {"max_cols": "count"},
-           "composition_edges": {"top_k": "count"},
+           "composition_edges": {"top_k": "count"}, "neuron_verdicts": {"max_points": "count"},
+           "prediction_neurons": {"max_points": "count"},
        }.items()},
 }
 #: Where ``None`` is a valid value of an argument (it then means "the default").
-NONE_OK = {"prepend_bos", "verify", "n_ctx", "max_tokens", "top_k", "chunk_rows", "threshold", "width", "height", "k",
-           "n_devices", "late"}
-SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1)}
+NONE_OK = {"prepend_bos", "verify", "split_special_tokens", "n_ctx", "max_tokens", "top_k", "chunk_rows", "threshold", "width", "height", "k",
+           "n_devices", "late", "chunk"}
+SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1),
+        ("generate_tokens", "seed", None), ("generate_tokens", "prepend_bos", 1)}
 
 
 def _call(call, kw, c):
@@ -847,7 +877,8 @@ def test_every_numeric_or_flag_argument_of_the_api_is_in_the_table():
         for n in names:
             funcs[f"{cls.__name__}.{n}".replace(".__init__", "")] = getattr(cls, n)
     covered = {(fn.split(" ")[0], p) for fn, (_, params) in API.items() for p in params}
-    exempt = {("load", "max_memory"), ("load", "device_map")}
+    exempt = {("load", "max_memory"), ("load", "device_map"),
+              ("entropy_neurons", "layers")}  # layers: check_indices, as every layers= (default -1: the last)
     exempt_plots = {("plots.notebook_renderer", "scale")}  # a renderer setting, passed to kaleido as is
     missing = []
     for fn, f in funcs.items():
@@ -884,7 +915,7 @@ def test_whitespace_only_text_is_valid_code_input(gpt2_model):
 
 
 def test_bos_only_text_is_valid(gpt2_model):
-    w = gpt2_model.run_with_writes("<|endoftext|>", prepend_bos=False)
+    w = gpt2_model.run_with_writes("<|endoftext|>", prepend_bos=False, split_special_tokens=False)
     assert w.tokens.tolist() == [[gpt2_model.bos_id]]
     assert len(interp.decompose(w, by="layer")) == 2 + 2 * gpt2_model.cfg.n_layers  # embed, pos_embed, attn, mlp
     lens = interp.logit_lens(w)

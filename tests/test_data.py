@@ -100,10 +100,10 @@ def test_token_batches_min_and_max_tokens(tokenizer):
     short = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, min_tokens=16, progress=False))
     assert all(b.mask.all() for b in short)
     assert "1" not in {d for b in short for d in b.doc_ids}
-    capped = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, max_tokens=40, progress=False))
+    capped = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, max_tokens=40, min_tokens=16, progress=False))
     # never more than max_tokens: two full rows, and the third cut to 8 tokens falls under min_tokens
     assert sum(int(b.mask.sum()) for b in capped) == 32 and len(capped) == 1
-    exact = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, max_tokens=40, min_tokens=1, progress=False))
+    exact = list(token_batches(tokenizer, DOCS, n_ctx=16, batch_size=2, max_tokens=40, progress=False))  # default: every row
     assert sum(int(b.mask.sum()) for b in exact) == 40 and [len(b.mask) for b in exact] == [2, 1]
 
 
@@ -147,6 +147,12 @@ def test_empty_and_all_short_corpora(tokenizer):
     with pytest.raises(ValueError, match=r"source=\[\] holds no texts"):
         next(token_batches(tokenizer, [], n_ctx=16, batch_size=2))
     with pytest.warns(UserWarning, match="yielded no rows.*min_tokens=16"):
-        assert list(token_batches(tokenizer, ["x = 1\n"], n_ctx=64, batch_size=2, progress=False)) == []
+        assert list(token_batches(tokenizer, ["x = 1\n"], n_ctx=64, batch_size=2, min_tokens=16, progress=False)) == []
+    (short,) = token_batches(tokenizer, ["x = 1\n", "y = 22\n"], n_ctx=64, batch_size=2, progress=False)
+    assert short.mask.sum(1).tolist() == [1 + len(tokenizer("x = 1\n", add_special_tokens=False)["input_ids"]),
+                                          1 + len(tokenizer("y = 22\n", add_special_tokens=False)["input_ids"])]
+    assert short.tokens.shape[1] == max(short.mask.sum(1).tolist())  # as wide as its longest row, not n_ctx
+    with pytest.warns(UserWarning, match="yielded no rows"):
+        assert list(token_batches(tokenizer, [""], n_ctx=64, batch_size=2, progress=False)) == []
     assert row_length(None, 8192) == DEFAULT_ROW_TOKENS == 256
     assert row_length(None, 128) == 128 and row_length(1024, 512) == 512

@@ -64,9 +64,12 @@ def test_flag_count_on_random_weights_matches_the_null():
     assert all(abs(s * math.sqrt(stack.d_model) - 1) < 0.05 for s in emp.attrs["null_std"].values())
 
 
-def test_default_flags_nothing_on_a_random_model(tiny_model):
+def test_default_flags_no_more_than_the_null_on_a_random_model(tiny_model):
+    """Random weights have no deleters by design; what the verdict flags there is what the
+    trained-weights null (the same measurement with the output vectors deranged) expects."""
     df = interp.find_deleting_neurons(tiny_model)
-    assert len(df) <= 1
+    expected = df.attrs["expected_false_positives"]
+    assert len(df) <= expected + 3 * math.sqrt(max(expected, 1)) + 1, (len(df), expected)
     assert list(df.columns[:5]) == ["layer", "neuron", "label", "cosine", "z"]
 
 
@@ -100,7 +103,8 @@ def test_zero_vectors_give_nan_and_nonfinite_weights_raise():
     W_out[3] = 0
     c = in_out_cosines(W_in, W_out)
     assert torch.isnan(c[3]) and torch.isfinite(c[torch.arange(8) != 3]).all()
-    assert 3 not in interp.find_deleting_neurons(MLPStack([W_in], [W_out]), threshold=1.0)["neuron"].tolist()
+    with pytest.warns(UserWarning, match="1 of 8 neurons have no in/out cosine .*zero"):
+        assert 3 not in interp.find_deleting_neurons(MLPStack([W_in], [W_out]), threshold=1.0)["neuron"].tolist()
     W_in[0, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         in_out_cosines(W_in, W_out)

@@ -28,7 +28,7 @@ def probes(default_model):
 
 @pytest.fixture(scope="module")
 def prev_subspace(probes):
-    return Subspace.from_probe(probes["previous_token"].attrs["probe"], site=1, k=8, name="previous token")
+    return Subspace.from_probe(probes["previous_token"], site=1, k=8, name="previous token")
 
 
 def test_current_token_decodes_from_the_embedding(probes):

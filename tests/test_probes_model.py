@@ -47,7 +47,7 @@ def test_probe_layers_contract(gpt2_model):
     assert (df["selectivity"] == df["accuracy"] - df["control_accuracy"]).all()
     assert df["r2"].isna().all()  # categorical label
     assert (df["n_train"] + df["n_test"]).nunique() == 1 and (df["n_test"] > 0).all()
-    probe = df.attrs["probe"]
+    probe = interp.LinearProbe.from_frame(df)
     assert probe.coef_.shape[:2] == (3, df["n_classes"].iloc[0]) and [s.label for s in probe.sites_] == df["site"].tolist()
     again = interp.probe_layers(gpt2_model, TEXTS, label="previous_token", top_k=10, max_iter=30, progress=False)
     pd.testing.assert_frame_equal(df, again)  # deterministic
@@ -67,7 +67,7 @@ def test_probe_labels_is_probe_layers_from_one_pass(gpt2_model):
         assert list(df.columns) == list(one.columns) and (df["label"] == name).all()
         assert len(df) == len(one) and df["accuracy"].between(0, 1).all()
         assert int(df["n_train"].iloc[0] + df["n_test"].iloc[0]) <= 120
-        assert df.attrs["probe"].sites_ == one.attrs["probe"].sites_
+        assert interp.LinearProbe.from_frame(df).sites_ == interp.LinearProbe.from_frame(one).sites_
     assert frames["line_start_distance"]["r2"].notna().all()
     with pytest.raises(TypeError, match="labels='previous_token' must be a sequence"):
         interp.probe_labels(gpt2_model, TEXTS, "previous_token", **kw)
@@ -82,7 +82,7 @@ def test_probe_layers_ordinal_and_options(gpt2_model):
     )
     assert df["layer"].tolist() == [0, 1] and (df["where"] == "resid_post").all()
     assert df["r2"].notna().all() and df["control_r2"].notna().all()
-    assert df.attrs["probe"].regressor_.task == "regress"
+    assert interp.LinearProbe.from_frame(df).regressor_.task == "regress"
     capped = interp.probe_layers(gpt2_model, TEXTS, label="current_token", layers=0, max_tokens=50, top_k=5,
                                  max_iter=10, progress=False)
     assert (capped["n_train"] + capped["n_test"]).iloc[0] == 50

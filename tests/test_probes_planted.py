@@ -104,7 +104,7 @@ def test_probes_find_previous_token_only_after_the_head(planted, tokens):
     # the control task keys on the current token, which every site holds
     assert (prev["control_accuracy"] > 0.9).all()
     # a subspace built from the layer-1 probe lies in S
-    sub = interp.Subspace.from_probe(prev.attrs["probe"], site=1)
+    sub = interp.Subspace.from_probe(prev, site=1)
     s_part = sub.basis[S].pow(2).sum() / sub.k
     assert s_part > 0.9
 

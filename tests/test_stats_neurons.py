@@ -115,7 +115,7 @@ def test_max_tokens_layers_and_first_position(default_model, texts):
 def test_examples_survive_frame_operations(both):
     stats, _ = both
     top = stats.sort_values("max", ascending=False).head(3)
-    assert isinstance(top.attrs["examples"], TopExamples)
+    assert isinstance(top.attrs["examples"], str) and isinstance(TopExamples.from_attr(top.attrs["examples"]), TopExamples)
     ex = top_examples(top)
     assert list(ex["label"].unique()) == top["label"].tolist()
     labels = top_examples(stats, ["L1N5", (0, 3)])
@@ -147,8 +147,9 @@ def test_bad_inputs(default_model, texts):
         neuron_stats(default_model, 3, progress=False)
     with pytest.raises(FileNotFoundError, match="neither a corpus name"):
         neuron_stats(default_model, "no such corpus", progress=False)
-    with pytest.raises(ValueError, match="no positions to measure"):
-        neuron_stats(default_model, ["x"], progress=False)
+    with pytest.raises(ValueError, match="no positions to measure"), pytest.warns(UserWarning, match="no rows"):
+        neuron_stats(default_model, [""], progress=False)
+    assert neuron_stats(default_model, ["x"], progress=False).attrs["n_tokens"] == 1  # a one-token text counts
     with pytest.raises(ValueError, match="carries no examples"):
         top_examples(pd.DataFrame({"layer": [0], "neuron": [0]}))
     s = neuron_stats(default_model, texts[:2], layers=[0], top_k=1, progress=False)

@@ -132,6 +132,7 @@ def test_stream_writes_over_texts_in_batches(gpt2_model):
 @pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
 def test_fast_capture_path_matches_the_bridge(family):
     model = random_model(family, seed=3)
+    assert model.capture_path == model.PENDING == "fast (pending first-call verification)"
     first = model.run_with_writes(TEXTS)  # through the bridge, verified, then calibrated
     assert model.capture_path == "fast"
     fast = model.run_with_writes(TEXTS)

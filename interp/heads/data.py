@@ -33,7 +33,8 @@ def text_tokens(model: Any, *, n_rows: int = 8, n_ctx: int = 128, source: Any = 
         raise ValueError("this model has no tokenizer, so the default text cannot be encoded; pass data= "
                          "as a LongTensor [batch, pos] or a Tokens batch")
     rows, docs = [], set()
-    for batch in token_batches(model.tokenizer, source, n_ctx=n_ctx, batch_size=1, progress=False, min_tokens=n_ctx):
+    for batch in token_batches(model.tokenizer, source, n_ctx=n_ctx, batch_size=1, progress=False, min_tokens=n_ctx,
+                               split_special_tokens=getattr(model, "split_special_tokens", True)):
         if batch.doc_ids[0] not in docs:
             docs.add(batch.doc_ids[0])
             rows.append(batch.tokens[0])

@@ -15,7 +15,7 @@ active on the bridge (inside ``interp.ablate``), patterns come from TransformerL
 Masking: inputs are right-padded (``Tokens``), so a real query never attends to padding;
 rows of padding queries are set to zero.
 
-Example:
+Examples:
     >>> import interp
     >>> pat = interp.attention_patterns(interp.load(), "def f(x):\\n    return x", layers=[0])[0]
     >>> pat.shape[1], bool((pat.sum(-1)[0] - 1).abs().max() < 1e-5)
@@ -44,11 +44,13 @@ class _Done(Exception):
     """Raised inside the last hook that is needed, to skip the layers after it."""
 
 
-def as_tokens(model: Any, inputs: Any, **kw: Any) -> Tokens:
-    """A right-padded ``Tokens`` batch from a str, list of str, LongTensor or ``Tokens``."""
+def as_tokens(model: Any, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
+              split_special_tokens: bool | None = None) -> Tokens:
+    """A right-padded ``Tokens`` batch from a str, list of str, LongTensor or ``Tokens``
+    (the options: see ``Model.to_tokens``)."""
     if isinstance(inputs, Tokens):
         return model._check_tokens(inputs)
-    return model.to_tokens(inputs, **kw)
+    return model.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
 
 
 def _attention_modules(model: Any) -> list[torch.nn.Module] | None:
@@ -122,14 +124,15 @@ def for_each_pattern(model: Any, toks: Tokens, layers: Sequence[int], fn: Reduce
 
 @with_analysis_threads
 def attention_patterns(
-    model: Any, inputs: Any, *, layers: Sequence[int] | int | None = None, **kw: Any
+    model: Any, inputs: Any, *, layers: Sequence[int] | int | None = None, prepend_bos: bool | None = None,
+    chunk: bool = False, split_special_tokens: bool | None = None,
 ) -> dict[int, Float[Tensor, "batch head query key"]]:
     """Attention patterns of ``layers`` (default all) for ``inputs``.
 
     Args:
         model: an ``interp.Model``.
         inputs: a str, a list of str (a right-padded batch), a LongTensor ``[batch, pos]`` or
-            ``Tokens``; ``kw`` goes to ``model.to_tokens`` (``prepend_bos``, ``chunk``).
+            ``Tokens``; ``prepend_bos`` / ``chunk`` / ``split_special_tokens``: see ``model.to_tokens``.
         layers: an int or ints (negative count from the end).
     Returns:
         ``{layer: Float[batch, head, query, key]}`` (float32): rows sum to 1 on real queries,
@@ -139,7 +142,7 @@ def attention_patterns(
         IndexOutOfRangeError: a layer out of range.
     """
     layers = check_indices("layers", layers, model.cfg.n_layers, "layer")
-    toks = as_tokens(model, inputs, **kw)
+    toks = as_tokens(model, inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
     out: dict[int, Tensor] = {}
     for_each_pattern(model, toks, layers, lambda ly, p: out.__setitem__(ly, p))
     return {ly: out[ly] for ly in layers}
@@ -153,22 +156,25 @@ def pattern_frame(
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
     row: int = 0,
-    **kw: Any,
+    prepend_bos: bool | None = None,
+    chunk: bool = False,
+    split_special_tokens: bool | None = None,
 ) -> pd.DataFrame:
     """One row of a batch's patterns as a tidy frame, for ``interp.plots.attention_pattern``.
 
     Returns:
         One row per (layer, head, query, key) with key <= query on real tokens: layer:int,
-        head:int, label:str ("L1H2"), query:int, key:int, query_token:str, key_token:str,
+        head:int, label:str ("L1H2"), query_pos:int, key_pos:int, query_token:str, key_token:str,
         weight:float. ``attrs``: tokens (the row's token strings), source.
-    Example:
+        ``prepend_bos`` / ``chunk`` / ``split_special_tokens``: see ``Model.to_tokens``.
+    Examples:
         >>> df = pattern_frame(interp.load(), "x = 1", layers=[0], heads=[2])
         >>> list(df.columns)[:5]
-        ['layer', 'head', 'label', 'query', 'key']
+        ['layer', 'head', 'label', 'query_pos', 'key_pos']
     """
     layers = check_indices("layers", layers, model.cfg.n_layers, "layer")
     heads = check_indices("heads", heads, model.cfg.n_heads, "head")
-    toks = as_tokens(model, inputs, **kw)
+    toks = as_tokens(model, inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
     row = check_int("row", row, minimum=0, maximum=toks.tokens.shape[0] - 1)
     n = int(toks.mask[row].sum())
     ids = toks.tokens[row, :n].tolist()
@@ -179,13 +185,13 @@ def pattern_frame(
     def take(ly: int, p: Tensor) -> None:
         w = p[row][heads][:, :n, :n][:, q, k].cpu()  # [head, n_pairs]
         for j, h in enumerate(heads):
-            parts.append(pd.DataFrame(dict(layer=ly, head=h, label=f"L{ly}H{h}", query=q.numpy(), key=k.numpy(),
+            parts.append(pd.DataFrame(dict(layer=ly, head=h, label=f"L{ly}H{h}", query_pos=q.numpy(), key_pos=k.numpy(),
                                            weight=w[j].numpy())))
 
     for_each_pattern(model, toks, layers, take)
     df = pd.concat(parts, ignore_index=True)
     tok = pd.Series(strs)
-    df.insert(5, "query_token", tok.iloc[df["query"].to_numpy()].to_numpy())
-    df.insert(6, "key_token", tok.iloc[df["key"].to_numpy()].to_numpy())
+    df.insert(5, "query_token", tok.iloc[df["query_pos"].to_numpy()].to_numpy())
+    df.insert(6, "key_token", tok.iloc[df["key_pos"].to_numpy()].to_numpy())
     df.attrs.update(tokens=strs, source=source(model), model_id=model.model_id)
     return df

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_basis, check_index, check_int, check_stream
+from interp._columns import head_and_neuron
 from interp._threads import with_analysis_threads
 from interp.errors import IndexOutOfRangeError, ModelMismatchError
 from interp.stats.base import Sums
@@ -303,21 +304,21 @@ def deletion_evidence(
             all-reduced, so every rank returns the same table.
     Returns:
         Long format, one row per (deleter, writer), deleters in the order given, writers by
-        share: deleter:str ("L3N120"/"L1H3"), kind:"neuron"|"head", layer:int, index:int,
+        share: deleter:str ("L3N120"/"L1H3"), kind:"neuron"|"head", layer:int, head / neuron:Int64,
         n_tokens:int, firing_rate:float, removed_fraction:float, [subspace_overlap:float],
         writer:str, writer_kind:str (embed, pos_embed, head, attn_bias, neuron, mlp_bias,
         other), writer_layer:int (-1 for embeddings and other), share:float, rank:int.
     Raises:
         ModelMismatchError: writes recorded on another model.
         ValueError: raw weights, writes missing layers, a bad selection.
-    Example:
+    Examples:
         >>> import interp
         >>> ev = deletion_evidence(interp.load(), ["x = 1 + 2"], neurons=["L1N5"], heads=[])
         >>> ev["writer"].iloc[-1], round(float(ev["share"].sum()), 6)
         ('other', 1.0)
     """
     from interp.memory.heads import find_deleting_heads
-    from interp.memory.neurons import find_deleting_neurons
+    from interp.memory.neuron_data import find_deleting_neurons
     from interp.model import Model
 
     if not isinstance(model, Model):
@@ -359,8 +360,8 @@ def deletion_evidence(
         acc.all_reduce()  # the sums of every rank (a no-op on one process)
     seen = next(iter(acc_n.values() or acc_h.values()), None)
     if seen is not None and seen.n_tok == 0:
-        raise ValueError(f"data={data!r:.80} yielded no tokens (stream_writes skips documents shorter than 16 "
-                         "tokens); pass longer texts, a list of texts, or a ResidualWrites")
+        raise ValueError(f"data={data!r:.80} yielded no tokens to measure (every text is empty); "
+                         "pass non-empty texts, a list of texts, or a ResidualWrites")
     rows: list[dict[str, Any]] = []
     for ly, n in sel_n:
         idx, U = prep[ly][0], prep[ly][1]
@@ -371,7 +372,7 @@ def deletion_evidence(
         ov = None if basis is None else float(acc.sub_num[0] / acc.sub_den[0].clamp_min(1e-300))
         rows += _rows(acc, 0, "head", ly, h, ov, writers_h[ly], top_writers)
     cols = COLUMNS if basis is None else COLUMNS[:7] + ["subspace_overlap"] + COLUMNS[7:]
-    df = pd.DataFrame(rows, columns=cols)
+    df = head_and_neuron(pd.DataFrame(rows, columns=cols))
     df.attrs.update(processing=c.processing, top_writers=top_writers, model_id=model.model_id)
     return df
 
@@ -402,7 +403,7 @@ def deletion_summary(evidence: pd.DataFrame, *, min_share: float = 0.1, max_writ
     """One row per deleter of a ``deletion_evidence`` table, with a sentence naming the
     writers it erases (those with ``share >= min_share``, at most ``max_writers``).
 
-    Columns: deleter, kind, layer, index, firing_rate, removed_fraction, erases:str, e.g.
+    Columns: deleter, kind, layer, head, neuron, firing_rate, removed_fraction, erases:str, e.g.
     ``"L1N5 erases what L0H2 (62%) and embed (21%) wrote"``.
     """
     missing = {"deleter", "writer", "share", "rank"} - set(evidence.columns)
@@ -415,8 +416,9 @@ def deletion_summary(evidence: pd.DataFrame, *, min_share: float = 0.1, max_writ
         said = (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else (names[0] if names else "")
         first = g.iloc[0]
         out.append(dict(
-            deleter=name, kind=first["kind"], layer=first["layer"], index=first["index"],
+            deleter=name, kind=first["kind"], layer=first["layer"], head=first["head"], neuron=first["neuron"],
             firing_rate=first["firing_rate"], removed_fraction=first["removed_fraction"],
             erases=f"{name} erases what {said} wrote" if names else f"{name}: no single writer above {min_share:.0%}",
         ))
-    return pd.DataFrame(out, columns=["deleter", "kind", "layer", "index", "firing_rate", "removed_fraction", "erases"])
+    return pd.DataFrame(out, columns=["deleter", "kind", "layer", "head", "neuron", "firing_rate", "removed_fraction",
+                                      "erases"]).astype({"head": "Int64", "neuron": "Int64"})

@@ -26,6 +26,7 @@ Conventions (recorded in every result's ``attrs``):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -167,6 +168,11 @@ def in_out_cosines(
             y = W_out.index_select(0, idx).float()
         else:
             y = W_out[a:b].float()
+        # each vector scaled to a largest entry of 1 first: the cosine does not change, and weights
+        # scaled towards float32's underflow (1e-30 x a trained matrix) keep squares that do not flush to 0
+        tiny = torch.finfo(x.dtype).tiny
+        x = x / x.abs().amax(1, keepdim=True).clamp_min(tiny)
+        y = y / y.abs().amax(1, keepdim=True).clamp_min(tiny)
         nx, ny = torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(y, dim=1)
         if not (torch.isfinite(nx).all() and torch.isfinite(ny).all()):
             raise ValueError(f"the MLP weights contain NaN or inf (neurons {a}..{b - 1}); "
@@ -224,6 +230,10 @@ def _scan(
         raise ValueError(f"false_positives={false_positives!r} must be a positive number of expected false "
                          f"positives below the {stack.d_mlp * len(layers)} neurons tested, e.g. 0.1")
     d_null = stack.d_model - (1 if stack.centred else 0)
+    if d_null < 2:  # a cosine in one (or no) dimension is +-1 (or undefined): no null, no finding
+        raise ValueError(f"in/out cosines need a stream of at least 2 directions, and this model's has {d_null} "
+                         f"(d_model={stack.d_model}{', less the mean that LayerNorm removes' if stack.centred else ''}); "
+                         "the cosine screen is undefined for it")
     gen = torch.Generator().manual_seed(check_int("seed", seed))
     n_shifts = max(1, math.ceil(4096 / stack.d_mlp))
     shifts = {ly: (torch.randperm(stack.d_mlp - 1, generator=gen)[:n_shifts] + 1).tolist() for ly in layers}
@@ -250,6 +260,7 @@ def _scan(
         else:
             mean[ly], std[ly] = float(samples.mean()), float(samples.std())
     n_tested = {ly: int(torch.isfinite(cos[ly]).sum()) for ly in layers}
+    _undefined(sum(n_tested.values()), sum(cos[ly].numel() for ly in layers))
     d_eff = {ly: max(2.0, 1.0 / std[ly] ** 2) for ly in layers}
     if threshold is None:
         p = false_positives / max(1, sum(n_tested.values()))
@@ -267,6 +278,18 @@ def _scan(
         expected_false_positives=float(expected), n_neurons=int(sum(n_tested.values())),
     )
     return _Scan(layers, cos, extra, mean, std, thr, float(expected), attrs)
+
+
+def _undefined(n_defined: int, n_all: int) -> None:
+    """Say so when neurons have no cosine (a zero input or output vector: constant or zero
+    weights, or weights that underflow); refuse when none has one."""
+    why = ("their input or output vector is zero after processing (constant or zero weights, or weights so small "
+           "that they underflow): the cosine of a zero vector is undefined")
+    if n_defined == 0:
+        raise ValueError(f"no neuron has an in/out cosine: {why}")
+    if n_defined < n_all:
+        warnings.warn(f"{n_all - n_defined:,} of {n_all:,} neurons have no in/out cosine (NaN, never flagged): {why}",
+                      UserWarning, stacklevel=4)
 
 
 def _frame(scan: _Scan, *, flagged_only: bool) -> pd.DataFrame:
@@ -317,7 +340,7 @@ def neuron_in_out_cosines(
         flagged:bool.
     ``attrs``: processing, null, input, null_mean/null_std/threshold (per layer),
     expected_false_positives, n_neurons, d_model.
-    Example:
+    Examples:
         >>> import interp
         >>> df = neuron_in_out_cosines(interp.load())
         >>> len(df) == 2 * 512, df["cosine"].is_monotonic_increasing
@@ -325,43 +348,3 @@ def neuron_in_out_cosines(
     """
     scan = _scan(model, layers, threshold, null, input, false_positives, seed)
     return _frame(scan, flagged_only=False)
-
-
-@with_analysis_threads
-def find_deleting_neurons(
-    model: Any,
-    *,
-    layers: Sequence[int] | int | None = None,
-    threshold: float | None = None,
-    null: str = "analytic",
-    false_positives: float = FALSE_POSITIVES,
-    input: str = "in",
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Neurons whose output vector points against their input vector.
-
-    Args:
-        model: an ``interp.Model`` (its processing decides the weights: ``"compat"`` folded
-            and centred, or ``"raw"``), or an ``MLPStack`` of plain tensors.
-        layers: layers to test (default all; negative indices count from the end).
-        threshold: flag ``cosine <= threshold``. Default None: from the null, so that the
-            expected number of false positives over all neurons tested is ``false_positives``.
-        null: ``"analytic"`` (random directions: std ``1/sqrt(d)``) or ``"empirical"``
-            (mismatched in/out pairs of the same layer; ``seed`` picks the pairings).
-        input: for gated MLPs, test ``W_in`` (``"in"``, default) or ``W_gate`` (``"gate"``).
-    Returns:
-        One row per flagged neuron, most negative first: layer:int, neuron:int, label:str
-        ("L3N120"), cosine:float, z:float, [cosine_in, cosine_gate: gated MLPs],
-        null_mean:float, null_std:float, threshold:float. ``attrs`` as in
-        ``neuron_in_out_cosines``.
-    Raises:
-        IndexOutOfRangeError: a layer out of range (names the valid range).
-        ValueError: an unknown ``null``/``input``, a threshold outside [-1, 1].
-    Example:
-        >>> import interp
-        >>> df = find_deleting_neurons(interp.load())
-        >>> list(df.columns[:5]), bool((df["cosine"] <= df["threshold"]).all())
-        (['layer', 'neuron', 'label', 'cosine', 'z'], True)
-    """
-    scan = _scan(model, layers, threshold, null, input, false_positives, seed)
-    return _frame(scan, flagged_only=True)

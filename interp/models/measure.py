@@ -7,7 +7,7 @@ model: loss on the first vs second copy of a repeated random sequence, linear
 decodability of the previous token, and MLP neuron in/out cosines against a random-init
 baseline.
 
-Example:
+Examples:
     >>> from interp.models import DEFAULT_MODEL_DIR
     >>> model, tok = load_hf(DEFAULT_MODEL_DIR)
     >>> induction_scores(model, length=37, tokenizer=tok).max()
@@ -102,7 +102,8 @@ def mean_loss(
 
     total, count = 0.0, 0
     for batch in token_batches(
-        tokenizer, source, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+        tokenizer, source, n_ctx=n_ctx, batch_size=batch_size, max_tokens=max_tokens, progress=progress,
+        min_tokens=16,  # the model card's numbers: rows of at least 16 tokens
     ):
         logits = model(input_ids=batch.tokens, attention_mask=batch.mask).logits.float()
         target_mask = batch.mask[:, 1:]

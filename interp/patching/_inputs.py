@@ -154,7 +154,12 @@ def _with_answers(prep: Prepared, good: list[int], bad: list[int]) -> Prepared:
 
 def evaluate(metric: Callable[[Tensor], Tensor], logits: Tensor, batch: int) -> Tensor:
     """The metric of each run in ``logits`` ``[runs * batch, pos, d_vocab]`` (runs of ``batch``
-    prompts), averaged over prompts: ``[runs]`` float64 (graph kept when logits need grad)."""
+    prompts), averaged over prompts: ``[runs]`` float64 (graph kept when logits need grad).
+
+    Raises:
+        ValueError: the metric returns a value of the wrong shape, or NaN / inf (no effect can
+            be measured from it: a ratio of two such numbers is not a finding).
+    """
     out = []
     for i in range(0, logits.shape[0], batch):
         v = metric(logits[i:i + batch])
@@ -165,6 +170,13 @@ def evaluate(metric: Callable[[Tensor], Tensor], logits: Tensor, batch: int) -> 
                 f"metric returned shape {list(v.shape)} for logits of shape {list(logits[i:i + batch].shape)}; "
                 f"it must return a scalar or one value per prompt ([{batch}])"
             )
+        if not bool(torch.isfinite(v.detach()).all()):
+            where = ("the logits hold NaN or inf too: the model's forward overflows or its weights hold NaN/inf"
+                     if not bool(torch.isfinite(logits[i:i + batch].detach()).all()) else
+                     "the logits are finite, so the metric itself makes it (e.g. a log of 0, 0/0, or NaN in "
+                     "its own constants)")
+            raise ValueError(f"metric returned {v.detach().flatten()[:4].tolist()} on logits of shape "
+                             f"{list(logits[i:i + batch].shape)}: a metric must give finite numbers; {where}")
         out.append(v.double().mean())
     return torch.stack(out)
 

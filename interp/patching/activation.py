@@ -159,7 +159,7 @@ def activation_patching(
     Raises:
         PromptMismatchError: prompts of different lengths (or counts).
         NotSingleTokenError: an answer that is not one token.
-    Example:
+    Examples:
         >>> df = interp.activation_patching(model, "return f(a", "return f[a", answers=(")", "]"))
         >>> df.sort_values("effect").tail(3)[["component", "effect"]]
     """

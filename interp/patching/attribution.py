@@ -88,7 +88,7 @@ def attribution_patching(
         scale; ``norm_mediated`` is that path's share (the estimate minus the frozen-scale
         estimate ``dm/dwrite . g * dout / s``, in effect units; 0 elsewhere).
         ``attrs["method"] == "attribution"``.
-    Example:
+    Examples:
         >>> att = interp.attribution_patching(model, clean, corrupt, answers=(")", "]"))
         >>> att.sort_values("effect").tail(3)[["component", "effect", "approximation"]]
     """

@@ -4,7 +4,7 @@ batched so that probes at many sites (layers) train in one pass.
 Follows scikit-learn: ``__init__`` stores parameters, ``fit`` returns ``self``, learned
 tensors end in ``_``.
 
-Example:
+Examples:
     >>> X = torch.randn(2, 500, 16)            # [site, n, d_model]: two sites, one label vector
     >>> y = (X[1, :, 0] > 0).long()             # decodable at site 1 only
     >>> LinearProbe(top_k=2).fit(X, y).score(X, y)   # doctest: +SKIP
@@ -14,11 +14,14 @@ Example:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import records
 from interp._checks import check_choice, check_float, check_int
 from interp._linalg import solve_spd
 from interp.probes.labels import IGNORE
@@ -82,6 +85,79 @@ class LinearProbe:
             f"LinearProbe(task={self.task!r}, top_k={self.top_k}, weight_decay={self.weight_decay}, "
             f"solver={self.solver!r}, max_iter={self.max_iter})"
         )
+
+    # ---- plain data ----------------------------------------------------------------------
+    _PARAMS = ("task", "top_k", "weight_decay", "solver", "max_iter", "lr", "scaling")
+    _TENSORS = ("coef_", "intercept_", "mean_", "scale_", "classes_", "loss_")
+    _PLAIN = ("n_features_in_", "n_iter_", "_n_sites", "_squeeze", "_has_other")
+    KIND = "LinearProbe"
+
+    def _parts(self, prefix: str = "") -> tuple[dict[str, Tensor], dict[str, Any]]:
+        meta: dict[str, Any] = {k: getattr(self, k) for k in self._PARAMS}
+        tensors = {prefix + k: getattr(self, k) for k in self._TENSORS if hasattr(self, k)}
+        meta.update({k: getattr(self, k) for k in self._PLAIN if hasattr(self, k)})
+        if hasattr(self, "sites_"):
+            meta["sites_"] = [[s.layer, s.where] for s in self.sites_]
+        if hasattr(self, "regressor_"):
+            sub_t, meta["regressor_"] = self.regressor_._parts(prefix + "regressor_.")
+            tensors.update(sub_t)
+        return tensors, meta
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str = "") -> LinearProbe:
+        from interp.probes.sites import Site
+
+        probe = cls(**{k: meta[k] for k in cls._PARAMS})
+        probe._check_params()
+        for k in cls._TENSORS:
+            if prefix + k in tensors:
+                setattr(probe, k, tensors[prefix + k])
+        for k in cls._PLAIN:
+            if k in meta:
+                setattr(probe, k, meta[k])
+        if "sites_" in meta:
+            probe.sites_ = [Site(int(ly), str(w)) for ly, w in meta["sites_"]]
+        if "regressor_" in meta:
+            probe.regressor_ = cls._from_parts(tensors, meta["regressor_"], prefix + "regressor_.")
+        if hasattr(probe, "coef_"):
+            C, d = probe.coef_.shape[-2:]
+            if probe.intercept_.shape[-1] != C or probe.mean_.shape[-1] != d or probe.n_features_in_ != d:
+                raise ValueError(f"the probe record's parts disagree (coef_ {list(probe.coef_.shape)}, intercept_ "
+                                 f"{list(probe.intercept_.shape)}, mean_ {list(probe.mean_.shape)}); it was damaged "
+                                 "or edited: fit the probe again")
+        return probe
+
+    def to_attr(self) -> str:
+        """The probe as a plain string (base64 of a safetensors blob), for a frame's ``attrs``."""
+        return records.to_attr(self.KIND, *self._parts())
+
+    @classmethod
+    def from_attr(cls, value: Any) -> LinearProbe:
+        tensors, meta = records.from_attr(value, cls.KIND)
+        records.check_finite(tensors, "the probe in attrs")
+        return cls._from_parts(tensors, meta)
+
+    @classmethod
+    def from_frame(cls, df: Any) -> LinearProbe:
+        """The fitted probe that ``probe_layers`` keeps in ``df.attrs["probe"]`` (also after
+        ``to_pickle`` / ``to_parquet`` and reading back)."""
+        value = getattr(df, "attrs", {}).get("probe")
+        if value is None:
+            raise ValueError("this frame carries no probe; pass a frame that interp.probe_layers returned (or read "
+                             "back with pd.read_pickle / pd.read_parquet: to_csv keeps no attrs)")
+        return value if isinstance(value, LinearProbe) else cls.from_attr(value)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the probe (parameters and learned tensors) as one safetensors file,
+        atomically; ``.safetensors`` is added when missing. Returns the path."""
+        return records.save_record(path, self.KIND, *self._parts())
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinearProbe:
+        """Read a probe written by ``save`` (its parts checked against one another)."""
+        tensors, meta = records.load_record(path, cls.KIND)
+        records.check_finite(tensors, f"path={str(path)!r}")
+        return cls._from_parts(tensors, meta)
 
     # ---- validation --------------------------------------------------------------------
     def _check_params(self) -> None:

@@ -151,12 +151,13 @@ def probe_layers(
             a probe above it reads more than the current token), r2 / control_r2:float (ordinal labels: held-out R²
             of a ridge regression on the label's value and on control values; NaN for
             categorical labels), n_classes:int, n_train:int, n_test:int.
-        ``df.attrs["probe"]`` holds the fitted classification ``LinearProbe`` (one site per
-        row, ``probe.sites_`` in row order); build a ``Subspace`` from it with
-        ``Subspace.from_probe(df.attrs["probe"], site=i)``.
+        ``df.attrs["probe"]`` holds the fitted classification ``LinearProbe`` as plain data
+        (a string, so the frame saves with ``to_pickle`` / ``to_parquet``): read it with
+        ``LinearProbe.from_frame(df)`` (one site per row, ``probe.sites_`` in row order);
+        build a ``Subspace`` with ``Subspace.from_probe(df, site=i)``.
     Raises:
         ValueError: unknown ``where`` or ``label``, layers out of range, fewer than two documents.
-    Example:
+    Examples:
         >>> interp.probe_layers(model, texts, label="previous_token")[["layer", "accuracy"]]
     """
     labeler = get_labeler(label)
@@ -197,7 +198,7 @@ def probe_labels(
     Returns:
         ``{label name: frame}``, each frame with ``probe_layers``' columns and
         ``attrs["probe"]``.
-    Example:
+    Examples:
         >>> frames = interp.probe_labels(model, labels=["current_token", "previous_token"])
     """
     if isinstance(labels, str) or not hasattr(labels, "__iter__"):
@@ -272,5 +273,5 @@ def _probe_frame(
         "n_train": len(y) - n_test,
         "n_test": n_test,
     }, columns=COLUMNS)
-    df.attrs["probe"] = probe
+    df.attrs["probe"] = probe.to_attr()  # plain data: the frame saves; LinearProbe.from_frame(df) reads it
     return df

@@ -174,7 +174,7 @@ def iter_batches(model: Any, data: Any, *, batch_size: int = 8, n_ctx: int | Non
     prev = None
     for b in token_batches(
         model.tokenizer, data, n_ctx=n_ctx, batch_size=batch_size, min_tokens=2, progress=False,
-        prepend_bos=model.tokenizer.bos_token_id is not None,
+        prepend_bos=model.tokenizer.bos_token_id is not None, split_special_tokens=getattr(model, "split_special_tokens", True),
     ):
         cont = []
         for d in b.doc_ids:

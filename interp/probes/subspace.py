@@ -1,7 +1,7 @@
 """``Subspace``: an orthonormal basis of residual-stream directions, and the principal
 angles between two subspaces.
 
-Example:
+Examples:
     >>> s = Subspace(torch.randn(3, 64), name="three")
     >>> s.basis.shape
     torch.Size([64, 3])
@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp._checks import check_basis, check_bool, check_direction, check_float, check_int
+from interp._checks import check_basis, check_bool, check_direction, check_float, check_int, check_memory
 from interp._linalg import svd, svdvals
 
 
@@ -76,6 +76,9 @@ class Subspace:
             raise TypeError(f"name={name!r} must be a str or None")
         if not 1 <= k <= d_model:
             raise ValueError(f"k={k} must be between 1 and d_model={d_model}")
+        # the draw, its QR and the basis: about three k x d_model float32 matrices
+        check_memory(f"Subspace.random(d_model={d_model:,}, k={k:,})", 3 * 4 * k * d_model,
+                     "pass the model's d_model (model.cfg.d_model) and a smaller k")
         g = torch.Generator().manual_seed(seed)
         return cls(torch.randn(k, d_model, generator=g), name=name or f"random k={k}")
 
@@ -89,10 +92,17 @@ class Subspace:
         ``k=None`` keeps the fewest directions that hold ``energy`` of the squared singular
         values. The basis lives in the probe's feature space (the residual stream), and the
         subspace keeps the probe's site there as ``.site`` (when the probe records its sites).
+        ``probe``: a fitted ``LinearProbe``, or a ``probe_layers`` frame (its ``attrs["probe"]``).
         """
+        from interp.probes.linear import LinearProbe
+
+        if isinstance(probe, pd.DataFrame):
+            probe = LinearProbe.from_frame(probe)
+        elif isinstance(probe, str):
+            probe = LinearProbe.from_attr(probe)
         coef = getattr(probe, "coef_", None)
         if coef is None:
-            raise ValueError("probe is not fitted; call fit() (or use probe_layers(...).attrs['probe'])")
+            raise ValueError("probe is not fitted; call fit() (or pass the frame probe_layers returned)")
         coef = coef.reshape(-1, *coef.shape[-2:])
         site = check_int("site", site)
         k = check_int("k", k, minimum=1, allow_none=True)
@@ -177,13 +187,13 @@ def overlap(a: Subspace, b: Subspace) -> pd.DataFrame:
     """Principal angles between subspaces ``a`` and ``b``.
 
     Returns one row per angle, smallest angle first:
-        index:int, cosine:float, angle:float (degrees), random_cos2:float (the mean squared
+        direction:int (0 = the smallest angle), cosine:float, angle:float (degrees), random_cos2:float (the mean squared
         cosine expected for random subspaces of these dimensions, ``max(k_a, k_b) / d_model``).
     """
     cos = principal_cosines(a, b)
     d = a.basis.shape[0]
     return pd.DataFrame({
-        "index": range(len(cos)),
+        "direction": range(len(cos)),
         "cosine": cos.numpy(),
         "angle": torch.rad2deg(torch.arccos(cos)).numpy(),
         "random_cos2": min(1.0, max(a.basis.shape[1], b.basis.shape[1]) / d),

@@ -175,7 +175,7 @@ def shard_documents(data: Any, group: Any = None) -> Iterator[tuple[int, str, st
 
 def shard_records(
     model: Any, data: Any, *, batch_size: int = 8, n_ctx: int | None = None, group: Any = None,
-    group_tokens: int | None = None, **kw: Any,
+    group_tokens: int | None = None, layers: Any = None,
 ) -> Iterator[Any]:
     """Records (``ResidualWrites``) of this rank's documents, in corpus order.
 
@@ -183,7 +183,7 @@ def shard_records(
     streamed through ``model.stream_writes``; each record's ``meta`` gains ``doc_index``
     (the corpus index of every row's document) and ``row_in_doc`` (the row's ordinal
     within its document), which make every position's reference unique across ranks.
-    Unbounded: the caller stops when its budget is spent.
+    Unbounded: the caller stops when its budget is spent. ``layers``: as ``stream_writes``.
     """
     from interp.data import row_length
 
@@ -194,7 +194,7 @@ def shard_records(
 
     def flush() -> Iterator[Any]:
         texts = [t for _, _, t in docs]
-        for w in model.stream_writes(texts, batch_size=batch_size, n_ctx=n, progress=False, **kw):
+        for w in model.stream_writes(texts, batch_size=batch_size, n_ctx=n, progress=False, layers=layers):
             local = [int(d) for d in w.meta["doc_ids"]]
             index = [docs[j][0] for j in local]
             row = []

@@ -9,6 +9,7 @@ when its activation is positive.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from interp._checks import check_indices, check_int, check_stream
+from interp import records
+from interp._checks import check_indices, check_int, check_memory, check_stream
 from interp._progress import tqdm
 from interp._threads import with_analysis_threads
-from interp.stats.base import Statistic
+from interp.data import row_length
 from interp.stats.distributed import all_gather_objects, rank_and_world, shard_budget, shard_records
 from interp.stats.moments import Extremes, FiringRate, Moments
 from interp.stats.topk import EMPTY_KEY, TopK
@@ -44,20 +46,93 @@ def _keys(doc_index: list[int], row_in_doc: list[int], n_pos: int, device: Any) 
     return (base[:, None] | torch.arange(n_pos, dtype=torch.int64)[None]).to(device)
 
 
-class TopExamples(Statistic):
-    """The top-k activating examples of every neuron, as compact tensors with references.
+class TopExamples:
+    """The top-k activating examples of every neuron, as plain data: compact tensors with
+    references, the documents' names and the strings of the tokens they hold. No model.
 
-    Built by ``neuron_stats`` and stored as ``stats.attrs["examples"]``; ``frame(...)``
+    Built by ``neuron_stats``, which keeps it in ``stats.attrs["examples"]`` as a plain string
+    (``to_attr``), so the frame saves with ``to_pickle`` / ``to_parquet`` and ``top_examples``
+    works on the frame read back. ``save`` / ``load``: a record file of its own. ``frame(...)``
     (or ``interp.top_examples(stats, ...)``) turns the chosen neurons into a long DataFrame.
+
+    State per layer: ``values`` ``[F, k]`` (descending, ``-inf`` in empty slots), ``keys``
+    ``[F, k]`` int64 (document << 32 | row << 16 | pos; ``EMPTY_KEY`` when empty), ``tokens``
+    ``[F, k, 2 * context + 1]`` int32 (-1 outside the row), ``acts`` the same shape, float32.
     """
 
-    def __init__(self, tops: dict[int, TopK], doc_names: dict[int, str], decode: Any, context: int, n_layers: int):
-        self.tops, self.doc_names, self.decode, self.context = tops, doc_names, decode, context
-        self.n_layers = n_layers
+    KIND = "TopExamples"
 
-    def merge(self, other: Any) -> TopExamples:  # pragma: no cover - built reduced
-        raise TypeError("TopExamples is the reduced result of neuron_stats; merge the TopK statistics instead")
+    def __init__(self, layers: dict[int, dict[str, Tensor]], doc_names: dict[int, str], strings: dict[int, str],
+                 context: int, n_layers: int):
+        self.layers, self.doc_names, self.strings = layers, doc_names, strings
+        self.context, self.n_layers = context, n_layers
 
+    @classmethod
+    def from_tops(cls, tops: dict[int, TopK], doc_names: dict[int, str], decode: Any, context: int,
+                  n_layers: int) -> TopExamples:
+        """From ``neuron_stats``'s reduced ``TopK`` statistics; ``decode(id) -> str`` (or None:
+        token ids shown as numbers) is applied here, once per token id the examples hold."""
+        layers = {ly: {"values": t.values.float().cpu(), "keys": t.keys.cpu(), "tokens": t.payload["tokens"].cpu(),
+                       "acts": t.payload["acts"].float().cpu()} for ly, t in tops.items()}
+        ids = torch.cat([d["tokens"].reshape(-1) for d in layers.values()]).unique().tolist()
+        strings = {i: decode(i) if decode is not None else str(i) for i in ids if i >= 0}
+        return cls(layers, doc_names, strings, context, n_layers)
+
+    # ---- plain data ----------------------------------------------------------------------
+    def _parts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {f"{name}.{ly}": t for ly, d in self.layers.items() for name, t in d.items()}
+        meta = {"context": self.context, "n_layers": self.n_layers, "layers": sorted(self.layers),
+                "doc_names": [[i, n] for i, n in sorted(self.doc_names.items())],
+                "strings": [[i, s] for i, s in sorted(self.strings.items())]}
+        return tensors, meta
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, Tensor], meta: dict[str, Any], where: str) -> TopExamples:
+        try:
+            layers = {int(ly): {name: tensors[f"{name}.{ly}"] for name in ("values", "keys", "tokens", "acts")}
+                      for ly in meta["layers"]}
+            doc_names = {int(i): str(n) for i, n in meta["doc_names"]}
+            strings = {int(i): str(t) for i, t in meta["strings"]}
+            context, n_layers = int(meta["context"]), int(meta["n_layers"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where} is not a complete TopExamples record (lacks {e}); run neuron_stats again") from e
+        W = 2 * context + 1
+        for ly, d in layers.items():
+            F, k = d["values"].shape if d["values"].dim() == 2 else (-1, -1)
+            want = {"values": ((F, k), torch.float32), "keys": ((F, k), torch.int64),
+                    "tokens": ((F, k, W), torch.int32), "acts": ((F, k, W), torch.float32)}
+            for name, (shape, dtype) in want.items():
+                t = d[name]
+                if F < 0 or tuple(t.shape) != shape or t.dtype != dtype:
+                    raise ValueError(f"{where}: {name}.{ly} is a {t.dtype} tensor of shape {list(t.shape)}, not "
+                                     f"{dtype} {list(shape)}; the record was damaged or edited: run neuron_stats again")
+            if bool(d["values"].isnan().any()) or bool(d["values"].isposinf().any()):
+                raise ValueError(f"{where}: values.{ly} holds NaN or +inf; the record was damaged or edited")
+            bad = ((d["tokens"] >= 0) & ~torch.isin(d["tokens"], torch.tensor(sorted(strings), dtype=torch.int32)))
+            if bool(bad.any()):
+                raise ValueError(f"{where}: tokens.{ly} holds token ids without a string; the record was damaged "
+                                 "or edited: run neuron_stats again")
+        return cls(layers, doc_names, strings, context, n_layers)
+
+    def to_attr(self) -> str:
+        """A plain string (base64 of a safetensors blob) for a frame's ``attrs``."""
+        return records.to_attr(self.KIND, *self._parts())
+
+    @classmethod
+    def from_attr(cls, value: Any) -> TopExamples:
+        return cls._from_parts(*records.from_attr(value, cls.KIND), where="stats.attrs['examples']")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the examples as one safetensors file (atomically: all new or all old);
+        ``.safetensors`` is added to ``path`` when missing. Returns the path."""
+        return records.save_record(path, self.KIND, *self._parts())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TopExamples:
+        """Read a file written by ``save`` (its parts checked against one another)."""
+        return cls._from_parts(*records.load_record(path, cls.KIND), where=f"path={str(path)!r}")
+
+    # ---- the frame -----------------------------------------------------------------------
     def frame(self, neurons: Any = None, *, k: int | None = None) -> pd.DataFrame:
         """Long format, one row per (neuron, rank): layer, neuron, label ("L1N5"), rank (1 =
         largest), activation, doc (document id), doc_index (its index in the corpus), row (the
@@ -70,8 +145,8 @@ class TopExamples(Statistic):
         """
         from interp.memory.evidence import _select
 
-        layers = sorted(self.tops)
-        d_mlp = next(iter(self.tops.values())).n_features
+        layers = sorted(self.layers)
+        d_mlp, k_max = next(iter(self.layers.values()))["values"].shape
         if neurons is None:
             sel = [(ly, n) for ly in layers for n in range(d_mlp)]
         else:
@@ -80,19 +155,13 @@ class TopExamples(Statistic):
             if missing:
                 raise ValueError(f"neurons name layer(s) {missing}, which these statistics do not cover "
                                  f"(layers {layers}); run neuron_stats with those layers")
-        k = k or next(iter(self.tops.values())).k
-        strings: dict[int, str] = {}
-
-        def tok(t: int) -> str:
-            if t not in strings:
-                strings[t] = self.decode(t) if self.decode is not None else str(t)
-            return strings[t]
-
+        k = check_int("k", k, minimum=1, allow_none=True) or k_max
+        tok = self.strings.__getitem__
         rows = []
         for ly, n in sel:
-            top = self.tops[ly]
-            vals, keys = top.values[n, :k].tolist(), top.keys[n, :k].tolist()
-            ctx_t, ctx_a = top.payload["tokens"][n, :k].tolist(), top.payload["acts"][n, :k].tolist()
+            d = self.layers[ly]
+            vals, keys = d["values"][n, :k].tolist(), d["keys"][n, :k].tolist()
+            ctx_t, ctx_a = d["tokens"][n, :k].tolist(), d["acts"][n, :k].tolist()
             for r, (v, key) in enumerate(zip(vals, keys)):
                 if key == EMPTY_KEY:
                     break
@@ -109,16 +178,26 @@ class TopExamples(Statistic):
         return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
     def __repr__(self) -> str:
-        return f"TopExamples(layers={sorted(self.tops)}, context={self.context})"
+        return f"TopExamples(layers={sorted(self.layers)}, context={self.context})"
 
 
-def top_examples(stats: pd.DataFrame, neurons: Any = None, *, k: int | None = None) -> pd.DataFrame:
-    """The top activating examples of ``neurons`` from a ``neuron_stats`` frame (see
-    ``TopExamples.frame`` for the columns); ``neurons`` default: every row of ``stats``."""
+@functools.lru_cache(maxsize=4)
+def _examples_of(value: str) -> TopExamples:
+    return TopExamples.from_attr(value)
+
+
+def top_examples(stats: Any, neurons: Any = None, *, k: int | None = None) -> pd.DataFrame:
+    """The top activating examples of ``neurons`` from a ``neuron_stats`` frame (also one read
+    back from pickle or parquet) or a ``TopExamples`` (see ``TopExamples.frame`` for the
+    columns); ``neurons`` default: every row of ``stats`` (every neuron of a ``TopExamples``)."""
+    if isinstance(stats, TopExamples):
+        return stats.frame(neurons, k=k)
     ex = stats.attrs.get("examples") if isinstance(stats, pd.DataFrame) else None
-    if not isinstance(ex, TopExamples):
-        raise ValueError("stats carries no examples; pass the DataFrame that interp.neuron_stats returned "
-                         "(its attrs['examples'] holds them)")
+    if ex is None:
+        raise ValueError("stats carries no examples; pass the DataFrame that interp.neuron_stats returned (or "
+                         "read back with pd.read_pickle / pd.read_parquet: to_csv keeps no attrs), or a "
+                         "TopExamples loaded with TopExamples.load")
+    ex = ex if isinstance(ex, TopExamples) else _examples_of(ex)
     if neurons is None:
         neurons = stats[["layer", "neuron"]]
     return ex.frame(neurons, k=k)
@@ -168,7 +247,10 @@ def neuron_stats(
         top_k: examples kept per neuron (ties: the earlier position in the corpus).
         batch_size / n_ctx: rows per forward pass, tokens per row (default: the model's
             context); a document longer than a row continues in the next row.
-        context: tokens kept on each side of an example (within its row).
+        context: tokens kept on each side of an example (within its row; less than ``n_ctx``).
+            ``top_k`` and ``context`` size the state, ``layers x d_mlp x top_k x (12 + 8 x (2 x
+            context + 1))`` bytes: a size the machine cannot hold is refused (``MemoryError``)
+            before anything is allocated.
         exclude_first: leave out position 0 of every row (BOS; the attention sink).
         group: the process group (default: the global one, when initialised).
     Returns:
@@ -179,8 +261,9 @@ def neuron_stats(
         stored as ``stats.attrs["examples"]`` (a ``TopExamples``).
     Raises:
         ValueError: layers out of range, a bad size, data without any position to measure.
+        MemoryError: ``top_k`` / ``context`` asking for more memory than is available.
         DistributedError: another rank failed or timed out.
-    Example:
+    Examples:
         >>> stats = interp.neuron_stats(interp.load(), max_tokens=20_000)
         >>> interp.top_examples(stats, ["L1N5"])[["rank", "activation", "token"]]
     """
@@ -199,6 +282,14 @@ def neuron_stats(
     check_stream(batch_size=batch_size, n_ctx=n_ctx, max_tokens=max_tokens, progress=progress,
                  exclude_first=exclude_first)
     _check_data(data)
+    row = row_length(n_ctx, c.n_ctx)
+    if context >= row:
+        raise ValueError(f"context={context:,} is wider than a row: rows hold {row} tokens (n_ctx), so an example "
+                         f"has at most {row - 1} tokens on either side; pass context <= {row - 1}")
+    per_example = 4 + 8 + (2 * context + 1) * (4 + 4)  # value, key, the window's tokens and activations
+    check_memory(f"top_k={top_k:,} examples of {len(layers) * c.d_mlp:,} neurons with context={context}",
+                 len(layers) * c.d_mlp * top_k * per_example,
+                 "pass a smaller top_k (examples kept per neuron), a smaller context, or fewer layers")
     rank, world = rank_and_world(group)
     budget = shard_budget(max_tokens, group)
     dev, F, W = model.device, c.d_mlp, 2 * context + 1
@@ -235,8 +326,9 @@ def neuron_stats(
             s.all_reduce(group)
     total = mom[layers[0]].count
     if total == 0:
-        raise ValueError("data gave no positions to measure: every row was shorter than 16 tokens or held only BOS; "
-                         "pass longer texts")
+        raise ValueError("data gave no positions to measure: every text was empty or one token long, and "
+                         "exclude_first=True leaves out position 0 of every row; pass non-empty texts or "
+                         "exclude_first=False")
     needed = {int(k) >> 32 for t in tops.values() for k in t.keys.unique().tolist() if k != EMPTY_KEY}
     found: dict[int, str] = {}
     for part in all_gather_objects({i: names[i] for i in needed if i in names}, group=group, what="document names"):
@@ -251,7 +343,8 @@ def neuron_stats(
         }))
     df = pd.concat(frames, ignore_index=True)[COLUMNS]
     decode = model.decode_token if model.tokenizer is not None else None
-    df.attrs.update(examples=TopExamples(tops, found, decode, context, c.n_layers), model_id=model.model_id,
+    examples = TopExamples.from_tops(tops, found, decode, context, c.n_layers)
+    df.attrs.update(examples=examples.to_attr(), model_id=model.model_id,
                     n_tokens=total, world_size=world, exclude_first=exclude_first, context=context, top_k=top_k)
     return df
 
