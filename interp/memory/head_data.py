@@ -105,8 +105,9 @@ def _layer_ratios(model: Any, w: Any, layers: list[int], sink_ratio: float) -> A
     mask = w.mask.to(dev)
     x = (w.embed + (w.pos_embed if w.pos_embed is not None else 0)).to(dev, dt)
     for ly in range(max(layers) + 1):
-        z = w.write_z(ly).to(dev, dt)  # [b, pos, H, dh]: write coefficients (over a post-norm scale)
-        post = w.scale(ly, "attn")  # [b, pos, 1] or None
+        z = w.write_z(ly).to(dev, dt)  # [b, pos, H, dh], over the post-norm scale
+        s = w.scale(ly, "attn")  # post-norm: every part of a head's write is over its query's scale
+        inv = 1 if s is None else 1 / s.to(dev, dt)[..., None]  # [b, q, 1, 1]
         W_O = ws.W_O[ly].to(dt)
         if ly in pats:
             sink = sink_positions(x, mask, sink_ratio)
@@ -119,10 +120,8 @@ def _layer_ratios(model: Any, w: Any, layers: list[int], sink_ratio: float) -> A
             v = torch.einsum("bpd,kde->bpke", xn, W_V[ly]).repeat_interleave(group, 2) + bv  # [b, k, H, dh]
             diag = torch.diagonal(A, dim1=-2, dim2=-1).permute(0, 2, 1)  # [b, q, H]
             at_sink = A * sink[:, None, None, :].to(dt)
-            parts = {"total": z, "own": diag[..., None] * v, "sink": torch.einsum("bhqk,bkhe->bqhe", at_sink, v)}
-            if post is not None:  # the write is the head's output over the query's frozen post-norm scale
-                for k in ("own", "sink"):
-                    parts[k] = parts[k] / post.to(dev, dt)[..., None]
+            parts = {"total": z, "own": diag[..., None] * v * inv,
+                     "sink": torch.einsum("bhqk,bkhe->bqhe", at_sink, v) * inv}
             bases = read_space(W_V[ly].repeat_interleave(group, 0))
             Px = torch.stack([(x @ Q) @ Q.T for Q in bases], 2)  # [b, q, H, d]: what each head reads of x
             OPx = torch.einsum("hed,bphd->bphe", W_O, Px)  # W_O[h] (P_h x), [b, q, H, dh]
