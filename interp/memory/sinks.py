@@ -67,7 +67,7 @@ def attention_sinks(
             layer's median token norm.
     Returns:
         One row per (layer, sink group), layers in order, position 0 first: layer (the stream
-        entering it; ``n_layers``: the final stream), sink ("position 0" or the token's text),
+        entering it; ``n_layers``: the final stream), sink ("position 0" or the token's repr),
         token (the most frequent token there), n (massive occurrences), share (of the group's
         occurrences that are massive), norm (median norm of the massive ones; of all, for a
         position 0 that is not massive), norm_ratio (over the layer's median token norm), dim
@@ -106,7 +106,7 @@ def attention_sinks(
         for b in range(mask.shape[0]):
             for p in range(mask.shape[1]):
                 if mask[b, p]:
-                    key = "position 0" if p == 0 else strs[b][p]
+                    key = "position 0" if p == 0 else repr(strs[b][p])  # quoted: whitespace stays visible
                     ids[b, p] = names.setdefault(key, len(names))
         counts = torch.bincount(ids[mask], minlength=len(names))
         stream = w.accumulated_resid().double()  # [L + 1, b, pos, d]

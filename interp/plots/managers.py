@@ -79,7 +79,7 @@ def attention_sinks(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     for i, key in enumerate(groups):
         g = df[df["sink"] == key].sort_values("layer")
         colour = PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=g["layer"], y=g["norm_ratio"], mode="lines+markers", name=key if key == "position 0" else f"token {key!r}",
+        fig.add_trace(go.Scatter(x=g["layer"], y=g["norm_ratio"], mode="lines+markers", name=key if key == "position 0" else f"token {key}",
                                  legendgroup=key, marker=dict(color=colour), line=dict(color=colour),
                                  hovertemplate="layer %{x}<br>norm ratio %{y:.3g}<extra></extra>"), 1, 1)
         a = g.dropna(subset=["attention"])

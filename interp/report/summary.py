@@ -142,7 +142,7 @@ def _sinks(sh: dict[str, Any]) -> Finding | None:
             break
         first = steady.loc[r.Index]
     att = g.dropna(subset=["attention"])
-    where = "The first position" if key == "position 0" else f"The token {key!r}"
+    where = "The first position" if key == "position 0" else f"The token {key}"
     up = (f"up to {peak['norm_ratio']:.0f}x, " if int(first["layer"]) != int(peak["layer"]) else "")
     text = (f"{where} is an attention sink: from layer {int(first['layer'])} its stream norm is "
             f"{first['norm_ratio']:.0f}x the median token's ({up}{peak['norm']:,.0f}, mostly in dimension "
