@@ -329,6 +329,16 @@ def _write_table(df: Any, path: Path) -> None:
     elif suffix == ".json":
         df.to_json(path, orient="records", indent=1, default_handler=str)
     elif suffix == ".parquet":
+        from interp.records import PARQUET_ATTRS_CHARS
+
+        big = [k for k, v in df.attrs.items() if isinstance(v, str) and len(v) > PARQUET_ATTRS_CHARS]
+        if big:  # a footer this large could not be read back: the table goes, the record stays apart
+            logging.getLogger("interp").warning(
+                "%s: attrs %s left out (too large for a readable parquet footer); write the examples with "
+                "--examples FILE", path, ", ".join(big))
+            df = df.copy()
+            for k in big:
+                del df.attrs[k]
         df.to_parquet(path, index=False)
     else:
         raise ValueError(f"{str(path)!r}: use a .csv, .json or .parquet file")
