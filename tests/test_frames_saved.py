@@ -59,6 +59,9 @@ ANALYSES: dict[str, Any] = {
     "top_examples": lambda i: interp.top_examples(interp.neuron_stats(i.model, TEXTS, progress=False, top_k=3),
                                                   ["L0N1", "L1N2"]),
     "deletion_effect": lambda i: interp.deletion_effect(i.model, "L1N3", TEXTS, progress=False),
+    "memory.deletion_summary": lambda i: interp.memory.deletion_summary(
+        interp.deletion_evidence(i.model, TEXTS, max_tokens=120, progress=False)),
+    "probes.overlap_matrix": lambda i: interp.probes.overlap_matrix([i.subspace, interp.Subspace.random(128, 4)]),
 }
 
 #: Run in a fresh process: reads every frame back in each format and compares it with the
@@ -146,7 +149,8 @@ def test_frames_read_back_without_a_model(saved):
 
 
 def test_every_public_analysis_is_listed():
-    """A new public function returning frames needs a row above (plots and loaders excepted)."""
+    """A new public function of ``interp`` returning frames needs a row above (plots, loaders and
+    tensor-level helpers excepted; analyses of the subpackages are listed by their dotted name)."""
     not_frames = {"ablate", "load", "export", "attention_patterns", "labels", "data", "heads", "plots", "stats",
                   "Config", "LinearProbe", "MLPStack", "Model", "ResidualWrites", "Subspace", "Tokens"}
     public = {n for n in interp.__all__ if n[0].islower() or n in not_frames} - not_frames
