@@ -32,6 +32,16 @@ class Config:
     dtype: torch.dtype
     quantization: str | None = None  # the checkpoint's quantization before dequantizing (GGUF), e.g. "Q4_1"
 
+    def forward_bytes(self, batch: int, pos: int, itemsize: int = 4) -> int:
+        """Bytes a recorded forward of ``[batch, pos]`` tokens holds at its peak, a lower bound
+        for refusing sizes early: the record (embeddings, per layer ``z`` and the MLP
+        activations, in ``itemsize``-byte floats), one layer's attention scores and MLP
+        pre-activations, and the logits' last position."""
+        per_pos = 2 * self.d_model + self.n_layers * (self.n_heads * self.d_head + self.d_mlp) + 1
+        record = batch * pos * per_pos * itemsize
+        transient = batch * (self.n_heads * pos * pos + 3 * pos * self.d_mlp) * 4 + batch * self.d_vocab * 4
+        return record + transient
+
 
 class Weights:
     """Stacked weights in TransformerLens shapes, built on first use and cached.

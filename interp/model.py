@@ -22,7 +22,7 @@ import torch
 import xxhash
 from torch import Tensor
 
-from interp._checks import check_bool, check_choice, check_device, check_indices, check_stream
+from interp._checks import check_bool, check_choice, check_device, check_indices, check_memory, check_stream
 from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
 from interp.reconstruction import check_reconstruction
@@ -381,6 +381,9 @@ class Model:
         layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
+        B, P = toks.tokens.shape
+        check_memory(f"recording a batch of {B:,} rows x {P:,} tokens", self.cfg.forward_bytes(B, P),
+                     "pass fewer rows at a time (a smaller batch_size, or a shorter list) or shorter rows (n_ctx)")
         store_device = check_device("device", device) or self.device
         active = self.active_hooks()
         if active:

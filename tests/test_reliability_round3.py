@@ -431,3 +431,14 @@ def test_a_fifo_record_is_refused(record, tmp_path):
 def test_a_random_subspace_too_large_for_the_machine_is_refused():
     with pytest.raises(MemoryError, match=r"Subspace.random\(d_model=10,000,000, k=1,000\) would need [\d,.]+ GiB"):
         interp.Subspace.random(10**7, 10**3)
+
+
+def test_a_batch_the_machine_cannot_hold_is_refused_before_the_forward(default_model, monkeypatch):
+    import interp._checks as checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 64 << 20)  # a machine with 64 MiB free
+    with pytest.raises(MemoryError, match=r"recording a batch of 2,000 rows x \d+ tokens would need [\d,.]+ GiB"):
+        default_model.run_with_writes(["x = 1\nprint(x)\n" * 8] * 2000)
+    with pytest.raises(MemoryError, match=r"pass fewer rows at a time \(a smaller batch_size"):
+        next(default_model.stream_writes(TEXTS * 500, batch_size=1000, progress=False))
+    assert default_model.run_with_writes("x = 1").shape == (1, 4)  # small batches still run
