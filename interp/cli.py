@@ -109,6 +109,15 @@ def _stats(model, args):
     rank 0 alone prints and writes."""
     from interp.stats import init_distributed, neuron_stats, rank_and_world, top_examples
 
+    if args.neurons:  # before the corpus is read, not after
+        from interp.memory.evidence import _select
+
+        c = model.cfg
+        chosen = _select("--neurons", args.neurons, "neuron", c.n_layers, c.d_mlp)
+        measured = set(range(c.n_layers)) if not args.layers else {ly % c.n_layers for ly in args.layers}
+        missing = sorted({ly for ly, _ in chosen} - measured)
+        if missing:
+            raise ValueError(f"--neurons names layer(s) {missing}, which --layers leaves out; add them to --layers")
     init_distributed(timeout=600.0 if args.timeout is None else args.timeout)
     df = neuron_stats(model, args.data, layers=args.layers, max_tokens=args.tokens, top_k=args.top_k,
                       batch_size=args.batch_size, context=args.context, progress=not args.quiet)

@@ -330,6 +330,20 @@ def test_cli_refuses_before_loading_anything(cli_run, tmp_path, args, message):
     assert cli_run.loads == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["r.html", "t.csv"]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["stats", "--neurons", "L9N1", "--examples", "E"], r"neurons=\['L9N1'\].*out of range|L9N1"),
+    (["stats", "--neurons", "L1N5", "--layers", "0", "--examples", "E"], r"--neurons names layer\(s\) \[1\], which --layers"),
+])
+def test_cli_checks_neurons_before_reading_the_corpus(cli_run, tmp_path, monkeypatch, args, message):
+    import re
+
+    import interp.stats.neurons as neurons
+
+    monkeypatch.setattr(neurons, "shard_records", lambda *a, **k: pytest.fail("the corpus was read"))
+    code, out, err = cli_run(*[str(tmp_path / "e.csv") if a == "E" else a for a in args])
+    assert code == 2 and re.search(message, err), err
+
+
 def test_cli_timeout_alone_warns(cli_run, monkeypatch, caplog):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code, out, err = cli_run("stats", "--data", "stdlib:val", "--tokens", "200", "--timeout", "30", "--rows", "1")
