@@ -37,11 +37,12 @@ def logit_tolerance(model_dtype: torch.dtype, reference_dtype: torch.dtype, n_la
     """How far a loaded model's logits may be from the checkpoint's own on a probe input, as the
     RMS of the difference over the RMS of the logits (both centred over the vocabulary): the
     fast path's calibration budget (``interp.capture.calibration_tolerance``: 64 roundings per
-    layer the error passes through) at the coarser of the two dtypes, since the two forwards are
-    one function rounded differently. Measured: 3e-7 of 2.3e-5 on tiny fp32 models, 2.3e-6 of
+    layer the error passes through) at the coarsest of the two dtypes and float32, since the two
+    forwards are one function rounded differently and TransformerLens folds the weights in
+    float32 (a float64 model's logits differ from its float64 checkpoint's by 6e-8). Measured: 3e-7 of 2.3e-5 on tiny fp32 models, 2.3e-6 of
     2.4e-4 on SmolLM2-135M; a conversion that changes the function (TransformerLens 4.3's
     processing of a square LayerNorm MLP) errs by the order of the logits."""
-    coarse = max(model_dtype, reference_dtype, key=lambda d: torch.finfo(d).eps)
+    coarse = max(model_dtype, reference_dtype, torch.float32, key=lambda d: torch.finfo(d).eps)
     return calibration_tolerance(coarse, n_layers)
 
 
