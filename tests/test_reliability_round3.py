@@ -456,3 +456,11 @@ def test_a_batch_the_machine_cannot_hold_is_refused_before_the_forward(default_m
     with pytest.raises(MemoryError, match=r"pass fewer rows at a time \(a smaller batch_size"):
         next(default_model.stream_writes(TEXTS * 500, batch_size=1000, progress=False))
     assert default_model.run_with_writes("x = 1").shape == (1, 4)  # small batches still run
+
+
+def test_report_threads_are_bounded_like_the_variable(tmp_path):
+    from interp.report import build_report
+
+    with pytest.raises(ValueError, match=r"threads=100000000 asks for more threads than this machine can use"):
+        build_report(out=tmp_path / "r.html", threads=10**8)
+    assert not list(tmp_path.iterdir())
