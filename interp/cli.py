@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `interp neurons | head`
         return 0
-    except (ValueError, TypeError, LookupError, OSError, RuntimeError, ImportError) as e:
+    except (ValueError, TypeError, LookupError, OSError, RuntimeError, ImportError, MemoryError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         sys.stderr.write(f"interp: error: {msg}\n")
         return EXIT_ERROR

@@ -344,6 +344,11 @@ def test_cli_checks_neurons_before_reading_the_corpus(cli_run, tmp_path, monkeyp
     assert code == 2 and re.search(message, err), err
 
 
+def test_cli_reports_a_size_it_cannot_hold_in_one_line(cli_run):
+    code, out, err = cli_run("stats", "--top-k", "100000000", "--tokens", "100")
+    assert code == 2 and err.startswith("interp: error: top_k=100,000,000 examples") and err.count("\n") == 1
+
+
 def test_cli_timeout_alone_warns(cli_run, monkeypatch, caplog):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code, out, err = cli_run("stats", "--data", "stdlib:val", "--tokens", "200", "--timeout", "30", "--rows", "1")
@@ -407,6 +412,7 @@ def test_degenerate_weights_give_an_answer_or_say_why_not(degenerate, name):
         assert df["flagged"].mean() < 0.05  # weights scaled by 1e-30 are still random weights: no deleters
 
 
+@pytest.mark.numerics
 def test_underflowed_weights_keep_their_cosines():
     """A cosine does not depend on scale: 1e-30 x the weights gives the same cosines."""
     from interp.testing import random_hf_model, tiny_tokenizer
