@@ -24,6 +24,7 @@ from interp.errors import (
     UnsafeCheckpointError,
 )
 from interp.export import export
+from interp.generation import Generation, generate, generate_tokens
 from interp.heads import (
     attention_patterns,
     composition_scores,
@@ -35,12 +36,18 @@ from interp.heads import (
 from interp.load import load
 from interp.memory import (
     MLPStack,
+    attention_sinks,
     deletion_evidence,
+    entropy_neurons,
     find_deleting_heads,
     find_deleting_neurons,
     neuron_in_out_cosines,
+    neuron_verdicts,
+    prediction_neurons,
 )
 from interp.model import Config, Model
+from interp.models.synthetic import repeated_tokens_for as repeated_tokens
+from interp.pages import component_pages, head_page, neuron_page
 from interp.patching import activation_patching, attribution_patching, deletion_effect
 from interp.probes import (
     LinearProbe,
@@ -65,6 +72,7 @@ __all__ = [
     "ChromiumNotFoundError",
     "Config",
     "DistributedError",
+    "Generation",
     "IndexOutOfRangeError",
     "InterpError",
     "LinearProbe",
@@ -82,15 +90,21 @@ __all__ = [
     "ablation_effect",
     "activation_patching",
     "attention_patterns",
+    "attention_sinks",
     "attribution_patching",
+    "component_pages",
     "composition_scores",
     "data",
     "decompose",
     "deletion_effect",
     "deletion_evidence",
+    "entropy_neurons",
     "export",
     "find_deleting_heads",
     "find_deleting_neurons",
+    "generate",
+    "generate_tokens",
+    "head_page",
     "head_scores",
     "heads",
     "icl_score",
@@ -100,13 +114,17 @@ __all__ = [
     "logit_lens",
     "neuron_composition",
     "neuron_in_out_cosines",
+    "neuron_page",
     "neuron_stats",
+    "neuron_verdicts",
     "overlap",
     "pattern_frame",
     "plots",
+    "prediction_neurons",
     "probe_labels",
     "probe_layers",
     "readers",
+    "repeated_tokens",
     "stats",
     "stream_norms",
     "top_examples",

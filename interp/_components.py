@@ -320,23 +320,29 @@ def groups(writes: ResidualWrites, by: str, stop: int, sel: tuple[Tensor, Tensor
 def layer_groups(writes: ResidualWrites, by: str, ly: int, sel: tuple[Tensor, Tensor]) -> Iterator[Group]:
     """Layer ``ly``'s writes at the selected positions: attention, then MLP (see ``groups``)."""
     cd, W = writes.compute_dtype, writes.weights
-    z = at(writes.z[ly], sel).to(cd)  # [rows, head, d_head]
+    z = at(writes.write_z(ly), sel).to(cd)  # [rows, head, d_head], over the post-norm scale
     W_O, b_O = writes._w(W.W_O[ly]), writes._w(W.b_O[ly])
+    s_attn = writes.scale(ly, "attn")
+    if s_attn is not None:  # post-norm: the bias is written over the frozen scale, per row
+        b_O = b_O / at(s_attn, sel)[:, None]  # [rows, 1, d_model]
     if by in ("head", "component"):
         n_h = z.shape[1]
         yield Group("head", ly, [f"L{ly}H{h}" for h in range(n_h)], list(range(n_h)),
                     dense=torch.einsum("rhk,hkd->rhd", z, W_O))
-        yield Group("attn_bias", ly, [f"L{ly}_attn_bias"], dense=b_O[None, None])
+        yield Group("attn_bias", ly, [f"L{ly}_attn_bias"], dense=b_O if s_attn is not None else b_O[None, None])
     else:
-        yield Group("attn", ly, [f"L{ly}_attn"], dense=(z.flatten(1) @ W_O.flatten(0, 1) + b_O)[:, None])
-    acts = at(writes.acts[ly], sel).to(cd)  # [rows, d_mlp]
+        yield Group("attn", ly, [f"L{ly}_attn"],
+                    dense=(z.flatten(1) @ W_O.flatten(0, 1))[:, None] + (b_O if s_attn is not None else b_O[None, None]))
+    acts = at(writes.write_acts(ly), sel).to(cd)  # [rows, d_mlp], over the post-norm scale
     W_out, b_out = writes._w(W.W_out[ly]), writes._w(W.b_out[ly])
+    s_mlp = writes.scale(ly, "mlp")
+    b_out = b_out[None, None] if s_mlp is None else b_out / at(s_mlp, sel)[:, None]
     if by in ("neuron", "component"):
         n_n = acts.shape[1]
         yield Group("neuron", ly, [f"L{ly}N{n}" for n in range(n_n)], list(range(n_n)), coef=acts, vecs=W_out)
-        yield Group("mlp_bias", ly, [f"L{ly}_mlp_bias"], dense=b_out[None, None])
+        yield Group("mlp_bias", ly, [f"L{ly}_mlp_bias"], dense=b_out)
     else:
-        yield Group("mlp", ly, [f"L{ly}_mlp"], dense=(acts @ W_out + b_out)[:, None])
+        yield Group("mlp", ly, [f"L{ly}_mlp"], dense=(acts @ W_out)[:, None] + b_out)
 
 
 def stream_at(writes: ResidualWrites, stop: int, sel: tuple[Tensor, Tensor]) -> Tensor:

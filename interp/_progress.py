@@ -10,7 +10,7 @@ is imported with that one warning silenced (it then falls back to the text bar, 
 library), and interp uses ``tqdm.std``. Install ipywidgets (``pip install ipywidgets``, in
 the ``notebook`` and ``dev`` extras) for widget bars.
 
-Example:
+Examples:
     >>> from interp._progress import tqdm
     >>> sum(1 for _ in tqdm(range(3), disable=True))
     3

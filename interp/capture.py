@@ -9,7 +9,8 @@ convention:
 
 - ``embed``/``pos_embed``: centred over ``d_model`` when the processed weights are;
 - ``z``: minus a per-head constant ``z_shift`` (the folded value bias);
-- MLP activations: as they are; final-norm scale: from the stream entering the final norm.
+- MLP activations: as they are; final-norm scale: from the stream entering the final norm;
+- post-norm blocks: each post-norm's scale from its input, as TransformerLens's ``hook_scale``.
 
 The mapping is measured, not assumed: ``calibrate`` compares both paths on one batch and
 ``Model`` falls back to the bridge when they disagree.
@@ -73,6 +74,8 @@ def hf_module_paths(bridge: Any) -> dict[str, Any]:
         "ln_final": cm["ln_final"].name,
         "o": [f"{blocks.name}.{i}.{attn.name}.{attn.submodules['o'].name}" for i in range(bridge.cfg.n_layers)],
         "mlp_out": [f"{blocks.name}.{i}.{mlp.name}.{mlp.submodules['out'].name}" for i in range(bridge.cfg.n_layers)],
+        **{part: [f"{blocks.name}.{i}.{blocks.submodules[part].name}" for i in range(bridge.cfg.n_layers)]
+           for part in ("ln1_post", "ln2_post") if part in blocks.submodules},
     }
 
 
@@ -80,11 +83,12 @@ class FastCapture:
     """Records writes from a raw HF causal LM. Build with the raw model and the paths."""
 
     def __init__(self, hf_model: Any, paths: dict[str, Any], *, n_heads: int, d_head: int,
-                 normalization: str, eps: float):
+                 normalization: str, eps: float, post_norm: bool = False):
         self.hf = hf_model.eval()
         self.paths = paths
         self.n_heads, self.d_head = n_heads, d_head
         self.normalization, self.eps = normalization, eps
+        self.post_norm = post_norm
         self.center_embed = False
         self.z_shift: Tensor | None = None  # [layer, head, d_head]
         self.errors: dict[str, float] = {}  # the last calibration's worst ratios (see calibrate)
@@ -135,6 +139,11 @@ class FastCapture:
                 x = x - x.mean(-1, keepdim=True)
             rec["scale"] = store((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
 
+        def post_scale_hook(key: tuple[str, int]):
+            def hook(mod, args):  # RMSNorm: sqrt(mean(x^2) + eps) in float32, as hook_scale
+                rec[key] = store((args[0].float().pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+            return hook
+
         handles = [self._module(self.paths["embed"]).register_forward_hook(out_hook("embed"))]
         if self.paths["pos_embed"]:
             handles.append(self._module(self.paths["pos_embed"]).register_forward_hook(out_hook("pos")))
@@ -142,6 +151,10 @@ class FastCapture:
         for ly in layers:
             handles.append(self._module(self.paths["o"][ly]).register_forward_pre_hook(z_hook(ly)))
             handles.append(self._module(self.paths["mlp_out"][ly]).register_forward_pre_hook(act_hook(ly)))
+            if self.post_norm:
+                for part, kind in (("ln1_post", "attn_scale"), ("ln2_post", "mlp_scale")):
+                    mod = self._module(self.paths[part][ly])
+                    handles.append(mod.register_forward_pre_hook(post_scale_hook((kind, ly))))
         try:
             with torch.no_grad():
                 self._body(input_ids=tokens.to(self._device()), use_cache=False)
@@ -174,7 +187,7 @@ class FastCapture:
 
         def close(key: str, a: Tensor, b: Tensor) -> bool:
             err = row_error(a, b, m)
-            errors[key] = max(errors.get(key, 0.0), err) if key in ("z", "mlp") else err  # worst layer
+            errors[key] = max(errors.get(key, 0.0), err) if key in ("z", "mlp", "post_scale") else err  # worst layer
             return err <= rtol
 
         emb = raw["embed"]
@@ -208,6 +221,9 @@ class FastCapture:
             z = raw[("z", ly)] if shifts is None else raw[("z", ly)] - shifts[ly]
             ok &= close("z", z, processed[("z", ly)])
             ok &= close("mlp", raw[("mlp", ly)], processed[("mlp", ly)])
+            if self.post_norm:  # the post-norms' scales: not changed by processing
+                ok &= close("post_scale", raw[("attn_scale", ly)], processed[("attn_scale", ly)])
+                ok &= close("post_scale", raw[("mlp_scale", ly)], processed[("mlp_scale", ly)])
         ok &= close("scale", raw["scale"], processed["scale"])
         if ok:
             self.z_shift = shifts

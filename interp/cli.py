@@ -223,7 +223,7 @@ COMMANDS: list[Command] = [
     Command("decompose", "who wrote what into the residual stream of a text",
             "Take the residual stream of TEXT apart into its writes (embeddings, heads, MLPs, "
             "neurons, biases): one row per (position, component) with the write's norm and its "
-            "share of the stream. The figure: write norms per layer, stacked by kind.",
+            "share of the stream. The figure: write norms per layer, by kind, side by side.",
             _args_decompose, _decompose, _plot("write_norms")),
     Command("attribute", "direct logit attribution of each component",
             "Each component's direct contribution to a logit, through the final norm (its scale "

@@ -31,6 +31,9 @@ class Config:
     processing: str  # "compat" (folded LN, centred writing weights) or "raw"
     dtype: torch.dtype
     quantization: str | None = None  # the checkpoint's quantization before dequantizing (GGUF), e.g. "Q4_1"
+    #: Post-norm ("sandwich") blocks: each attention / MLP output passes an RMSNorm before it is
+    #: added (Gemma 2/3, OLMo-2). Their writes are exact with the norm's scale frozen (``interp.writes``).
+    post_norm: bool = False
 
     def forward_bytes(self, batch: int, pos: int, itemsize: int = 4) -> int:
         """Bytes a recorded forward of ``[batch, pos]`` tokens holds at its peak, a lower bound
@@ -53,10 +56,25 @@ class Weights:
     ``[d_vocab, d_model]``, ``W_pos``: ``[n_ctx, d_model]`` or None, ``W_U``:
     ``[d_model, d_vocab]``. Missing biases are zeros. ``mlp_in(l)``/``mlp_out(l)`` give one
     layer as views of the model's own parameters, without copying.
+
+    Post-norm models (``cfg.post_norm``): the writing weights ``W_O``, ``b_O``, ``W_out``,
+    ``b_out`` (and ``mlp_out``) include the post-norm's gain ``g`` (``1 + w`` for Gemma, ``w``
+    for OLMo-2), ``W_O[l, h] * g_attn[l]``: a head's or neuron's output direction as it reaches
+    the stream, up to the positive per-position scale ``1 / s`` (``interp.writes``). So every
+    analysis that reads output directions (in/out cosines, composition, OV circuits) sees the
+    direction the model writes. ``post_gain(l, block)`` gives ``g`` itself.
+
+    A model whose writes interp cannot decompose exactly (``refusal`` set: an unrecognised block
+    structure, or a record that did not sum to the stream) raises ``NonAdditiveModelError`` from
+    every writing weight, so every analysis that would use them refuses at this one root.
     """
+
+    #: Writing weights: refused for a model that cannot be decomposed, gain-included for post-norms.
+    WRITING = ("W_O", "b_O", "W_out", "b_out")
 
     def __init__(self, bridge: Any, cfg: Config):
         self._bridge, self._cfg = bridge, cfg
+        self.refusal: str | None = None
 
     def _get(self, name: str, zeros_shape: tuple[int, ...] | None = None) -> Tensor | None:
         try:
@@ -79,11 +97,33 @@ class Weights:
         known = {"W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out", "W_U"}
         if name not in known and name not in zeros:
             raise AttributeError(name)
+        if name in self.WRITING:
+            self._check_decomposable()
         t = self._get(name, zeros.get(name))
         if name == "W_pos" and c.positional != "standard":
             t = None
+        if name in self.WRITING and c.post_norm:
+            block = "attn" if name.endswith("O") else "mlp"
+            g = torch.stack([self.post_gain(ly, block) for ly in range(c.n_layers)])  # [layer, d_model]
+            t = t * (g[:, None, None, :] if name == "W_O" else g[:, None, :] if name == "W_out" else g)
         self.__dict__[name] = t  # cache
         return t
+
+    def _check_decomposable(self) -> None:
+        if self.refusal is not None:
+            from interp.errors import NonAdditiveModelError
+
+            raise NonAdditiveModelError(self.refusal)
+
+    def post_gain(self, layer: int, block: str) -> Tensor | None:
+        """The gain of the norm on ``block``'s output (``"attn"``: ``ln1_post``, ``"mlp"``:
+        ``ln2_post``) in ``layer``, ``[d_model]`` (``1 + w`` where the norm adds one); None for
+        pre-norm models."""
+        if not self._cfg.post_norm:
+            return None
+        norm = getattr(self._bridge.blocks[layer], "ln1_post" if block == "attn" else "ln2_post")
+        w = getattr(norm, "_original_component", norm).weight.detach()
+        return (w.float() + 1.0).to(w.dtype) if getattr(self._bridge.cfg, "rmsnorm_uses_offset", False) else w
 
     def _block(self, layer: int, path: str) -> Tensor | None:
         obj = self._bridge.blocks[layer]
@@ -100,5 +140,7 @@ class Weights:
         return self._block(layer, "mlp.W_gate") if self._cfg.gated else None
 
     def mlp_out(self, layer: int) -> Tensor:
-        """``W_out[layer]``: ``[d_mlp, d_model]``, a view."""
-        return self._block(layer, "mlp.W_out")
+        """``W_out[layer]``: ``[d_mlp, d_model]``, a view (gain-included, so a copy, for post-norms)."""
+        self._check_decomposable()
+        t = self._block(layer, "mlp.W_out")
+        return t if not self._cfg.post_norm else t * self.post_gain(layer, "mlp")

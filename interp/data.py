@@ -6,7 +6,7 @@ the ``test`` / ``tests`` / ``idle_test`` directories), so every machine has it.
 About 5% of the files are held out for validation, chosen by a hash of the path
 relative to the stdlib root, so the split does not depend on the machine.
 
-Example:
+Examples:
     >>> from interp.data import stdlib_files, token_batches
     >>> len(stdlib_files("val")) < len(stdlib_files("train"))
     True

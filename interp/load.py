@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from interp._checks import check_bool, check_choice, check_device, check_int
+from interp._quiet import quietly
 from interp.capture import calibration_tolerance
 from interp.checkpoint_checks import (
     check_config_against_weights,
@@ -23,7 +24,7 @@ from interp.checkpoint_checks import (
     weight_shapes,
 )
 from interp.errors import CheckpointError, InterpError, ModelNotFoundError, UnsafeCheckpointError
-from interp.gguf import NAMED_MODELS, converted_checkpoint, find_gguf, named_model_file
+from interp.gguf import NAMED_MODELS, converted_checkpoint, find_gguf, named_checkpoint, named_model_file
 from interp.model import PROCESSING, Model
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def _keeps_global_rng(fn: Any) -> Any:
 
 
 @_keeps_global_rng
+@quietly
 def load(
     name_or_path: Any = None,
     *,
@@ -79,7 +81,8 @@ def load(
 
     Args:
         name_or_path: None for the embedded default model (offline); a named real model
-            (``"smollm2-135m"``, from an installed package: ``interp.gguf.NAMED_MODELS``); a
+            (``"smollm2-135m"``, ``"gemma-3-270m"``, from an installed package:
+            ``interp.gguf.NAMED_MODELS``); a
             local directory with a Hugging Face checkpoint (offline); a ``.gguf`` file, or a
             directory holding one (dequantized once and cached, see ``cache_dir``); a hub name
             (needs the network or the local cache); or a Hugging Face model or
@@ -113,7 +116,7 @@ def load(
             whose converted logits differ from the checkpoint's own on a probe input (beyond
             ``LOGIT_TOLERANCE``; e.g. TransformerLens's compatibility processing of LayerNorm
             models with ``d_mlp == d_model``: use ``processing="raw"``).
-    Example:
+    Examples:
         >>> model = interp.load()
     """
     check_choice("processing", processing, PROCESSING)
@@ -159,11 +162,15 @@ def load(
         source: dict[str, Any] | None = None
         display = path.name
         named = str(name_or_path).strip().lower()
-        gguf_file, spec = (named_model_file(named) if named in NAMED_MODELS and not path.exists()
-                           else (find_gguf(path), None))
-        if gguf_file is not None:
-            path, source = converted_checkpoint(gguf_file, cache_dir=cache_dir, named=spec)
-            display = spec.name if spec else gguf_file.stem
+        if named in NAMED_MODELS and not path.exists() and NAMED_MODELS[named].chunks:
+            path, source = named_checkpoint(named, cache_dir=cache_dir)
+            display = named
+        else:
+            gguf_file, spec = (named_model_file(named) if named in NAMED_MODELS and not path.exists()
+                               else (find_gguf(path), None))
+            if gguf_file is not None:
+                path, source = converted_checkpoint(gguf_file, cache_dir=cache_dir, named=spec)
+                display = spec.name if spec else gguf_file.stem
         if path.is_dir():
             _check_dir(path, allow_pickle, trust_remote_code)
             if tokenizer is None:

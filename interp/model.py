@@ -25,8 +25,16 @@ from torch import Tensor
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_memory, check_stream
 from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
 from interp.config import Config, Weights
+from interp.errors import NonAdditiveModelError
 from interp.reconstruction import check_reconstruction
-from interp.tokens import SPLIT_SPECIAL_TOKENS, Tokens, check_token_tensor, check_tokens, encode_texts
+from interp.tokens import (
+    SPLIT_SPECIAL_TOKENS,
+    Tokens,
+    check_token_tensor,
+    check_tokens,
+    decode_token,
+    encode_texts,
+)
 from interp.writes import ResidualWrites, WriteWeights
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,30 @@ def _serialized(method: Any) -> Any:
 
 
 PROCESSING = ("compat", "raw")
+#: The parts of a TransformerLens block whose writes interp records: pre-norms, post-norms (both or
+#: neither), attention, MLP. A block with any other part (a state-space mixer, a convolution) is refused.
+BLOCK_PARTS = frozenset({"ln1", "ln2", "ln1_post", "ln2_post", "attn", "mlp"})
+
+
+def _block_structure(bridge: Any, parallel: bool, name: str) -> tuple[bool, str | None]:
+    """``(post_norm, refusal)`` from the bridge's block layout (its adapter's component mapping)."""
+    try:
+        parts = set(bridge.adapter.component_mapping["blocks"].submodules)
+    except (AttributeError, KeyError, TypeError):
+        return False, None
+    post = parts & {"ln1_post", "ln2_post"}
+    unknown = sorted(parts - BLOCK_PARTS)
+    if unknown or (post and (len(post) == 1 or parallel)):
+        what = f"parts interp does not record ({', '.join(unknown)})" if unknown else (
+            f"a post-norm on one sublayer only ({', '.join(sorted(post))})" if len(post) == 1
+            else "post-norms on parallel attention and MLP")
+        return False, (
+            f"model={name!r}: its blocks hold {what}, so its residual stream is not a sum of per-head and "
+            "per-neuron writes that interp can record; analyses of writes (decomposition, attribution, "
+            "probes' writers, in/out cosines, composition, deletion) would be wrong and are refused. "
+            "Attention patterns, head scores and activation patching still work"
+        )
+    return bool(post), None
 
 
 class Model:
@@ -65,16 +97,19 @@ class Model:
         c = bridge.cfg
         gated = bool(getattr(c, "gated_mlp", False))
         d_mlp = c.d_mlp if c.d_mlp else bridge.blocks[0].mlp.W_out.shape[0]
+        parallel = bool(getattr(c, "parallel_attn_mlp", False))
+        post_norm, refusal = _block_structure(bridge, parallel, name)
         self.cfg = Config(
             name=name, n_layers=c.n_layers, n_heads=c.n_heads,
             n_kv_heads=getattr(c, "n_key_value_heads", None) or c.n_heads, d_model=c.d_model,
             d_head=c.d_head, d_mlp=d_mlp, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
             normalization=str(c.normalization_type), positional=str(c.positional_embedding_type),
-            parallel=bool(getattr(c, "parallel_attn_mlp", False)), gated=gated,
+            parallel=parallel, gated=gated,
             eps=float(getattr(c, "eps", 1e-5)), processing=processing,
-            dtype=bridge.W_E.dtype, quantization=self.source.get("quantization"),
+            dtype=bridge.W_E.dtype, quantization=self.source.get("quantization"), post_norm=post_norm,
         )
         self.weights = Weights(bridge, self.cfg)
+        self.weights.refusal = refusal
         #: Held by every forward with hooks and by ``run_with_writes``: hooks are state on the
         #: shared bridge, so two threads must not interleave them (re-entrant for nested use).
         self._lock = threading.RLock()
@@ -98,7 +133,7 @@ class Model:
         if raw_hf is not None:
             self._fast = FastCapture(
                 raw_hf, hf_module_paths(bridge), n_heads=self.cfg.n_heads, d_head=self.cfg.d_head,
-                normalization=self.cfg.normalization, eps=self.cfg.eps,
+                normalization=self.cfg.normalization, eps=self.cfg.eps, post_norm=post_norm,
             )
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: a lock is not state
@@ -183,16 +218,32 @@ class Model:
             out.append((name, t))
         return out
 
+    def refuse(self, reason: str) -> None:
+        """Mark the model as one interp cannot decompose: from now on every writing weight, and so
+        every analysis of writes, raises ``NonAdditiveModelError(reason)``."""
+        self.weights.refusal = reason
+        for name in Weights.WRITING:
+            self.weights.__dict__.pop(name, None)
+        self.__dict__.pop("write_weights", None)
+
     @cached_property
     def write_weights(self) -> WriteWeights:
-        """The weights a record needs; the final norm's own affine only under ``"raw"`` (compat
-        processing folds it into W_U / b_U)."""
+        """The weights a record needs; the final norm's own affine under ``"raw"``, and under
+        ``"compat"`` only where processing could not fold it into W_U / b_U."""
         w, ln = self.weights, self.bridge.ln_final
         norm = getattr(ln, "_original_component", ln)
 
         def affine(name: str) -> Tensor | None:
-            t = getattr(norm, name, None) if self.cfg.processing == "raw" else None
-            return None if t is None else t.detach()
+            t = getattr(norm, name, None)
+            if t is None:
+                return None
+            t = t.detach()
+            if name == "weight" and getattr(self.bridge.cfg, "rmsnorm_uses_offset", False):
+                t = (t.float() + 1.0).to(t.dtype)  # Gemma: the gain is 1 + w
+            identity = bool((t == (1 if name == "weight" else 0)).all())
+            # compat processing folds the affine into W_U / b_U, leaving the identity; an adapter that
+            # cannot fold (TransformerLens's OLMo-2) leaves the weight, which then applies here
+            return None if self.cfg.processing == "compat" and identity else t
 
         return WriteWeights(
             W_O=w.W_O, b_O=w.b_O, W_out=w.W_out, b_out=w.b_out, W_U=w.W_U, b_U=w.b_U,
@@ -216,7 +267,9 @@ class Model:
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
     def decode_token(self, token: int) -> str:
-        return self.tokenizer.decode([token])
+        """One token's text (``interp.tokens.decode_token``): a byte that is not valid UTF-8 on
+        its own reads ``<0xE2>``, not ``"\\ufffd"``."""
+        return decode_token(self.tokenizer, token)
 
     def to_tokens(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
                   split_special_tokens: bool | None = None) -> Tokens:
@@ -350,6 +403,7 @@ class Model:
         device: str | torch.device | None = None,
         verify: bool | None = None,
         split_special_tokens: bool | None = None,
+        extras: Sequence[str] = (),
     ) -> ResidualWrites:
         """Run the model once and record every residual-stream write.
 
@@ -364,6 +418,9 @@ class Model:
                 ``hook_resid_*``. Default: on the first call for this model only. Raises
                 ``NonAdditiveModelError`` when the writes do not sum to the stream.
             split_special_tokens: see ``to_tokens`` (default True: user text is text).
+            extras: intermediates to keep as well, e.g. ``["pattern", "q", "mlp_pre"]`` or any
+                TransformerLens hook name (``interp.extras``): one more forward through the
+                bridge; read them as ``w.extra("pattern", layer)``.
         Returns:
             ``ResidualWrites`` with ``tokens``/``mask`` ``[batch, pos]``.
         Raises:
@@ -373,6 +430,7 @@ class Model:
         """
         if verify is not None:
             check_bool("verify", verify)
+        self.weights._check_decomposable()
         if isinstance(inputs, Tokens):
             toks = self._check_tokens(inputs)
         else:
@@ -385,6 +443,9 @@ class Model:
         check_memory(f"recording a batch of {B:,} rows x {P:,} tokens", self.cfg.forward_bytes(B, P),
                      "pass fewer rows at a time (a smaller batch_size, or a shorter list) or shorter rows (n_ctx)")
         store_device = check_device("device", device) or self.device
+        from interp.extras import hooks_for, record_extras
+
+        extra_hooks = hooks_for(self, extras, layers)
         active = self.active_hooks()
         if active:
             raise ValueError(
@@ -402,9 +463,13 @@ class Model:
             rec_layers = range(self.cfg.n_layers) if verify else layers
             rec, ref = self._bridge_record(toks.tokens, rec_layers, verify)
             if verify:
-                self.reconstruction = check_reconstruction(
-                    self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
-                    dtype=self.cfg.dtype, non_finite=self._non_finite)
+                try:
+                    self.reconstruction = check_reconstruction(
+                        self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
+                        dtype=self.cfg.dtype, non_finite=self._non_finite)
+                except NonAdditiveModelError as e:  # one root: every later analysis refuses too
+                    self.refuse(str(e))
+                    raise
                 self._verified = True
                 if self._fast is not None and not self._fast_ready:
                     self._fast_ready = self._fast.calibrate(
@@ -426,7 +491,9 @@ class Model:
         scale = rec["scale"][toks.mask.to(rec["scale"].device)]
         if not torch.isfinite(scale).all():
             raise ValueError(self._non_finite("the final stream"))
-        return self._make_writes(toks, rec, layers, prepend_bos)
+        w = self._make_writes(toks, rec, layers, prepend_bos)
+        w.extras.update(record_extras(self, toks.tokens, extra_hooks, dtype=store_dtype, device=store_device))
+        return w
 
     def _non_finite(self, where: str) -> str:
         low = self.cfg.dtype in (torch.float16, torch.bfloat16)
@@ -441,11 +508,14 @@ class Model:
             tokens=toks.tokens, mask=toks.mask, embed=rec["embed"], pos_embed=rec.get("pos"),
             z={ly: rec[("z", ly)] for ly in layers}, acts={ly: rec[("mlp", ly)] for ly in layers},
             final_scale=rec["scale"], weights=self.write_weights,
+            attn_scale={ly: rec[("attn_scale", ly)] for ly in layers} if self.cfg.post_norm else None,
+            mlp_scale={ly: rec[("mlp_scale", ly)] for ly in layers} if self.cfg.post_norm else None,
             meta=dict(
                 model_id=self.model_id, model_name=self.cfg.name, processing=self.cfg.processing,
                 quantization=self.cfg.quantization,
                 n_layers=self.cfg.n_layers, parallel=self.cfg.parallel, normalization=self.cfg.normalization,
                 eps=self.cfg.eps, prepend_bos=prepend_bos, d_model=self.cfg.d_model,
+                post_norm=self.cfg.post_norm,
             ),
             decode_=self.decode_token if self.tokenizer is not None else None,
         )
@@ -474,6 +544,9 @@ class Model:
         for ly in layers:
             hooks += [(f"blocks.{ly}.attn.hook_z", keep(rec, ("z", ly))),
                       (f"blocks.{ly}.mlp.hook_post", keep(rec, ("mlp", ly)))]
+            if self.cfg.post_norm:
+                hooks += [(f"blocks.{ly}.ln1_post.hook_scale", keep(rec, ("attn_scale", ly))),
+                          (f"blocks.{ly}.ln2_post.hook_scale", keep(rec, ("mlp_scale", ly)))]
         if verify:
             wheres = ("pre", "post") if self.cfg.parallel else ("pre", "mid", "post")
             hooks += [(f"blocks.{ly}.hook_resid_{w}", keep(ref, f"{ly}.{w}"))
@@ -516,3 +589,11 @@ class Model:
                                      verify=verify)
             w.meta["doc_ids"] = list(batch.doc_ids)
             yield w
+
+    def generate(self, prompt: Any, **kw: Any) -> str | list[str]:
+        """Generated text, prompt included: a str for a str prompt, a list for a list. Greedy by
+        default; ``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``,
+        ``ablate``, ``patch``: see ``interp.generate_tokens``, which also returns the tokens."""
+        from interp.generation import generate
+
+        return generate(self, prompt, **kw)

@@ -5,7 +5,7 @@ into one additive contribution per write. ``logit_lens`` reads every partial str
 it were the last. Both are pure functions of a ``ResidualWrites`` and return long-format
 DataFrames, one row per real (not padded) position.
 
-Example:
+Examples:
     >>> w = model.run_with_writes("def add(a, b):\\n    return a + b")
     >>> dla = logit_attribution(w, by="head")  # the actual next token at every position
     >>> logit = dla.groupby("pos").attribution.sum()  # the model's own logit at each position

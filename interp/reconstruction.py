@@ -26,6 +26,13 @@ rounding to the model's dtype per write. Writes that interp fails to record (a p
 does not know, a missed bias) err by the order of the write itself, orders of magnitude above
 this bound: ``NON_ADDITIVE_RATIO`` separates the two verdicts. The bound is computed on the
 first record only (one extra matmul per write, on absolute values).
+
+Post-norm blocks (``interp.writes``): the model computes ``g * fl(sum) * rsqrt(s^2)`` and the record
+``fl(sum(z * fl(W_O * g))) / s`` with the same recorded ``s``, so ``A_j`` is the sum of absolute
+terms through the gain and over the scale (``absolute`` keeps the scales), and each side adds
+``POST_NORM_ROUNDINGS`` elementwise roundings of ``A_j``: the model's multiplications by the
+reciprocal root and by the gain, its reciprocal root against the record's root (two), the
+record's product ``W_O * g`` and its division by ``s``.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ NON_ADDITIVE_RATIO = 10.0
 #: Unit roundoff of a float32 matmul's accumulation under each float32 matmul precision
 #: (``torch.set_float32_matmul_precision``): IEEE float32, TF32 (10-bit mantissa), bfloat16.
 _MATMUL_UNIT = {"highest": 2.0**-24, "high": 2.0**-11, "medium": 2.0**-8}
+
+#: Elementwise roundings a post-norm adds to a write, model and record together (module docstring).
+POST_NORM_ROUNDINGS = 6
 
 
 def unit_roundoff(dtype: torch.dtype) -> tuple[float, float]:
@@ -112,6 +122,8 @@ def reconstruction_ratios(writes: ResidualWrites, ref: dict[Any, Tensor], dtype:
     ref = {k if isinstance(k, str) else f"{k[0]}.{k[1]}": v for k, v in ref.items()}
     u_acc, u_out = unit_roundoff(dtype)
     g = 2 * (gamma(terms_per_write(writes), u_acc) + u_out)
+    if writes.post_norm:
+        g = g + POST_NORM_ROUNDINGS * max(u_acc, u_out)
     mask = writes.mask.to(writes.embed.device)
     tiny = torch.finfo(torch.float64).tiny
     out: dict[str, float] = {}

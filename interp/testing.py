@@ -2,6 +2,7 @@
 experiments. Nothing here downloads anything.
 
 >>> model = random_model("llama", n_layers=2, d_model=64)   # RMSNorm, gated MLP, GQA
+>>> model = random_model("gemma3")   # sandwich norms (gain 1 + w), QK-norm, sliding window, GeGLU
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("gpt2", "neox", "llama")
+FAMILIES = ("gpt2", "neox", "llama", "gemma3", "olmo2")
+#: Families whose blocks normalise each sublayer's output before adding it (post-norms).
+POST_NORM_FAMILIES = ("gemma3", "olmo2")
 _CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
@@ -55,7 +58,7 @@ def hf_config(
     n_ctx: int = 128,
 ) -> Any:
     """A Hugging Face config for ``family`` in ``FAMILIES``."""
-    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+    from transformers import Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Olmo2Config
 
     if family not in FAMILIES:
         raise ValueError(f"family={family!r} is not supported; use one of {', '.join(FAMILIES)}")
@@ -68,6 +71,21 @@ def hf_config(
             hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
             intermediate_size=d_mlp, max_position_embeddings=n_ctx, rotary_pct=0.25,
             use_parallel_residual=True if parallel is None else parallel, **common,
+        )
+    if family == "gemma3":  # query_pre_attn_scalar = d_head; every 2nd layer global, a 6-token window
+        d_head = d_model // n_heads
+        return Gemma3TextConfig(
+            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            num_key_value_heads=n_kv_heads or max(1, n_heads // 2), head_dim=d_head, intermediate_size=d_mlp,
+            max_position_embeddings=n_ctx, query_pre_attn_scalar=d_head, sliding_window=6,
+            layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)],
+            pad_token_id=0, tie_word_embeddings=True, **common,
+        )
+    if family == "olmo2":
+        return Olmo2Config(
+            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            num_key_value_heads=n_kv_heads or n_heads, intermediate_size=d_mlp,
+            max_position_embeddings=n_ctx, pad_token_id=0, **common,
         )
     return LlamaConfig(
         hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,

@@ -10,8 +10,11 @@ document boundary, an attention sink). BOS is added by interp itself (``prepend_
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -178,3 +181,51 @@ def check_tokens(toks: Tokens, d_vocab: int, n_ctx: int) -> Tokens:
             "padding (real tokens first), so that every real position is exact under causal attention"
         )
     return Tokens(tokens, mask)
+
+
+# ---- one token as text ------------------------------------------------------------------
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable-character table, inverted (the alphabet of
+    byte-level BPE vocabularies)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_bytes(tokenizer: Any, token: int) -> bytes | None:
+    """The bytes a token stands for, where its vocabulary entry says so: a SentencePiece
+    byte-fallback piece (``"<0xE2>"``) or a byte-level BPE piece (GPT-2's byte alphabet).
+    None for any other kind of piece."""
+    piece = tokenizer.convert_ids_to_tokens(int(token))
+    if not isinstance(piece, str) or not piece:
+        return None
+    if m := _BYTE_PIECE.fullmatch(piece):
+        return bytes([int(m.group(1), 16)])
+    table = _byte_of_char()
+    if all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return None
+
+
+def decode_token(tokenizer: Any, token: int) -> str:
+    """One token's text: the tokenizer's own ``decode``, except for bytes that are not valid
+    UTF-8 on their own (a multi-byte character that the tokenizer cut into several tokens).
+    ``decode`` turns each into ``"\ufffd"``, which loses which byte it was; here it is written
+    ``<0xE2>`` (the SentencePiece spelling), so ``"\xe2\x80"`` reads ``"<0xE2><0x80>"``.
+
+    Examples:
+        >>> decode_token(model.tokenizer, 159)      # the embedded model's byte 0xE2   # doctest: +SKIP
+        '<0xE2>'
+    """
+    text = tokenizer.decode([int(token)])
+    if "\ufffd" not in text:
+        return text
+    raw = token_bytes(tokenizer, token)
+    if raw is None:
+        return text
+    chars = raw.decode("utf-8", errors="surrogateescape")  # an invalid byte b -> the lone surrogate U+DC00 + b
+    return "".join(f"<0x{ord(c) - 0xDC00:02X}>" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in chars)

@@ -5,6 +5,14 @@ A head's write is ``z[l][..., h, :] @ W_O[l, h]`` and a neuron's write is
 ``d_head * n_heads + d_mlp`` numbers per layer and position instead of ``d_model`` per
 component. Summing the writes before layer ``L`` reproduces the model's ``resid_pre[L]``.
 
+Post-norm ("sandwich") blocks (Gemma 2/3, OLMo-2) pass each attention and MLP output through an
+RMSNorm before adding it: ``write = g * out / s`` with ``s = sqrt(mean(out^2) + eps)`` one number
+per position. With ``s`` frozen the norm is linear, so every head's, neuron's and bias's share
+is exact: ``g * (z_h W_O[h]) / s`` (``W_O``/``W_out``/biases here already carry the gain ``g``,
+see ``interp.config.Weights``). The record stores ``s`` per layer and position
+(``attn_scale``/``mlp_scale``); ``write_z``/``write_acts`` are the write coefficients ``z / s``,
+``acts / s``, which every reader of the record uses in place of ``z``/``acts``.
+
 The record is data; analyses live in their own modules and take it as an argument.
 """
 
@@ -64,6 +72,8 @@ class ResidualWrites:
         final_scale: ``[batch, pos, 1]`` the final norm's scale in this forward pass.
         weights: the ``WriteWeights`` shared with the model (not copied).
         meta: model id, name, weight processing, config numbers, options used.
+        extras: intermediates kept on request (``run_with_writes(extras=...)``, ``interp.extras``):
+            ``"{name}.{layer}"`` or a TransformerLens hook name -> tensor ``[batch, ...]``.
     """
 
     tokens: Tensor
@@ -75,8 +85,13 @@ class ResidualWrites:
     final_scale: Tensor | None
     weights: WriteWeights
     meta: dict[str, Any]
+    extras: dict[str, Tensor] = field(default_factory=dict, repr=False)
     str_tokens_: list[list[str]] | None = field(default=None, repr=False)
     decode_: Any = field(default=None, repr=False)
+    #: Post-norm blocks only: layer -> ``[batch, pos, 1]`` the frozen scale of the norm on the
+    #: attention (``attn_scale``) and MLP (``mlp_scale``) output; None for pre-norm models.
+    attn_scale: dict[int, Tensor] | None = None
+    mlp_scale: dict[int, Tensor] | None = None
 
     # ---- shape and bookkeeping -------------------------------------------------------
     @property
@@ -107,7 +122,8 @@ class ResidualWrites:
         """Bytes of memory the record's tensors keep alive (each storage counted once; the
         shared weights are not counted)."""
         ts = [self.tokens, self.mask, self.embed, self.pos_embed, self.final_scale]
-        ts += list(self.z.values()) + list(self.acts.values())
+        ts += list(self.z.values()) + list(self.acts.values()) + list(self.extras.values())
+        ts += list((self.attn_scale or {}).values()) + list((self.mlp_scale or {}).values())
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts if t is not None}
         return sum(storages.values())
 
@@ -137,40 +153,93 @@ class ResidualWrites:
             )
         return layer
 
+    # ---- post-norm scales -------------------------------------------------------------
+    @property
+    def post_norm(self) -> bool:
+        """True when the blocks' outputs pass a norm before they are added (scales recorded)."""
+        return self.attn_scale is not None
+
+    def scale(self, layer: int, block: str) -> Tensor | None:
+        """The frozen post-norm scale of ``block`` (``"attn"`` or ``"mlp"``) in ``layer``,
+        ``[batch, pos, 1]`` in the compute dtype; None for pre-norm models (scale 1)."""
+        layer = self._layer(layer)
+        check_choice("block", block, ("attn", "mlp"))
+        scales = self.attn_scale if block == "attn" else self.mlp_scale
+        if scales is None:
+            return None
+        return scales[layer].to(device=self.embed.device, dtype=self.compute_dtype)
+
+    def write_z(self, layer: int) -> Float[Tensor, "batch pos head d_head"]:
+        """The heads' write coefficients: ``z`` over the frozen post-norm scale (``z`` itself,
+        uncopied, for pre-norm models). ``write_z[..., h, :] @ W_O[l, h]`` is head h's write."""
+        s = self.scale(layer, "attn")
+        layer = self._layer(layer)
+        return self.z[layer] if s is None else self.z[layer].to(self.compute_dtype) / s[..., None]
+
+    def write_acts(self, layer: int) -> Float[Tensor, "batch pos d_mlp"]:
+        """The neurons' write coefficients: ``acts`` over the frozen post-norm scale (``acts``
+        itself, uncopied, for pre-norm models)."""
+        s = self.scale(layer, "mlp")
+        layer = self._layer(layer)
+        return self.acts[layer] if s is None else self.acts[layer].to(self.compute_dtype) / s
+
+    def bias_write(self, layer: int, block: str) -> Tensor:
+        """``b_O`` (``block="attn"``) or ``b_out`` (``"mlp"``) as written: ``[d_model]``, or
+        ``[batch, pos, d_model]`` over the post-norm scale."""
+        s = self.scale(layer, block)
+        layer = self._layer(layer)
+        b = self._w(self.weights.b_O[layer] if block == "attn" else self.weights.b_out[layer])
+        return b if s is None else b / s
+    def extra(self, name: str, layer: int | None = None) -> Tensor:
+        """An intermediate kept with ``run_with_writes(extras=...)``: ``extra("pattern", 3)``
+        (short names, ``interp.extras.EXTRAS``) or ``extra("blocks.3.attn.hook_result")``."""
+        key = name if layer is None else f"{name}.{check_index('layer', layer, self.n_layers, 'layer')}"
+        if key not in self.extras:
+            raise KeyError(f"{key!r} was not kept in this record (kept: {sorted(self.extras) or 'none'}); record "
+                           f"it with run_with_writes(..., extras=[{name!r}])")
+        return self.extras[key]
+
     # ---- single writes ---------------------------------------------------------------
     def head_writes(self, layer: int) -> Float[Tensor, "batch pos head d_model"]:
         """Each head's write in ``layer`` (excluding b_O)."""
         layer = self._layer(layer)
         return torch.einsum(
-            "bphd,hdm->bphm", self.z[layer].to(self.compute_dtype), self._w(self.weights.W_O[layer])
+            "bphd,hdm->bphm", self.write_z(layer).to(self.compute_dtype), self._w(self.weights.W_O[layer])
         )
 
     def head_write(self, layer: int, head: int) -> Float[Tensor, "batch pos d_model"]:
         """One head's write (excluding b_O)."""
         layer = self._layer(layer)
         head = check_index("head", head, self.z[layer].shape[2], "head")
-        return self.z[layer][:, :, head].to(self.compute_dtype) @ self._w(self.weights.W_O[layer, head])
+        z = self.z[layer][:, :, head].to(self.compute_dtype)
+        s = self.scale(layer, "attn")
+        return (z if s is None else z / s) @ self._w(self.weights.W_O[layer, head])
 
     def attn_write(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
         """The attention layer's whole write: all heads plus b_O."""
         layer = self._layer(layer)
         z = self.z[layer].to(self.compute_dtype).flatten(-2)
         W_O = self._w(self.weights.W_O[layer]).flatten(0, 1)
-        return z @ W_O + self._w(self.weights.b_O[layer])
+        out = z @ W_O + self._w(self.weights.b_O[layer])
+        s = self.scale(layer, "attn")
+        return out if s is None else out / s
 
     def mlp_write(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
         """The MLP layer's whole write: all neurons plus b_out."""
         layer = self._layer(layer)
-        return self.acts[layer].to(self.compute_dtype) @ self._w(self.weights.W_out[layer]) + self._w(
+        out = self.acts[layer].to(self.compute_dtype) @ self._w(self.weights.W_out[layer]) + self._w(
             self.weights.b_out[layer]
         )
+        s = self.scale(layer, "mlp")
+        return out if s is None else out / s
 
     def neuron_write(self, layer: int, neuron: int) -> Float[Tensor, "batch pos d_model"]:
         """One neuron's write ``act * W_out[neuron]``; never builds ``[pos, d_mlp, d_model]``."""
         layer = self._layer(layer)
         neuron = check_index("neuron", neuron, self.acts[layer].shape[-1], "neuron")
         act = self.acts[layer][..., neuron, None].to(self.compute_dtype)
-        return act * self._w(self.weights.W_out[layer, neuron])
+        s = self.scale(layer, "mlp")
+        return (act if s is None else act / s) * self._w(self.weights.W_out[layer, neuron])
 
     # ---- the stream ------------------------------------------------------------------
     def resid(self, layer: int, where: Where = "pre") -> Float[Tensor, "batch pos d_model"]:
@@ -239,18 +308,18 @@ class ResidualWrites:
             hw = self.head_writes(ly)
             labels += [f"L{ly}H{h}" for h in range(hw.shape[2])] + [f"L{ly}_attn_bias"]
             parts += list(hw.unbind(2))
-            parts.append(self._w(self.weights.b_O[ly]).expand_as(parts[0]))
+            parts.append(self.bias_write(ly, "attn").expand_as(parts[0]))
             if ly == stop and where == "mid":
                 break
             if mlp == "layer":
                 labels.append(f"L{ly}_mlp")
                 parts.append(self.mlp_write(ly))
             else:
-                acts = self.acts[ly].to(self.compute_dtype)
+                acts = self.write_acts(ly).to(self.compute_dtype)
                 W_out = self._w(self.weights.W_out[ly])
                 labels += [f"L{ly}N{n}" for n in range(acts.shape[-1])] + [f"L{ly}_mlp_bias"]
                 parts += list(torch.einsum("bpn,nm->nbpm", acts, W_out).unbind(0))
-                parts.append(self._w(self.weights.b_out[ly]).expand_as(parts[0]))
+                parts.append(self.bias_write(ly, "mlp").expand_as(parts[0]))
         return labels, torch.stack(parts)
 
     # ---- persistence -----------------------------------------------------------------
@@ -290,6 +359,11 @@ class ResidualWrites:
         for ly in self.z:
             tensors[f"z.{ly}"] = self.z[ly]
             tensors[f"acts.{ly}"] = self.acts[ly]
+            if self.post_norm:
+                tensors[f"attn_scale.{ly}"] = self.attn_scale[ly]
+                tensors[f"mlp_scale.{ly}"] = self.mlp_scale[ly]
+        for key, t in self.extras.items():
+            tensors[f"extras.{key}"] = t
         if weights:
             for name in WRITE_WEIGHTS + ("ln_final_w", "ln_final_b"):
                 t = getattr(self.weights, name)
@@ -297,7 +371,8 @@ class ResidualWrites:
                     tensors[f"weights.{name}"] = t
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         records.check_finite(tensors, "this record")
-        meta = dict(self.meta, str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
+        meta = dict(self.meta, post_norm=self.post_norm,
+                    str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
         # Atomic: both files are written beside the targets, fsynced, then renamed over them. The
         # sidecar names the save (save_id, also in the tensors' header) and hashes the tensors
         # file and itself, so a record whose parts come from two saves (an overwrite
@@ -380,11 +455,20 @@ class ResidualWrites:
                              f"record has {t['tokens'].shape[0]}; write it again with writes.save()")
         check_consistent(path, sidecar, dict(meta, str_tokens=str_tokens), t)
         meta.pop("record", None)
+        post = meta.get("post_norm", False)
+        extras = {k[len("extras."):]: v for k, v in t.items() if k.startswith("extras.")}
+        for key, v in extras.items():
+            if v.dim() < 1 or v.shape[0] != t["tokens"].shape[0]:
+                raise ValueError(f"path={str(path)!r}: the extra {key!r} has shape {list(v.shape)}, not [batch = "
+                                 f"{t['tokens'].shape[0]}, ...]; the record is damaged: write it again with writes.save()")
         return cls(
+            extras=extras,
             tokens=t["tokens"], mask=t["mask"], embed=t["embed"], pos_embed=t.get("pos_embed"),
             z={ly: t[f"z.{ly}"] for ly in layers}, acts={ly: t[f"acts.{ly}"] for ly in layers},
             final_scale=t.get("final_scale"), weights=weights, meta=meta,
             str_tokens_=str_tokens, decode_=decode,
+            attn_scale={ly: t[f"attn_scale.{ly}"] for ly in layers} if post else None,
+            mlp_scale={ly: t[f"mlp_scale.{ly}"] for ly in layers} if post else None,
         )
 
     def __repr__(self) -> str:
@@ -421,6 +505,9 @@ def _check_meta(path: Path, sidecar: Path, meta: dict[str, Any]) -> None:
         if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool or kind is int and v < 1:
             raise ValueError(f"path={str(path)!r}: {sidecar.name} has {name}={v!r}, which is not a valid "
                              f"{getattr(kind, '__name__', 'number')}; write the record again with writes.save()")
+    if not isinstance(meta.get("post_norm", False), bool):
+        raise ValueError(f"path={str(path)!r}: {sidecar.name} has post_norm={meta['post_norm']!r}, not true or "
+                         "false; write the record again with writes.save()")
     if meta["processing"] not in ("compat", "raw"):
         raise ValueError(f"path={str(path)!r}: {sidecar.name} has processing={meta['processing']!r}; expected "
                          "'compat' or 'raw': write the record again with writes.save()")
@@ -464,10 +551,19 @@ def _check_tensors(path: Path, t: dict[str, Tensor], meta: dict[str, Any], weigh
             if not rest.isdigit() or int(rest) >= n_layers:
                 raise ValueError(f"{where}: the tensor {key!r} names no layer of a {n_layers}-layer model; {fix}")
             layers.add(int(rest))
+    scales = meta.get("post_norm", False)
+    for key in t:
+        kind, _, rest = key.partition(".")
+        if kind in ("attn_scale", "mlp_scale") and (not scales or not rest.isdigit() or int(rest) not in layers):
+            raise ValueError(f"{where}: the tensor {key!r} belongs to no recorded post-norm layer; {fix}")
     for ly in sorted(layers):
-        for key, shape in ((f"z.{ly}", (B, P, n_heads, d_head)), (f"acts.{ly}", (B, P, d_mlp))):
+        expected = [(f"z.{ly}", (B, P, n_heads, d_head)), (f"acts.{ly}", (B, P, d_mlp))]
+        if scales:
+            expected += [(f"attn_scale.{ly}", (B, P, 1)), (f"mlp_scale.{ly}", (B, P, 1))]
+        for key, shape in expected:
             if key not in t:
-                raise ValueError(f"{where}: layer {ly} has {'acts' if key[0] == 'z' else 'z'}.{ly} but no {key}; {fix}")
+                other = {"z": "acts", "acts": "z"}.get(key.split(".")[0], "z")
+                raise ValueError(f"{where}: layer {ly} has {other}.{ly} but no {key}; {fix}")
             if tuple(t[key].shape) != shape:
                 raise bad(key, t[key].shape, f"this model's layer {ly} gives {list(shape)}")
     if not layers:

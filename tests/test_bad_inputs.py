@@ -231,6 +231,10 @@ CASES: list[tuple[str, Any, type[BaseException], str]] = [
     ("NaN from weight surgery", _nan_after_surgery, ValueError,
      r"forward pass gives NaN or inf in blocks.0.hook_resid_post; its weights hold NaN or inf: check the checkpoint"),
     # the record's accessors
+    ("post-norm scale of an unknown block", lambda c: c.writes.scale(0, "resid"), ValueError,
+     r"block='resid' .*attn.*mlp"),
+    ("write coefficients of a layer out of range", lambda c: c.writes.write_z(9), IndexOutOfRangeError, r"layer=9"),
+    ("bias write of a layer out of range", lambda c: c.writes.bias_write(-9, "attn"), IndexOutOfRangeError, r"layer=-9"),
     ("head out of range", lambda c: c.writes.head_write(0, 4), IndexOutOfRangeError,
      r"head=4 out of range for a model with 4 heads \(use 0..3 or -4..-1\)"),
     ("neuron layer out of range", lambda c: c.writes.neuron_write(-3, 0), IndexOutOfRangeError,
@@ -738,11 +742,25 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
                           {"top_writers": "count", "max_tokens": "count", "batch_size": "count", "n_ctx": "ctx",
                            "progress": "flag"}),
     "find_deleting_neurons": (lambda c, **kw: interp.find_deleting_neurons(c.model, **kw),
-                              {"threshold": "cosine", "false_positives": "positive", "seed": "seed"}),
+                              {"threshold": "cosine", "false_positives": "positive", "seed": "seed",
+                               "min_removed": "positive", "max_removed": "real", "max_tokens": "count",
+                               "batch_size": "count", "n_ctx": "ctx", "progress": "flag"}),
+    "neuron_verdicts": (lambda c, **kw: interp.neuron_verdicts(c.model, **kw),
+                        {"threshold": "cosine", "false_positives": "positive", "seed": "seed",
+                         "min_removed": "positive", "max_removed": "real", "max_tokens": "count",
+                         "batch_size": "count", "n_ctx": "ctx", "progress": "flag"}),
+    "attention_sinks": (lambda c, **kw: interp.attention_sinks(c.model, **kw),
+                        {"sink_ratio": "positive", "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count"}),
+    "entropy_neurons": (lambda c, **kw: interp.entropy_neurons(c.model, **kw),
+                        {"k": "count", "top": "count0", "controls": "count0", "min_rho_z": "real",
+                         "min_mediated": "share", "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count",
+                         "chunk": "count", "seed": "seed"}),
+    "prediction_neurons": (lambda c, **kw: interp.prediction_neurons(c.model, **kw),
+                           {"n_null": "count", "chunk": "count", "seed": "seed"}),
     "neuron_in_out_cosines": (lambda c, **kw: interp.neuron_in_out_cosines(c.model, **kw),
                               {"threshold": "cosine", "false_positives": "positive", "seed": "seed"}),
     "find_deleting_heads": (lambda c, **kw: interp.find_deleting_heads(c.model, **kw),
-                            {"false_positives": "positive", "n_tokens": "count0", "seed": "seed"}),
+                            {"n_tokens": "count0", "seed": "seed", "sink_ratio": "positive"}),
     "writers": (lambda c, **kw: interp.writers(c.sub, c.writes, layer=2, **kw),
                 {"top_neurons": "count0", "exclude_first": "flag"}),
     "readers": (lambda c, **kw: interp.readers(c.sub, c.model, **kw), {"unembed": "flag"}),
@@ -769,7 +787,7 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
                      {"max_tokens": "count", "top_k": "count", "batch_size": "count", "n_ctx": "ctx",
                       "context": "count0", "exclude_first": "flag", "progress": "flag"}),
     "find_deleting_heads (evidence)": (lambda c, **kw: interp.find_deleting_heads(c.model, **kw),
-                                       {"min_removed": "real", "max_removed": "real", "min_overlap": "cosine", "copy_cut": "share",
+                                       {"min_removed": "positive", "max_removed": "real",
                                         "max_tokens": "count", "n_ctx": "ctx", "batch_size": "count"}),
     "head_scores": (lambda c, **kw: interp.head_scores(c.model, "previous_token", **kw),
                     {"threshold": "share", "exclude_bos": "flag", "exclude_current": "flag", "batch_size": "count"}),
@@ -777,6 +795,14 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
                   {"early": "count", "late": "count", "n_rows": "count", "batch_size": "count"}),
     "pattern_frame": (lambda c, **kw: interp.pattern_frame(c.model, "x = 1", **kw),
                       {"row": "index", "chunk": "flag", "prepend_bos": "flag", "split_special_tokens": "flag"}),
+    "repeated_tokens": (lambda c, **kw: interp.repeated_tokens(c.model, **kw),
+                        {"batch": "count", "length": "count", "seed": "seed"}),
+    "component_pages": (_quiet(lambda c, **kw: interp.component_pages(c.model, ["L1N3", "L0H1"], TEXTS, **kw)),
+                        {"max_tokens": "count", "top_k": "count", "context": "count0", "n_links": "count",
+                         "batch_size": "count", "n_ctx": "ctx", "seed": "seed", "progress": "flag"}),
+    "generate_tokens": (lambda c, **kw: interp.generate_tokens(c.model, "x = 1", **dict(dict(max_new_tokens=2), **kw)),
+                        {"max_new_tokens": "count", "temperature": "penalty", "top_k": "count", "top_p": "share",
+                         "seed": "seed", "prepend_bos": "flag"}),
     # figures: options are checked before the table is read, so an empty frame will do
     **{f"plots.{fn}": (functools.partial(_plot, fn), params)
        for fn, params in {
@@ -785,13 +811,15 @@ API: dict[str, tuple[Any, dict[str, str]]] = {
            "stream_norms": {"batch": "index", "max_lines": "count"}, "deleting_neurons": {"max_points": "count"},
            "deletion_graph": {"min_share": "share", "max_deleters": "count"}, "patching_neurons": {"top": "count"},
            "top_examples": {"max_examples": "count"}, "attention_pattern": {"max_cols": "count"},
-           "composition_edges": {"top_k": "count"},
+           "composition_edges": {"top_k": "count"}, "neuron_verdicts": {"max_points": "count"},
+           "prediction_neurons": {"max_points": "count"},
        }.items()},
 }
 #: Where ``None`` is a valid value of an argument (it then means "the default").
 NONE_OK = {"prepend_bos", "verify", "split_special_tokens", "n_ctx", "max_tokens", "top_k", "chunk_rows", "threshold", "width", "height", "k",
-           "n_devices", "late"}
-SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1)}
+           "n_devices", "late", "chunk"}
+SKIP = {("Model.to_tokens", "prepend_bos", 1), ("Model.run_with_writes", "prepend_bos", 1),
+        ("generate_tokens", "seed", None), ("generate_tokens", "prepend_bos", 1)}
 
 
 def _call(call, kw, c):
@@ -849,7 +877,8 @@ def test_every_numeric_or_flag_argument_of_the_api_is_in_the_table():
         for n in names:
             funcs[f"{cls.__name__}.{n}".replace(".__init__", "")] = getattr(cls, n)
     covered = {(fn.split(" ")[0], p) for fn, (_, params) in API.items() for p in params}
-    exempt = {("load", "max_memory"), ("load", "device_map")}
+    exempt = {("load", "max_memory"), ("load", "device_map"),
+              ("entropy_neurons", "layers")}  # layers: check_indices, as every layers= (default -1: the last)
     exempt_plots = {("plots.notebook_renderer", "scale")}  # a renderer setting, passed to kaleido as is
     missing = []
     for fn, f in funcs.items():

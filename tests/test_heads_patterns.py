@@ -55,11 +55,11 @@ def test_patterns_inside_hooks_come_from_the_bridge(gpt2_model):
 def test_pattern_frame_is_tidy(default_model):
     df = interp.pattern_frame(default_model, "def f(x):\n    return x", layers=[0], heads=[2])
     n = len(df.attrs["tokens"])
-    assert len(df) == n * (n + 1) // 2 and (df["key"] <= df["query"]).all()
+    assert len(df) == n * (n + 1) // 2 and (df["key_pos"] <= df["query_pos"]).all()
     assert set(df["label"]) == {"L0H2"}
-    torch.testing.assert_close(torch.tensor(df.groupby("query")["weight"].sum().to_numpy()),
+    torch.testing.assert_close(torch.tensor(df.groupby("query_pos")["weight"].sum().to_numpy()),
                                torch.ones(n), atol=1e-5, rtol=0)
-    assert df.loc[(df["query"] == 3) & (df["key"] == 3), "query_token"].item() == df.attrs["tokens"][3]
+    assert df.loc[(df["query_pos"] == 3) & (df["key_pos"] == 3), "query_token"].item() == df.attrs["tokens"][3]
 
 
 def test_bad_inputs_are_refused(default_model):

@@ -217,11 +217,12 @@ def test_only_the_planted_deleter_is_deleting(planted):
     assert df.index[0] == "L1H2" and df.loc["L1H2", "flagged"], df.head(4)
     assert df["flagged"].sum() == 1, df[df["flagged"]]
     row = df.loc["L1H2"]
-    assert row["removed_fraction"] > 0.5 and row["read_overlap"] > 0.9 and row["copy_suppression"] > 0.5
-    for copier in ("L1H3", "L1H1"):  # copying heads are never deleting
-        assert not df.loc[copier, "flagged"] and df.loc[copier, "copy_suppression"] < -0.5
-        assert "copies" in df.loc[copier, "reason"]
-    assert df.loc["L1H3", "removed_fraction"] < 0 and df.loc["L1H3", "z"] < 0
+    assert row["removed_median"] > 0.5 and row["self_attention"] > 0.9 and row["copy_suppression"] > 0.5
+    assert row["removed_self"] > 0.5  # what it erases is what it read at its own position
+    # the copier attends to itself without erasing: it amplifies; the induction head copies
+    assert df.loc["L1H3", "verdict"] == "amplifying" and df.loc["L1H3", "self_attention"] > 0.9
+    assert not df.loc["L1H1", "flagged"] and df.loc["L1H1", "copy_suppression"] < -0.5
+    assert df.loc["L1H3", "z"] < 0
 
 
 def test_k_composition_finds_the_induction_circuit(planted):

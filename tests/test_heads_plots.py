@@ -19,7 +19,7 @@ def test_one_head_pattern(default_model):
     n = len(df.attrs["tokens"])
     hm = fig.data[0]
     assert len(hm.x) == len(hm.y) == n and hm.z[3][2] == pytest.approx(
-        df.query("query == 3 and key == 2")["weight"].item())
+        df.query("query_pos == 3 and key_pos == 2")["weight"].item())
     assert "query %{y}" in hm.hovertemplate and "key %{x}" in hm.hovertemplate and "weight" in hm.hovertemplate
     assert list(fig.layout.xaxis.ticktext) == list(hm.x) and "↵" in "".join(hm.x)  # whitespace shown
     assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1

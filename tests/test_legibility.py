@@ -1,7 +1,10 @@
 """Every figure of the report is legible in a real browser at 1400 px: headless Chromium draws
 the page, and the boxes of the drawn labels (tick labels, axis titles, titles, legends,
 colour bars, annotations, text on the data) neither overlap, nor cross the figure's edge, nor
-shrink below a readable size. The check itself fails on figures broken on purpose."""
+shrink below a readable size, nor spill out of their heatmap cell; no figure leaves a band of
+empty space; no table is cut at its box's edge; and no sentence states a count of zero that
+contradicts it ("only 0 lie ..."). The check itself fails on figures, tables and sentences
+broken on purpose."""
 
 from __future__ import annotations
 
@@ -37,16 +40,21 @@ def _assert_legible(path, record_property, name: str) -> None:
     """Every figure of the report at ``path`` was drawn and measured, each kind of label the
     check reads occurs, and no label overlaps, is clipped or is too small."""
     n_figures = path.read_text().count('<div class="plot" id="fig-')
-    boxes = legibility.measure(path)
+    page = legibility.measure_page(path)
+    boxes = page["figures"]
     labels, problems = legibility.labels(boxes), legibility.problems(boxes)
+    tables, sentences = legibility.table_problems(page["tables"]), legibility.text_problems(path)
     record_property("figures_checked", len(boxes))
     record_property("labels_checked", len(labels))
     print(f"legibility ({name}): {len(boxes)} figures, {len(labels)} labels checked")
     assert len(boxes) == n_figures >= 14  # every figure of the report was drawn and measured
     per_fig = labels.groupby("figure").size()
     assert (per_fig >= 3).all(), per_fig[per_fig < 3]
-    assert {"tick", "axis title", "title", "legend", "colorbar tick", "data label"} <= set(labels["kind"])
+    assert {"tick", "axis title", "title", "legend", "colorbar tick", "cell"} <= set(labels["kind"])
+    assert page["tables"], "no table measured"
     assert problems.empty, "\n" + problems.to_string()
+    assert tables.empty, "\n" + tables.to_string()
+    assert sentences.empty, "\n" + sentences.to_string()
 
 
 def test_every_report_figure_is_legible(default_report, chromium, record_property):
@@ -118,3 +126,54 @@ def test_geometry_of_rotated_boxes():
     ])
     got = legibility.problems([box]).sort_values("problem")["problem"].tolist()
     assert got == ["clipped", "overlap", "too small"]
+
+
+def test_the_check_finds_spilled_cells_empty_space_and_cut_tables(chromium, tmp_path):
+    """Each new check fails on a page broken on purpose, and passes the same page fixed."""
+    words = [["a_long_token_name", "x", "another_long_one"], ["y", "z", "w"]]
+    spilled = go.Figure(go.Heatmap(z=[[1, 2, 3], [4, 5, 6]], text=words, texttemplate="%{text}",
+                                   textfont=dict(size=13)))
+    spilled.update_layout(title="cell text wider than its cell", width=420, height=300)
+    fitted = go.Figure(go.Heatmap(z=[[1, 2, 3], [4, 5, 6]], text=[["a", "x", "b"], ["y", "z", "w"]],
+                                  texttemplate="%{text}", textfont=dict(size=13)))
+    fitted.update_layout(title="cell text that fits", width=420, height=300)
+    short = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]))
+    short.update_layout(title="a short figure", height=200, xaxis_title="x", yaxis_title="y")
+    for fig in (spilled, fitted, short):
+        apply(fig)
+    html = render([_section({"spilled": spilled, "fitted": fitted, "short": short})], Page("checks"))
+    # the figure drawn in a frame much taller than the figure: the blank band the top-examples
+    # figures had under them
+    html = html.replace('style="height: 200px"', 'style="height: 420px"', 1)
+    wide_row = "".join(f"<td>{'a rather long reason that keeps going ' * 3}{i}</td>" for i in range(6))
+    html = html.replace("</main>", '<h3>A cut table</h3><div class="table-wrap" style="width: 400px">'
+                        f"<table><tr>{wide_row}</tr></table></div></main>", 1)
+    page = tmp_path / "page.html"
+    page.write_text(html)
+    got = legibility.measure_page(page)
+    found = legibility.problems(got["figures"])
+    kinds = found.groupby("title")["problem"].agg(set).to_dict()
+    assert "spills" in kinds.get("spilled", set()), found
+    assert "fitted" not in kinds, found[found["title"] == "fitted"]
+    assert "empty space" in kinds.get("short", set()), found
+    tables = legibility.table_problems(got["tables"])
+    assert (tables["problem"] == "cut").any() and tables["title"].str.contains("A cut table").any(), tables
+
+
+def _section(figures: dict[str, go.Figure]) -> Section:
+    section = Section("Figures")
+    for title, fig in figures.items():
+        section.attempt(title, lambda fig=fig: fig)
+    return section
+
+
+def test_the_check_finds_sentences_with_contradicting_zero_counts():
+    broken = ("<html><body><ol><li>361 of 1,024 neurons (35%) point against each other; only 0 lie as far on the "
+              "positive side. On data, the 20 most negative remove 15% to 29%: 0 erase it (remove 30%-150%) and "
+              "20 erase part of it (5%-30%).</li></ol></body></html>")
+    fixed = ("<html><body><ol><li>361 of 1,024 neurons (35%) point against each other; none lie as far on the "
+             "positive side. At layer 0 the probe reads 0.50 (survival: 1 intact, 0 erased); p = 0 (exact); "
+             "20 erase part of it (5%-30%).</li></ol><pre>only 0 in code</pre></body></html>")
+    found = legibility.text_problems(broken)
+    assert sorted(found["text"]) == ["0 erase it (remove 30%-150%)", "only 0 lie"], found
+    assert legibility.text_problems(fixed).empty, legibility.text_problems(fixed)

@@ -15,13 +15,15 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").exists()
 
 def test_contract_on_the_default_model(default_model):
     df = interp.find_deleting_neurons(default_model)
-    assert {"layer", "neuron", "cosine"} <= set(df.columns)
-    assert df["cosine"].is_monotonic_increasing and (df["cosine"] <= df["threshold"]).all()
-    assert df.attrs["processing"] == "compat"
+    assert {"layer", "neuron", "cosine", "verdict"} <= set(df.columns)
+    assert df["cosine"].is_monotonic_increasing and (df["verdict"] == "deleting").all()
+    assert df.attrs["processing"] == "compat" and df.attrs["n_tokens_data"] > 0
     heads = interp.find_deleting_heads(default_model)
-    assert {"layer", "head", "score"} <= set(heads.columns)
+    assert {"layer", "head", "score", "verdict", "self_attention"} <= set(heads.columns)
     assert len(heads) == default_model.cfg.n_layers * default_model.cfg.n_heads
-    assert heads["flagged"].is_monotonic_decreasing and "L1H2" not in set(heads.query("flagged")["label"])
+    assert heads["flagged"].is_monotonic_decreasing and (heads["flagged"] == (heads["verdict"] == "deleting")).all()
+    # L1H2 puts most of its attention on the first position (a sink) and erases nothing
+    assert "L1H2" not in set(heads.query("flagged")["label"])
 
 
 def test_raw_cosines_match_the_checkpoint(default_model):

@@ -144,8 +144,8 @@ def test_evidence_refuses_foreign_partial_or_raw_writes(tiny_models, gpt2_model)
 def test_heads_errors(gpt2_model):
     with pytest.raises(interp.IndexOutOfRangeError, match=r"layers=\[-3\] out of range"):
         interp.find_deleting_heads(gpt2_model, layers=[-3])
-    with pytest.raises(ValueError, match="false_positives=8 must be a positive number .* 8 heads"):
-        interp.find_deleting_heads(gpt2_model, false_positives=8)
+    with pytest.raises(ValueError, match="max_removed=0.2 must exceed min_removed=0.3"):
+        interp.find_deleting_heads(gpt2_model, max_removed=0.2)
     with pytest.raises(ValueError, match="n_tokens=-1 must be a non-negative int"):
         interp.find_deleting_heads(gpt2_model, n_tokens=-1)
     with pytest.raises(TypeError, match="model must be an interp.Model, got dict"):

@@ -64,9 +64,12 @@ def test_flag_count_on_random_weights_matches_the_null():
     assert all(abs(s * math.sqrt(stack.d_model) - 1) < 0.05 for s in emp.attrs["null_std"].values())
 
 
-def test_default_flags_nothing_on_a_random_model(tiny_model):
+def test_default_flags_no_more_than_the_null_on_a_random_model(tiny_model):
+    """Random weights have no deleters by design; what the verdict flags there is what the
+    trained-weights null (the same measurement with the output vectors deranged) expects."""
     df = interp.find_deleting_neurons(tiny_model)
-    assert len(df) <= 1
+    expected = df.attrs["expected_false_positives"]
+    assert len(df) <= expected + 3 * math.sqrt(max(expected, 1)) + 1, (len(df), expected)
     assert list(df.columns[:5]) == ["layer", "neuron", "label", "cosine", "z"]
 
 

@@ -102,8 +102,10 @@ def planted(request, planted_gpt2, planted_llama):
 
 
 @pytest.mark.parametrize("null", ["analytic", "empirical"])
-def test_defaults_find_every_planted_neuron(planted, null):
-    df = interp.find_deleting_neurons(planted, null=null)
+def test_the_screen_finds_every_planted_neuron(planted, null):
+    """The weights-only screen (no data): flagged is then the cosine past the null threshold."""
+    df = interp.find_deleting_neurons(planted, False, null=null)
+    assert (df["verdict"] == "unmeasured").all()
     found = set(zip(df["layer"], df["neuron"]))
     assert set(DELETERS) <= found
     assert len(found - set(DELETERS)) <= 1  # the null expects 0.1
@@ -125,9 +127,9 @@ def test_planted_heads_top_the_ov_score_and_nothing_else_is_deleting(planted):
     by_score = df.sort_values("score", ascending=False)
     assert set(zip(by_score["layer"][:2], by_score["head"][:2])) == set(HEADS)
     top = by_score.iloc[0]
-    assert top["score"] > 0.95 and top["neg_eig_share"] > 0.95 and top["z"] > df.attrs["z_threshold"]
-    assert list(df.columns[:6]) == ["layer", "head", "label", "score", "z", "flagged"]
-    assert df.attrs["z_threshold"] > 2 and df.attrs["null"] in ("cross-head", "gaussian")
+    assert top["score"] > 0.95 and top["neg_eig_share"] > 0.95 and top["z"] > 3
+    assert list(df.columns[:5]) == ["layer", "head", "label", "verdict", "flagged"]
+    assert df.attrs["null"] in ("cross-head", "gaussian")
 
 
 def test_copy_suppression_sees_planted_heads_through_tied_embeddings(planted_gpt2):
@@ -158,9 +160,11 @@ def test_evidence_names_the_planted_writer(planted_gpt2):
 
 
 def test_default_selection_is_the_flagged_set(planted_gpt2):
+    """deletion_evidence's default deleters are the verdicts' own: the neurons and heads that
+    erase on data (these planted neurons remove only a few percent, so only the head is)."""
     ev = interp.deletion_evidence(planted_gpt2, TEXTS[:1], progress=False, top_writers=2)
     deleters = ev.drop_duplicates("deleter")
     heads = interp.find_deleting_heads(planted_gpt2).query("flagged")["label"]
+    neurons = interp.find_deleting_neurons(planted_gpt2)["label"]
     assert set(heads) and set(heads) <= {f"L{ly}H{h}" for ly, h in HEADS}
-    assert set(deleters["deleter"]) == {f"L{ly}N{n}" for ly, n in DELETERS} | set(heads)
-    assert (ev.groupby("deleter").size() == 3).all()  # two writers and "other"
+    assert set(deleters["deleter"]) == set(neurons) | set(heads)

@@ -127,7 +127,7 @@ def test_overlap_principal_angles():
     b = Subspace(torch.stack([e[0], math.cos(0.3) * e[1] + math.sin(0.3) * e[2]]), name="b")
     df = overlap(a, b)
     assert df["angle"].tolist() == pytest.approx([0.0, math.degrees(0.3)], abs=1e-3)
-    assert list(df.columns) == ["index", "cosine", "angle", "random_cos2"]
+    assert list(df.columns) == ["direction", "cosine", "angle", "random_cos2"]
     assert overlap(a, Subspace(e[2:])).angle.tolist() == pytest.approx([90.0, 90.0])
     m = overlap_matrix({"a": a, "b": b, "c": Subspace(e[3])})
     assert len(m) == 9

@@ -27,7 +27,8 @@ D_VOCAB = 300
 @st.composite
 def configs(draw) -> dict:
     """A tiny config: family (LayerNorm + learned positions / rotary + parallel-or-not /
-    RMSNorm + gated MLP + grouped-query attention), depth, heads, head width, MLP width,
+    RMSNorm + gated MLP + grouped-query attention / those with sandwich norms (Gemma-3) or
+    post-norms only (OLMo-2)), depth, heads, head width, MLP width,
     weight processing, seed, and a right-padded batch of token ids."""
     family = draw(st.sampled_from(FAMILIES))
     n_heads = draw(st.sampled_from([1, 2, 4]))
@@ -36,7 +37,7 @@ def configs(draw) -> dict:
         n_layers=draw(st.integers(1, 3)), n_heads=n_heads, d_model=n_heads * d_head,
         d_mlp=draw(st.sampled_from([16, 48, 96])), d_vocab=D_VOCAB, n_ctx=32,
     )
-    if family == "llama":
+    if family in ("llama", "gemma3"):
         kw["n_kv_heads"] = draw(st.sampled_from([g for g in (1, 2, 4) if n_heads % g == 0]))
     if family == "neox":
         kw["parallel"] = draw(st.booleans())
@@ -62,7 +63,9 @@ def test_reconstruction_and_dla_sum_on_random_configs(c):
         return
     cfg, kw = model.cfg, c["kw"]
     assert (cfg.n_layers, cfg.n_heads, cfg.d_head) == (kw["n_layers"], kw["n_heads"], kw["d_model"] // kw["n_heads"])
-    assert cfg.gated == (c["family"] == "llama") and (cfg.normalization == "RMS") == (c["family"] == "llama")
+    rms = c["family"] in ("llama", "gemma3", "olmo2")
+    assert cfg.gated == rms and (cfg.normalization == "RMS") == rms
+    assert cfg.post_norm == (c["family"] in ("gemma3", "olmo2"))
     assert cfg.n_kv_heads == kw.get("n_kv_heads", kw["n_heads"]) and cfg.parallel == kw.get("parallel", False)
     batch = pad_rows(c["rows"], pad_id=model.bos_id)
 

@@ -264,7 +264,7 @@ def test_figures(writes):
     assert list(lens.data[0].x) == ["L0 pre", "L1 pre", "final"]  # one column per stream, a row per position
     final = row1[row1["layer"] == 2].sort_values("pos")
     assert [row[2] for row in lens.data[0].text] == [plots._show(t) for t in final["top_token"]]
-    assert (plots._show("\x08"), plots._show("  "), plots._show(" a\n")) == ("\\x08", "\u00b7\u00b7", "\u00b7a\u21b5")
+    assert (plots._show("\x08"), plots._show("  "), plots._show(" a\n")) == ("<0x08>", "\u00b7\u00b7", "\u00b7a\u21b5")
     np.testing.assert_allclose(np.asarray(lens.data[0].z, dtype=float)[:-1, 2], final["next_prob"].to_numpy()[:-1])
     assert "top" in lens.data[0].hovertext[0][0] and "next" in lens.data[0].hovertext[0][0]
     one = plots.head_attribution(dla, pos=3, batch=0)
@@ -306,3 +306,17 @@ def next_token_logits_of(model, w, text, df):
     s = df.groupby("pos")["attribution"].sum()
     p = torch.tensor(s.index.to_numpy())
     return s.to_numpy(dtype=np.float64), logits[p, w.tokens[0, p + 1]].double().numpy()
+
+
+def test_byte_tokens_read_as_their_bytes(default_model):
+    """A byte-level token that is not UTF-8 on its own reads ``<0xC3>``, not decode's U+FFFD,
+    and a control character reads ``<0x10>`` in figures: the logit lens showed "\ufffd" and "\x10"."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tok, b2u = default_model.tokenizer, bytes_to_unicode()
+    ids = [tok.convert_tokens_to_ids(b2u[b]) for b in "é".encode()]
+    assert [tok.decode([i]) for i in ids] == ["\ufffd", "\ufffd"]  # what decode alone gives
+    assert [default_model.decode_token(i) for i in ids] == ["<0xC3>", "<0xA9>"]
+    assert default_model.decode_token(tok.convert_tokens_to_ids(b2u[0x10])) == "\x10"  # valid UTF-8: kept
+    assert plots._show("\x10") == "<0x10>"
+    assert default_model.decode_token(tok("def", add_special_tokens=False)["input_ids"][0]) == "def"

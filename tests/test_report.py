@@ -31,7 +31,7 @@ SECTIONS = [
 FIGURES = [
     "write-norms-per-layer", "head-logit-attribution", "top-neurons", "logit-lens", "stream-norms",
     "probe-accuracy-per-layer", "writers-of-the-previous-token-subspace", "in-out-cosine-of-every-neuron",
-    "deleting-heads", "deletion-graph",
+    "deleting-heads", "screen-against-verdict",
 ]
 #: Figures built from the round-two analyses (heads, patching, corpus statistics).
 NEW_FIGURES = [
@@ -39,7 +39,7 @@ NEW_FIGURES = [
     "deletion-effect-of-the-top-deleters",
 ]
 TABLES = [
-    "probe-accuracy-per-layer-with-its-baselines", "flagged-neurons-per-layer-against-the-null-expectation",
+    "probe-accuracy-per-layer-with-its-baselines", "verdicts-per-layer-against-the-null",
     "ablating-the-previous-token-subspace", "readers-of-the-previous-token-subspace",
 ]
 
@@ -121,7 +121,7 @@ def test_numbers_agree_with_each_other(default_report, default_model):
     config = re.search(r'<td class="txt">parameters</td><td class="txt">([\d,]+)</td>', text)
     assert card and config and card.group(1) == config.group(1) == "527,872"
     quarter = 4096 // 4
-    assert f"Deletion evidence measured on {quarter:,} real tokens" in text
+    assert f"Every verdict below is measured on the same {quarter:,} real tokens" in text
     writers = text[text.index('id="subspace-probes-and-the-shared-memory-map--top-writers'):]
     writers = writers[: writers.index("</table>")]
     assert "L1_mlp" not in writers and "L1H" not in writers and "L0H" in writers
@@ -173,7 +173,7 @@ def test_browser_check_sees_errors_and_undrawn_figures(tmp_path):
 
 # ---- degrading and validation, on a tiny random model ---------------------------------
 def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
-    from interp.report import causal, stages
+    from interp.report import causal, pages, stages
     from interp.report.resolve import Missing
 
     def fake_find(name, *fallbacks):
@@ -181,12 +181,13 @@ def test_missing_analysis_degrades_visibly(gpt2_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stages, "find", fake_find)
     monkeypatch.setattr(causal, "find", fake_find)
+    monkeypatch.setattr(pages, "find", fake_find)
     report = build_report(gpt2_model, out=tmp_path / "r.html", tokens=256, data=["x = 1\n"] * 4,
                           progress=False)
     text = report.path.read_text()
     assert report.titles == ["Summary", "Residual-stream decomposition", "Attention heads",
                              "Subspace probes and the shared-memory map", "Memory management", "Causal evidence",
-                             "Model card", "Settings"]
+                             "Component pages", "Model card", "Settings"]
     assert "No finding could be computed" in text
     assert "section unavailable: <code>Missing: interp.decompose is not available</code>" in text
     assert "section unavailable: <code>Missing: interp.probe_labels is not available</code>" in text
@@ -272,23 +273,26 @@ def test_default_tokens_scale_with_the_model(default_model, gpt2_model):
     assert default_tokens(type("M", (), {"n_params": 7_000_000_000})()) == 256  # the floor
 
 
-@pytest.mark.parametrize("removed", [[0.2, 0.22, 0.15], [0.7, 0.5, 0.4], [1.7, 0.5, -0.1], [0.6, float("nan"), 0.01]])
-def test_the_memory_finding_counts_what_the_evidence_measured(removed):
-    """The summary's erasure counts and range are the evidence's own numbers: a neuron that
-    removes under 30% is never said to erase, and the counts add up to the neurons measured."""
-    from interp.report.summary import ERASE_MAX, ERASE_MIN, PARTIAL_MIN, _memory
+@pytest.mark.parametrize("verdicts", [["deleting", "partial", "none"], ["none", "none", "amplifying"],
+                                      ["partial", "partial", "coupled"], ["deleting", "deleting", "deleting"]])
+def test_the_memory_finding_counts_verdicts_never_the_screen(verdicts):
+    """The summary's counts are the verdicts' own (measured on data), never the screen's; a count
+    of zero is never written, and the screen's precision is quoted as measured."""
+    from interp.report.summary import _memory
 
-    cos = pd.DataFrame({"flagged": [True] * 3 + [False], "cosine": [-0.9, -0.8, -0.7, 0.1], "threshold": [0.3] * 4})
-    rows = []
-    for i, r in enumerate(removed):
-        rows += [dict(deleter=f"L1N{i}", kind="neuron", removed_fraction=r, writer="L0H2", share=0.6 - 0.1 * i),
-                 dict(deleter=f"L1N{i}", kind="neuron", removed_fraction=r, writer="other", share=0.4)]
-    text = _memory({"cosines": cos, "evidence": pd.DataFrame(rows)}).text
-    rf = pd.Series(removed).dropna()
-    assert f"the {len(rf)} most negative remove {rf.min():.0%} to {rf.max():.0%}" in text, text
-    erase = int(rf.between(ERASE_MIN, ERASE_MAX).sum())
-    assert f"{erase} erase it" in text, text
-    counts = [int(n) for n in re.findall(r"(\d+) (?:erase it|erase part|overshoot|do not)", text)]
-    assert sum(counts) == len(rf), text
-    partial = int(rf.between(PARTIAL_MIN, ERASE_MIN, inclusive="left").sum())
-    assert (f"{partial} erase part" in text) == (partial > 0), text
+    n = len(verdicts)
+    cos = pd.DataFrame({"label": [f"L1N{i}" for i in range(n)], "cosine": [-0.9, -0.8, -0.7][:n],
+                        "screen": [True] * n, "verdict": verdicts, "removed_median": [0.8, 0.2, 0.01][:n],
+                        "removed_q10": [0.6, 0.1, -0.1][:n], "removed_q90": [0.9, 0.3, 0.1][:n],
+                        "flagged": [v == "deleting" for v in verdicts]})
+    erasing = int((cos["removed_median"] >= 0.3).sum())
+    cos.attrs.update(n_tokens_data=1024, expected_false_positives=0, min_removed=0.3, max_removed=1.5,
+                     screen_precision=[dict(n=n, erasing=erasing, deleting=erasing, screen_flags=True)])
+    text = _memory({"cosines": cos}).text
+    d = verdicts.count("deleting")
+    assert (f"{d:,} of {n:,} neurons erase" in text) == (d > 0), text
+    assert ("no neuron erases" in text) == (d == 0), text
+    assert not re.search(r"(?<![\d.,])0 (erase|amplify|overshoot|lie|of the)", text), text  # no zero counts
+    for v, word in (("partial", "erases? part"), ("amplifying", "amplif"), ("coupled", "overshoot")):
+        k = verdicts.count(v)
+        assert (re.search(rf"(?<![\d.,]){k:,} {word}", text) is not None) == (k > 0), text

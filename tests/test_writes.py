@@ -25,7 +25,10 @@ def test_final_stream_gives_the_models_logits(tiny_model):
     x = w.resid(tiny_model.cfg.n_layers)
     if tiny_model.cfg.normalization == "LN":
         x = x - x.mean(-1, keepdim=True)
-    logits = (x / w.final_scale) @ w.weights.W_U + w.weights.b_U
+    x = x / w.final_scale
+    if w.weights.ln_final_w is not None:  # a final norm processing could not fold (OLMo-2)
+        x = x * w.weights.ln_final_w
+    logits = x @ w.weights.W_U + w.weights.b_U
     want = tiny_model.logits(TEXTS)
     assert rel_err(logits, want, w.mask) < 1e-4
 
@@ -102,18 +105,18 @@ def test_save_and_load_without_pickle(tmp_path, gpt2_model):
         interp.ResidualWrites.load(path, model=other)
 
 
-def test_non_additive_architecture_is_refused():
-    from transformers import Olmo2Config, Olmo2ForCausalLM
+def test_non_additive_architecture_is_refused(monkeypatch):
+    """A post-norm model read as if its blocks had no post-norms (no scales recorded): its writes
+    do not sum to its stream, and the first record says so."""
+    from interp import model as model_module
 
-    from interp.testing import tiny_tokenizer
-
-    cfg = Olmo2Config(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=128, max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    with pytest.warns(UserWarning):
-        model = interp.load(Olmo2ForCausalLM(cfg).eval(), tokenizer=tiny_tokenizer())
+    monkeypatch.setattr(model_module, "_block_structure", lambda bridge, parallel, name: (False, None))
+    model = random_model("gemma3", seed=5)
+    assert not model.cfg.post_norm
     with pytest.raises(interp.NonAdditiveModelError, match="hook_resid_mid"):
         model.run_with_writes("x = 1")
+    with pytest.raises(interp.NonAdditiveModelError, match="hook_resid_mid"):  # and every analysis after it
+        interp.neuron_in_out_cosines(model)
 
 
 def test_stream_writes_over_texts_in_batches(gpt2_model):

@@ -44,8 +44,19 @@ from interp._degenerate import undefined_rows
 from interp._threads import with_analysis_threads
 
 KINDS = ("Q", "K", "V")
-COLUMNS = ["kind", "source", "source_layer", "source_index", "target", "target_layer", "target_index",
-           "score", "baseline", "excess"]
+COLUMNS = ["kind", "source", "source_layer", "source_head", "source_neuron", "target", "target_layer", "target_head",
+           "target_neuron", "score", "baseline", "excess"]
+
+
+def _by_kind(df: pd.DataFrame) -> pd.DataFrame:
+    """``source_index`` / ``target_index`` as ``*_head`` and ``*_neuron`` (nullable ints): one name
+    per thing across frames (docs/reference/frames.md)."""
+    for side in ("source", "target"):
+        idx = df.pop(f"{side}_index").astype("Int64")
+        is_head = df[side].str.contains("H", regex=False)
+        df[f"{side}_head"] = idx.where(is_head)
+        df[f"{side}_neuron"] = idx.where(~is_head)
+    return df[COLUMNS]
 
 
 def _norm_weight(model: Any, layer: int, name: str) -> Tensor | None:
@@ -155,10 +166,10 @@ def composition_scores(
         layers: the layers whose heads take part, as writers and readers (default all).
     Returns:
         One row per (kind, earlier head, later head), largest ``excess`` first: kind:str,
-        source:str ("L0H2"), source_layer:int, source_index:int (head), target:str,
-        target_layer:int, target_index:int, score:float in [0, 1], baseline:float,
-        excess:float. ``attrs``: processing, baseline, d_model, d_head.
-    Example:
+        source:str ("L0H2"), source_layer:int, source_head:Int64, source_neuron:Int64 (<NA>:
+        heads only here), target:str, target_layer:int, target_head, target_neuron, score:float
+        in [0, 1], baseline:float, excess:float. ``attrs``: processing, baseline, d_model, d_head.
+    Examples:
         >>> df = composition_scores(interp.load(), kinds="K")
         >>> df.iloc[0][["source", "target"]].tolist()
         ['L0H3', 'L1H1']
@@ -211,6 +222,7 @@ def _finish(df: pd.DataFrame, src: str, tgt: str, base: float, model: Any) -> pd
     df = df.sort_values(["excess", "kind", "source_layer", "source_index", "target_layer", "target_index"],
                         ascending=[False, True, True, True, True, True], kind="stable").reset_index(drop=True)
     df = undefined_rows(df[COLUMNS], ["score"], "composition_scores", _ZERO)
+    df = _by_kind(df)
     df.attrs.update(processing=model.cfg.processing, baseline=base, d_model=model.cfg.d_model,
                     d_head=model.cfg.d_head, model_id=model.model_id)
     return df
@@ -311,6 +323,7 @@ def neuron_composition(
     df = df.sort_values(["excess", "kind", "source_layer", "source_index", "target_layer", "target_index"],
                         ascending=[False, True, True, True, True, True], kind="stable").reset_index(drop=True)[COLUMNS]
     df = undefined_rows(df, ["score"], "neuron_composition", _ZERO)
+    df = _by_kind(df)
     df.attrs.update(processing=c.processing, baseline=vec_base, d_model=c.d_model, d_head=c.d_head,
                     model_id=model.model_id)
     return df

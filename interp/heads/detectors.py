@@ -133,7 +133,7 @@ def head_scores(
     Raises:
         ValueError: an unknown kind, a pattern that does not match the data, no query to
             count (e.g. ``induction`` on text without a repeated token).
-    Example:
+    Examples:
         >>> import interp
         >>> head_scores(interp.load(), "previous_token").iloc[0]["label"]
         'L0H2'

@@ -55,7 +55,7 @@ def icl_score(
     Returns:
         One row: early:int, late:int, loss_early:float, loss_late:float, score:float
         (``loss_late - loss_early``, nats), sem:float (its standard error over rows), n_rows:int.
-    Example:
+    Examples:
         >>> float(icl_score(interp.load())["score"].iloc[0]) < 0
         True
     """

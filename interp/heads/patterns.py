@@ -15,7 +15,7 @@ active on the bridge (inside ``interp.ablate``), patterns come from TransformerL
 Masking: inputs are right-padded (``Tokens``), so a real query never attends to padding;
 rows of padding queries are set to zero.
 
-Example:
+Examples:
     >>> import interp
     >>> pat = interp.attention_patterns(interp.load(), "def f(x):\\n    return x", layers=[0])[0]
     >>> pat.shape[1], bool((pat.sum(-1)[0] - 1).abs().max() < 1e-5)
@@ -164,13 +164,13 @@ def pattern_frame(
 
     Returns:
         One row per (layer, head, query, key) with key <= query on real tokens: layer:int,
-        head:int, label:str ("L1H2"), query:int, key:int, query_token:str, key_token:str,
+        head:int, label:str ("L1H2"), query_pos:int, key_pos:int, query_token:str, key_token:str,
         weight:float. ``attrs``: tokens (the row's token strings), source.
         ``prepend_bos`` / ``chunk`` / ``split_special_tokens``: see ``Model.to_tokens``.
-    Example:
+    Examples:
         >>> df = pattern_frame(interp.load(), "x = 1", layers=[0], heads=[2])
         >>> list(df.columns)[:5]
-        ['layer', 'head', 'label', 'query', 'key']
+        ['layer', 'head', 'label', 'query_pos', 'key_pos']
     """
     layers = check_indices("layers", layers, model.cfg.n_layers, "layer")
     heads = check_indices("heads", heads, model.cfg.n_heads, "head")
@@ -185,13 +185,13 @@ def pattern_frame(
     def take(ly: int, p: Tensor) -> None:
         w = p[row][heads][:, :n, :n][:, q, k].cpu()  # [head, n_pairs]
         for j, h in enumerate(heads):
-            parts.append(pd.DataFrame(dict(layer=ly, head=h, label=f"L{ly}H{h}", query=q.numpy(), key=k.numpy(),
+            parts.append(pd.DataFrame(dict(layer=ly, head=h, label=f"L{ly}H{h}", query_pos=q.numpy(), key_pos=k.numpy(),
                                            weight=w[j].numpy())))
 
     for_each_pattern(model, toks, layers, take)
     df = pd.concat(parts, ignore_index=True)
     tok = pd.Series(strs)
-    df.insert(5, "query_token", tok.iloc[df["query"].to_numpy()].to_numpy())
-    df.insert(6, "key_token", tok.iloc[df["key"].to_numpy()].to_numpy())
+    df.insert(5, "query_token", tok.iloc[df["query_pos"].to_numpy()].to_numpy())
+    df.insert(6, "key_token", tok.iloc[df["key_pos"].to_numpy()].to_numpy())
     df.attrs.update(tokens=strs, source=source(model), model_id=model.model_id)
     return df

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_basis, check_index, check_int, check_stream
+from interp._columns import head_and_neuron
 from interp._threads import with_analysis_threads
 from interp.errors import IndexOutOfRangeError, ModelMismatchError
 from interp.stats.base import Sums
@@ -151,10 +152,12 @@ def _project_fixed(parts: dict[str, Any], ws: Any, U: Tensor, w: Tensor, layer: 
     for ly in range(layer + 1 if with_attn else layer):
         z, W_O = parts["z"][ly], ws.W_O[ly].to(U)
         rows.append((torch.einsum("phe,pk->hek", z, w) * torch.einsum("hem,mk->hek", W_O, U)).sum(1))
-        rows.append((ws.b_O[ly].to(U) @ U)[None] * wsum)
+        b = _bias(parts, ws, "b_O", ly, U)
+        rows.append((b @ U)[None] * wsum if b.dim() == 1 else (w * (b @ U)).sum(0, keepdim=True))
         if ly < layer:
             rows.append((parts["acts"][ly].T @ w) * (ws.W_out[ly].to(U) @ U))
-            rows.append((ws.b_out[ly].to(U) @ U)[None] * wsum)
+            b = _bias(parts, ws, "b_out", ly, U)
+            rows.append((b @ U)[None] * wsum if b.dim() == 1 else (w * (b @ U)).sum(0, keepdim=True))
     return torch.cat(rows)
 
 
@@ -167,23 +170,38 @@ def _project_tokens(parts: dict[str, Any], ws: Any, D: Tensor, w: Tensor, layer:
     for ly in range(layer):
         z, W_O, W_out = parts["z"][ly], ws.W_O[ly].to(D), ws.W_out[ly].to(D)
         rows.append((z * torch.einsum("pm,hem->phe", D, W_O)).sum(-1).T @ w)
-        rows.append(((D @ ws.b_O[ly].to(D)) @ w)[None])
+        b = _bias(parts, ws, "b_O", ly, D)
+        rows.append((((D @ b) if b.dim() == 1 else (D * b).sum(-1)) @ w)[None])
         rows.append((parts["acts"][ly] * (D @ W_out.T)).T @ w)
-        rows.append(((D @ ws.b_out[ly].to(D)) @ w)[None])
+        b = _bias(parts, ws, "b_out", ly, D)
+        rows.append((((D @ b) if b.dim() == 1 else (D * b).sum(-1)) @ w)[None])
     return torch.cat(rows)[:, None]
 
 
 def _flatten(w: ResidualWrites, device: torch.device, dt: torch.dtype) -> dict[str, Any]:
-    """The record's real tokens as ``[pos, ...]`` tensors on ``device`` in ``dt``."""
+    """The record's real tokens as ``[pos, ...]`` tensors on ``device`` in ``dt``. ``z`` and
+    ``acts`` are the write coefficients (over the frozen post-norm scale; ``interp.writes``), so
+    every write rebuilt from them is the one the model added; post-norm biases are written over
+    the scale too (``b_O``, ``b_out``: ``[pos, d_model]`` per layer, else None)."""
     m = w.mask.to(w.embed.device)
 
     def f(t: Tensor) -> Tensor:
         return t[m].to(device, dt)
 
+    def bias(ly: int, block: str) -> Tensor | None:
+        return f(w.bias_write(ly, block)) if w.post_norm else None
+
     return dict(
         embed=f(w.embed), pos=None if w.pos_embed is None else f(w.pos_embed.expand_as(w.embed)),
-        z={ly: f(t) for ly, t in w.z.items()}, acts={ly: f(t) for ly, t in w.acts.items()},
+        z={ly: f(w.write_z(ly)) for ly in w.z}, acts={ly: f(w.write_acts(ly)) for ly in w.acts},
+        b_O={ly: bias(ly, "attn") for ly in w.z}, b_out={ly: bias(ly, "mlp") for ly in w.z},
     )
+
+
+def _bias(parts: dict[str, Any], ws: Any, name: str, ly: int, like: Tensor) -> Tensor:
+    """Layer ``ly``'s bias write: ``[pos, d_model]`` for post-norm records, else ``[d_model]``."""
+    b = parts.get(name, {}).get(ly)
+    return getattr(ws, name)[ly].to(like) if b is None else b.to(like)
 
 
 def _prepare_neurons(model: Any, sel: list[tuple[int, int]], dt: torch.dtype) -> dict[int, tuple]:
@@ -225,7 +243,7 @@ def _accumulate(parts: dict[str, Any], model: Any, prep: dict[int, tuple], acc_n
             if basis is not None:
                 acc.sub_num += (norm * ((D.double() @ basis.to(D.device)) ** 2).sum(-1)).sum().cpu()
                 acc.sub_den += norm.double().sum().cpu()
-        x_mid = x + z.flatten(1) @ ws.W_O[ly].to(dt).flatten(0, 1) + ws.b_O[ly].to(dt)
+        x_mid = x + z.flatten(1) @ ws.W_O[ly].to(dt).flatten(0, 1) + _bias(parts, ws, "b_O", ly, x)
         if ly in prep:
             _, U, G, wout_u, i = prep[ly]
             x_in = x if c.parallel else x_mid
@@ -234,7 +252,7 @@ def _accumulate(parts: dict[str, Any], model: Any, prep: dict[int, tuple], acc_n
             weight = a * fire
             num = _project_fixed(parts, ws, U, weight, ly, not c.parallel)
             acc_n[ly].add(x_in @ U, a * wout_u, fire, weight, num)
-        x = x_mid + acts @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+        x = x_mid + acts @ ws.W_out[ly].to(dt) + _bias(parts, ws, "b_out", ly, x)
 
 
 def _subspace_basis(subspace: Any, d_model: int) -> Tensor | None:
@@ -283,21 +301,21 @@ def deletion_evidence(
             all-reduced, so every rank returns the same table.
     Returns:
         Long format, one row per (deleter, writer), deleters in the order given, writers by
-        share: deleter:str ("L3N120"/"L1H3"), kind:"neuron"|"head", layer:int, index:int,
+        share: deleter:str ("L3N120"/"L1H3"), kind:"neuron"|"head", layer:int, head / neuron:Int64,
         n_tokens:int, firing_rate:float, removed_fraction:float, [subspace_overlap:float],
         writer:str, writer_kind:str (embed, pos_embed, head, attn_bias, neuron, mlp_bias,
         other), writer_layer:int (-1 for embeddings and other), share:float, rank:int.
     Raises:
         ModelMismatchError: writes recorded on another model.
         ValueError: raw weights, writes missing layers, a bad selection.
-    Example:
+    Examples:
         >>> import interp
         >>> ev = deletion_evidence(interp.load(), ["x = 1 + 2"], neurons=["L1N5"], heads=[])
         >>> ev["writer"].iloc[-1], round(float(ev["share"].sum()), 6)
         ('other', 1.0)
     """
     from interp.memory.heads import find_deleting_heads
-    from interp.memory.neurons import find_deleting_neurons
+    from interp.memory.neuron_data import find_deleting_neurons
     from interp.model import Model
 
     if not isinstance(model, Model):
@@ -351,7 +369,7 @@ def deletion_evidence(
         ov = None if basis is None else float(acc.sub_num[0] / acc.sub_den[0].clamp_min(1e-300))
         rows += _rows(acc, 0, "head", ly, h, ov, writers_h[ly], top_writers)
     cols = COLUMNS if basis is None else COLUMNS[:7] + ["subspace_overlap"] + COLUMNS[7:]
-    df = pd.DataFrame(rows, columns=cols)
+    df = head_and_neuron(pd.DataFrame(rows, columns=cols))
     df.attrs.update(processing=c.processing, top_writers=top_writers, model_id=model.model_id)
     return df
 
@@ -382,7 +400,7 @@ def deletion_summary(evidence: pd.DataFrame, *, min_share: float = 0.1, max_writ
     """One row per deleter of a ``deletion_evidence`` table, with a sentence naming the
     writers it erases (those with ``share >= min_share``, at most ``max_writers``).
 
-    Columns: deleter, kind, layer, index, firing_rate, removed_fraction, erases:str, e.g.
+    Columns: deleter, kind, layer, head, neuron, firing_rate, removed_fraction, erases:str, e.g.
     ``"L1N5 erases what L0H2 (62%) and embed (21%) wrote"``.
     """
     missing = {"deleter", "writer", "share", "rank"} - set(evidence.columns)
@@ -395,8 +413,9 @@ def deletion_summary(evidence: pd.DataFrame, *, min_share: float = 0.1, max_writ
         said = (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else (names[0] if names else "")
         first = g.iloc[0]
         out.append(dict(
-            deleter=name, kind=first["kind"], layer=first["layer"], index=first["index"],
+            deleter=name, kind=first["kind"], layer=first["layer"], head=first["head"], neuron=first["neuron"],
             firing_rate=first["firing_rate"], removed_fraction=first["removed_fraction"],
             erases=f"{name} erases what {said} wrote" if names else f"{name}: no single writer above {min_share:.0%}",
         ))
-    return pd.DataFrame(out, columns=["deleter", "kind", "layer", "index", "firing_rate", "removed_fraction", "erases"])
+    return pd.DataFrame(out, columns=["deleter", "kind", "layer", "head", "neuron", "firing_rate", "removed_fraction",
+                                      "erases"]).astype({"head": "Int64", "neuron": "Int64"})

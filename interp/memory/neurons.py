@@ -340,7 +340,7 @@ def neuron_in_out_cosines(
         flagged:bool.
     ``attrs``: processing, null, input, null_mean/null_std/threshold (per layer),
     expected_false_positives, n_neurons, d_model.
-    Example:
+    Examples:
         >>> import interp
         >>> df = neuron_in_out_cosines(interp.load())
         >>> len(df) == 2 * 512, df["cosine"].is_monotonic_increasing
@@ -348,43 +348,3 @@ def neuron_in_out_cosines(
     """
     scan = _scan(model, layers, threshold, null, input, false_positives, seed)
     return _frame(scan, flagged_only=False)
-
-
-@with_analysis_threads
-def find_deleting_neurons(
-    model: Any,
-    *,
-    layers: Sequence[int] | int | None = None,
-    threshold: float | None = None,
-    null: str = "analytic",
-    false_positives: float = FALSE_POSITIVES,
-    input: str = "in",
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Neurons whose output vector points against their input vector.
-
-    Args:
-        model: an ``interp.Model`` (its processing decides the weights: ``"compat"`` folded
-            and centred, or ``"raw"``), or an ``MLPStack`` of plain tensors.
-        layers: layers to test (default all; negative indices count from the end).
-        threshold: flag ``cosine <= threshold``. Default None: from the null, so that the
-            expected number of false positives over all neurons tested is ``false_positives``.
-        null: ``"analytic"`` (random directions: std ``1/sqrt(d)``) or ``"empirical"``
-            (mismatched in/out pairs of the same layer; ``seed`` picks the pairings).
-        input: for gated MLPs, test ``W_in`` (``"in"``, default) or ``W_gate`` (``"gate"``).
-    Returns:
-        One row per flagged neuron, most negative first: layer:int, neuron:int, label:str
-        ("L3N120"), cosine:float, z:float, [cosine_in, cosine_gate: gated MLPs],
-        null_mean:float, null_std:float, threshold:float. ``attrs`` as in
-        ``neuron_in_out_cosines``.
-    Raises:
-        IndexOutOfRangeError: a layer out of range (names the valid range).
-        ValueError: an unknown ``null``/``input``, a threshold outside [-1, 1].
-    Example:
-        >>> import interp
-        >>> df = find_deleting_neurons(interp.load())
-        >>> list(df.columns[:5]), bool((df["cosine"] <= df["threshold"]).all())
-        (['layer', 'neuron', 'label', 'cosine', 'z'], True)
-    """
-    scan = _scan(model, layers, threshold, null, input, false_positives, seed)
-    return _frame(scan, flagged_only=True)

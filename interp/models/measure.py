@@ -7,7 +7,7 @@ model: loss on the first vs second copy of a repeated random sequence, linear
 decodability of the previous token, and MLP neuron in/out cosines against a random-init
 baseline.
 
-Example:
+Examples:
     >>> from interp.models import DEFAULT_MODEL_DIR
     >>> model, tok = load_hf(DEFAULT_MODEL_DIR)
     >>> induction_scores(model, length=37, tokenizer=tok).max()

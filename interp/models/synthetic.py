@@ -1,6 +1,6 @@
 """Repeated random token sequences: BOS + S + S, the induction task.
 
-Example:
+Examples:
     >>> rows, mask = repeated_batch(4, vocab_size=512, lengths=[10], generator=torch.Generator().manual_seed(0))
     >>> rows.shape, bool((rows[:, 1:11] == rows[:, 11:21]).all())
     (torch.Size([4, 21]), True)
@@ -58,3 +58,26 @@ def repeated_tokens(
         low=low,
     )
     return tokens
+
+
+def repeated_tokens_for(model, batch: int = 4, length: int = 20, *, seed: int = 0) -> torch.Tensor:
+    """``interp.repeated_tokens``: BOS then a random segment of ``length`` tokens, twice, for
+    ``model`` (its BOS id, ids drawn from ``[1, d_vocab)``): LongTensor ``[batch, 1 + 2 * length]``.
+    The induction task: ``model.run_with_writes(toks)``, ``interp.head_scores(model,
+    "induction", data=toks)``. Seeded; the global RNG is untouched.
+
+    Examples:
+        >>> toks = interp.repeated_tokens(interp.load(), batch=2, length=10)
+        >>> bool((toks[:, 1:11] == toks[:, 11:]).all())
+        True
+    """
+    from interp._checks import check_int
+
+    batch = check_int("batch", batch, minimum=1)
+    length = check_int("length", length, minimum=1)
+    seed = check_int("seed", seed)
+    n_ctx, d_vocab = model.cfg.n_ctx, model.cfg.d_vocab
+    if 1 + 2 * length > n_ctx:
+        raise ValueError(f"length={length} gives rows of {1 + 2 * length} tokens but the model's context is {n_ctx}; "
+                         f"pass length <= {(n_ctx - 1) // 2}")
+    return repeated_tokens(batch, length, vocab_size=d_vocab, seed=seed, bos_id=model.bos_id or 0)

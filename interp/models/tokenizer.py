@@ -1,6 +1,6 @@
 """Byte-level BPE tokenizer for the embedded model, trained on stdlib source.
 
-Example:
+Examples:
     >>> tok = train_tokenizer("stdlib:train", vocab_size=512)
     >>> tok.decode(tok("def f(x):\\n    return x")["input_ids"])
     'def f(x):\\n    return x'

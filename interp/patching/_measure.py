@@ -68,6 +68,8 @@ def measure(model: Any, runner: Runner, plans: list, batches: list, *, mode: str
     clean_sites = [("resid", ly) for ly in range(lo, c.n_layers + 1)]
     for ly in lay_of:
         clean_sites += [("attn", ly), ("act", ly), ("z", ly)]
+        if c.post_norm:  # the predicted write is over the frozen post-norm scale (interp.writes)
+            clean_sites += [("attn_scale", ly), ("mlp_scale", ly)]
 
     # ---- means for mode="mean" (in the runner's convention) ----------------------------------
     means: dict[Any, Tensor] = {}
@@ -164,15 +166,22 @@ def measure(model: Any, runner: Runner, plans: list, batches: list, *, mode: str
                     D = u.expand(x_in.shape[0], -1)
                     new = means[a].double() if a in means else torch.zeros((), dtype=torch.float64)
                     dwrite_d = (new - act) * float(w.mlp_out(L)[a.index].double() @ u)
+                    if c.post_norm:
+                        dwrite_d = dwrite_d / cap[("mlp_scale", L)].double()[md][:, 0]
                 else:
                     zc = cap[("z", L)][..., a.index, :].double()[md] - shift[a.index].to(dev)
                     W_O = w.W_O[L, a.index].double().to(dev)
                     write = zc @ W_O
+                    if c.post_norm:
+                        s_attn = cap[("attn_scale", L)].double()[md]  # [n, 1]
+                        write = write / s_attn
                     norm = write.norm(dim=-1)
                     fire = norm > 0
                     D = -write / norm.clamp_min(1e-30)[:, None]
                     znew = (means[a].double().to(dev) - shift[a.index].to(dev)) if a in means else torch.zeros_like(zc)
                     dwrite_d = ((znew - zc) @ W_O * D).sum(-1)
+                    if c.post_norm:
+                        dwrite_d = dwrite_d / s_attn[:, 0]
                 p = (x_in * D).sum(-1)
                 f = fire.double()
                 sg = torch.sign(p) * f

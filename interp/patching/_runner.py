@@ -5,7 +5,10 @@ A site is ``(kind, layer)``:
 
 - ``("resid", L)``: the stream entering block ``L`` (``L = n_layers``: entering the final
   norm), ``[batch, pos, d_model]``;
-- ``("attn", L)`` / ``("mlp", L)``: the attention / MLP layer's whole output (bias included);
+- ``("attn", L)`` / ``("mlp", L)``: the attention / MLP layer's whole write (bias included; after
+  the post-norm in post-norm blocks);
+- ``("attn_scale", L)`` / ``("mlp_scale", L)``: post-norm blocks only, the scale ``[batch, pos, 1]``
+  of the norm on that output; an edit replaces the scale the norm divides by (freezing it);
 - ``("z", L)``: head outputs before ``W_O``, ``[batch, pos, head, d_head]``;
 - ``("act", L)``: MLP activations (after gating), ``[batch, pos, d_mlp]``.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,7 +37,7 @@ from torch import Tensor
 
 Site = tuple[str, int]
 Edit = Callable[[Tensor], Tensor]
-KINDS = ("resid", "attn", "mlp", "z", "act")
+KINDS = ("resid", "attn", "mlp", "z", "act", "attn_scale", "mlp_scale")
 
 
 class Runner:
@@ -159,6 +163,16 @@ class Runner:
                 return (self._apply(("act", layer), args[0], edits, capture, captured), *args[1:])
             return hook
 
+        post = "ln1_post" in paths
+        eps = self.model.cfg.eps
+
+        def scale_hook(site: Site):
+            def hook(mod, args, out):  # the norm's scale, as TransformerLens's hook_scale; edits rescale
+                s = (args[0].float().pow(2).mean(-1, keepdim=True) + eps).sqrt()
+                new = self._apply(site, s, edits, capture, captured)
+                return out if new is s else (out.float() * (s / new)).to(out.dtype)
+            return hook
+
         def leaf_hook(mod, args, out):
             return out.detach().requires_grad_(True)
 
@@ -168,10 +182,12 @@ class Runner:
         for ly in range(self.n_layers):
             if ("resid", ly) in wanted or (first_expand and expand[0] == ly):
                 handles.append(mods[paths["blocks"][ly]].register_forward_pre_hook(block_hook(ly), with_kwargs=True))
-            if ("attn", ly) in wanted:
-                handles.append(mods[paths["o"][ly]].register_forward_hook(out_hook(("attn", ly))))
-            if ("mlp", ly) in wanted:
-                handles.append(mods[paths["mlp_out"][ly]].register_forward_hook(out_hook(("mlp", ly))))
+            for block, norm, out in (("attn", "ln1_post", "o"), ("mlp", "ln2_post", "mlp_out")):
+                if (f"{block}_scale", ly) in wanted:  # before the output hook: it sees the rescaled write
+                    handles.append(mods[paths[norm][ly]].register_forward_hook(scale_hook((f"{block}_scale", ly))))
+                if (block, ly) in wanted:
+                    mod = mods[paths[norm][ly]] if post else mods[paths[out][ly]]
+                    handles.append(mod.register_forward_hook(out_hook((block, ly))))
             if ("z", ly) in wanted:
                 handles.append(mods[paths["o"][ly]].register_forward_pre_hook(z_hook(ly)))
             if ("act", ly) in wanted:
@@ -194,7 +210,8 @@ class Runner:
         if kind == "resid":
             return f"blocks.{ly}.hook_resid_pre" if ly < self.n_layers else f"blocks.{ly - 1}.hook_resid_post"
         return {"attn": f"blocks.{ly}.hook_attn_out", "mlp": f"blocks.{ly}.hook_mlp_out",
-                "z": f"blocks.{ly}.attn.hook_z", "act": f"blocks.{ly}.mlp.hook_post"}[kind]
+                "z": f"blocks.{ly}.attn.hook_z", "act": f"blocks.{ly}.mlp.hook_post",
+                "attn_scale": f"blocks.{ly}.ln1_post.hook_scale", "mlp_scale": f"blocks.{ly}.ln2_post.hook_scale"}[kind]
 
     def _run_bridge(self, tokens, edits, capture, captured, grad) -> Tensor:
         hooks = []
@@ -204,6 +221,9 @@ class Runner:
             hooks.append((self._bridge_name(site), hook))
         if grad:
             hooks.insert(0, ("hook_embed", lambda t, hook: t.detach().requires_grad_(True)))
-        with self.model.hooks(hooks):
+        with self.model.hooks(hooks), warnings.catch_warnings():
+            # a frozen post-norm scale is an edit of hook_scale: TransformerLens warns that it then
+            # rebuilds the norm's output from the hooked scale, which is the point here
+            warnings.filterwarnings("ignore", message=r"A forward hook edited hook_scale")
             return self.model.bridge(tokens.to(self.model.device), return_type="logits")
 

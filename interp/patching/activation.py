@@ -6,6 +6,12 @@ each neuron's activation, each layer's output, the stream); then many patched co
 the corrupt prompt run stacked along the batch, one component each. On the raw Hugging Face
 model a batch whose patches all sit at layer ``L`` or later runs the layers before ``L``
 once and repeats the stream at block ``L`` (they are the same for every copy).
+
+Post-norm blocks (Gemma 2/3, OLMo-2): a head's or neuron's patch changes its block's output, so
+the norm on that output rescales every write of the block. Each such patch runs a second time
+with that norm's scale frozen at the corrupt run's value; ``norm_mediated`` is the effect minus
+the frozen-scale effect: the part that passes through the norm's scale (0 wherever no post-norm
+lies between the patch and the stream, and for pre-norm models).
 """
 
 from __future__ import annotations
@@ -81,6 +87,28 @@ def make_edits(batch: Sequence[Component], clean: dict[tuple[str, int], Tensor],
     return edits
 
 
+def _freeze_scales(batch: Sequence[Component], corrupt: dict[tuple[str, int], Tensor], n_prompts: int) -> dict:
+    """Edits that hold each head's / neuron's own block's post-norm scale at the corrupt run's
+    value, on that component's rows (``make_edits``' layout); {} when the batch has none."""
+    by_site: dict[tuple[str, int], list[int]] = {}
+    for j, comp in enumerate(batch):
+        if comp.kind in ("head", "neuron"):
+            by_site.setdefault(("attn_scale" if comp.kind == "head" else "mlp_scale", comp.layer), []).append(j)
+    B = n_prompts
+    edits = {}
+    for site, js in by_site.items():
+        rows = torch.tensor([j * B + b for j in js for b in range(B)])
+        bidx = torch.arange(B).repeat(len(js))
+
+        def edit(x: Tensor, rows=rows, bidx=bidx, src=corrupt[site]) -> Tensor:
+            x = x.clone()
+            x[rows.to(x.device)] = src.to(x.dtype)[bidx.to(x.device)]
+            return x
+
+        edits[site] = [edit]
+    return edits
+
+
 @with_analysis_threads
 def activation_patching(
     model: Any,
@@ -124,12 +152,14 @@ def activation_patching(
         "L3_attn", "L3_mlp", "L3_resid_pre", "L3_<subspace name>"), kind:str, layer:int,
         head:Int64, neuron:Int64, pos:Int64 (<NA>: every position), token:str (at pos),
         effect:float ((patched - corrupt) / (clean - corrupt): 0 is the corrupt run, 1 the
-        clean run), metric_patched, metric_clean, metric_corrupt:float. ``attrs``: method,
+        clean run), metric_patched, metric_clean, metric_corrupt:float, norm_mediated:float (post-norm
+        blocks: effect minus the effect with the patched block's norm scale frozen at the corrupt
+        run's; see the module docstring). ``attrs``: method,
         metric, answers, backend, n_forwards, str_tokens (clean and corrupt, first prompt).
     Raises:
         PromptMismatchError: prompts of different lengths (or counts).
         NotSingleTokenError: an answer that is not one token.
-    Example:
+    Examples:
         >>> df = interp.activation_patching(model, "return f(a", "return f[a", answers=(")", "]"))
         >>> df.sort_values("effect").tail(3)[["component", "effect"]]
     """
@@ -143,7 +173,9 @@ def activation_patching(
     runner = Runner(model)
     sites = sorted({c.site for c in comps}, key=lambda s: (s[1], s[0]))
     logits_c, rec = runner.run(prep.clean, capture=sites, last_only=prep.last_only)
-    logits_k, rec_k = runner.run(prep.corrupt, capture=sites, last_only=prep.last_only)
+    post = model.cfg.post_norm
+    scale_sites = [(f"{b}_scale", ly) for ly in range(model.cfg.n_layers) for b in ("attn", "mlp")] if post else []
+    logits_k, rec_k = runner.run(prep.corrupt, capture=sites + scale_sites, last_only=prep.last_only)
     prep = resolve(model, prep, logits_c, logits_k)
     m_clean = float(evaluate(prep.metric, logits_c, B)[0])
     m_corrupt = float(evaluate(prep.metric, logits_k, B)[0])
@@ -156,6 +188,7 @@ def activation_patching(
     # rounding noise (which would otherwise rank among the real effects)
     patched = np.full(len(comps), m_corrupt)
     todo = [i for i, c in enumerate(comps) if not torch.equal(_patched_value(rec, c), _patched_value(rec_k, c))]
+    frozen = patched.copy() if post else None
     n_forwards = 2
     chunks = range(0, len(todo), per)
     for start in tqdm(chunks, desc="patching", disable=not progress or len(chunks) < 2):
@@ -170,8 +203,27 @@ def activation_patching(
             logits, _ = runner.run(toks, edits=edits, last_only=prep.last_only)
         patched[index] = evaluate(prep.metric, logits, B).cpu().numpy()
         n_forwards += 1
+        if frozen is not None:
+            frozen[index] = patched[index]
+            freeze = _freeze_scales(batch, rec_k, B)
+            if freeze:
+                if runner.backend == "raw" and B == 1:
+                    logits, _ = runner.run(prep.corrupt, edits={**edits, **freeze}, last_only=prep.last_only,
+                                           expand=(min(c.layer for c in batch), len(batch)))
+                else:
+                    logits, _ = runner.run(prep.corrupt.repeat(len(batch), 1), edits={**edits, **freeze},
+                                           last_only=prep.last_only)
+                through = np.array([c.kind in ("head", "neuron") for c in batch])
+                got = evaluate(prep.metric, logits, B).cpu().numpy()
+                frozen[np.asarray(index)[through]] = got[through]
+                n_forwards += 1
     str_tok = [model.to_str_tokens(t[None], prepend_bos=False)[0] for t in (prep.clean[0], prep.corrupt[0])]
     df = frame(comps, patched, m_clean, m_corrupt, str_tok[1], getattr(subspace, "name", "subspace"))
+    if frozen is None:
+        df["norm_mediated"] = 0.0
+    else:  # in effect units; NaN where the effect is (clean and corrupt runs alike)
+        denom = m_clean - m_corrupt
+        df["norm_mediated"] = np.where(df["effect"].isna(), np.nan, (patched - frozen) / (denom or np.nan))
     df.attrs.update(
         method="activation", metric=prep.name, backend=runner.backend, n_forwards=n_forwards,
         answers=None if prep.answers is None else [model.decode_token(t[0]) for t in prep.answers],

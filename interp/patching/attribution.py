@@ -38,6 +38,31 @@ def _per_position(comp_kind: str, g: Tensor, d: Tensor, runner: Runner, basis: T
     return v.sum(0)
 
 
+def _frozen_scale_estimates(model: Any, comps: list, rec_c: dict, rec_k: dict, grad_at: dict) -> dict:
+    """For heads and neurons in post-norm blocks: the linear estimate with the block's norm scale
+    held fixed, ``sum dm/dwrite . (gain * d_out) / s`` (gain in ``W_O`` / ``W_out``)."""
+    out: dict[Any, float] = {}
+    w = model.weights
+    for comp in comps:
+        head = comp.kind == "head"
+        block, L = ("attn" if head else "mlp"), comp.layer
+        g = grad_at.get((block, L))
+        kc = rec_k[comp.site].detach().double()
+        d = rec_c[comp.site].to(kc) - kc  # [b, p, H, dh] or [b, p, N]
+        if g is None:
+            out[comp] = 0.0
+            continue
+        gs = g.detach().double() / rec_k[(f"{block}_scale", L)].detach().double()  # [b, p, d_model]
+        if head:
+            W = w.W_O[L, comp.index].double().to(gs.device)  # [dh, d_model]
+            v = ((d[:, :, comp.index] @ W) * gs).sum(-1)  # [b, p]
+        else:
+            v = d[:, :, comp.index] * (gs @ w.mlp_out(L)[comp.index].double().to(gs.device))
+        v = v.sum(0)
+        out[comp] = float(v.sum() if comp.pos is None else v[comp.pos])
+    return out
+
+
 @with_analysis_threads
 def attribution_patching(
     model: Any,
@@ -58,9 +83,12 @@ def attribution_patching(
     Returns:
         The same frame as ``activation_patching``, where ``metric_patched`` is the estimate
         ``metric_corrupt + approximation`` and ``effect`` is ``approximation / (metric_clean -
-        metric_corrupt)``; plus approximation:float, the estimated change of the metric.
+        metric_corrupt)``; plus approximation:float, the estimated change of the metric. In
+        post-norm blocks a head's or neuron's estimate includes the path through its block's norm
+        scale; ``norm_mediated`` is that path's share (the estimate minus the frozen-scale
+        estimate ``dm/dwrite . g * dout / s``, in effect units; 0 elsewhere).
         ``attrs["method"] == "attribution"``.
-    Example:
+    Examples:
         >>> att = interp.attribution_patching(model, clean, corrupt, answers=(")", "]"))
         >>> att.sort_values("effect").tail(3)[["component", "effect", "approximation"]]
     """
@@ -71,13 +99,17 @@ def attribution_patching(
     basis = _basis(subspace, model.cfg.d_model) if "subspace" in kinds else None
     runner = Runner(model)
     sites = sorted({c.site for c in comps}, key=lambda s: (s[1], s[0]))
+    through = [c for c in comps if model.cfg.post_norm and c.kind in ("head", "neuron")]
+    writes = sorted({("attn" if c.kind == "head" else "mlp", c.layer) for c in through} - set(sites))
+    scales = sorted({("attn_scale" if c.kind == "head" else "mlp_scale", c.layer) for c in through})
     logits_c, rec_c = runner.run(prep.clean, capture=sites, last_only=prep.last_only)
-    logits_k, rec_k = runner.run(prep.corrupt, capture=sites, grad=True, last_only=prep.last_only)
+    logits_k, rec_k = runner.run(prep.corrupt, capture=sites + writes + scales, grad=True, last_only=prep.last_only)
     prep = resolve(model, prep, logits_c, logits_k)
     m_clean = float(evaluate(prep.metric, logits_c, B)[0])
     m = evaluate(prep.metric, logits_k, B)[0]
-    grads = torch.autograd.grad(m, [rec_k[s] for s in sites], allow_unused=True)
+    grads = torch.autograd.grad(m, [rec_k[s] for s in sites + writes], allow_unused=True)
     m_corrupt = float(m.detach())
+    grad_at = dict(zip(sites + writes, grads))
     table: dict[tuple[str, tuple[str, int]], Tensor] = {}
     kinds_at: dict[tuple[str, int], set[str]] = {}
     for c in comps:
@@ -97,6 +129,13 @@ def attribution_patching(
     str_tok = [model.to_str_tokens(t[None], prepend_bos=False)[0] for t in (prep.clean[0], prep.corrupt[0])]
     df = frame(comps, m_corrupt + approx, m_clean, m_corrupt, str_tok[1], getattr(subspace, "name", "subspace"))
     df["approximation"] = approx
+    direct = _frozen_scale_estimates(model, through, rec_c, rec_k, grad_at)
+    mediated = np.zeros(len(comps))
+    denom = m_clean - m_corrupt
+    for i, comp in enumerate(comps):
+        if comp in direct:
+            mediated[i] = (approx[i] - direct[comp]) / denom if denom else np.nan
+    df["norm_mediated"] = mediated
     df.attrs.update(
         method="attribution", metric=prep.name, backend=runner.backend, n_forwards=2, n_backwards=1,
         answers=None if prep.answers is None else [model.decode_token(t[0]) for t in prep.answers],

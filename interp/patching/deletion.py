@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
+from interp._columns import head_and_neuron
 from interp._degenerate import undefined_rows
 from interp._progress import tqdm
 from interp._threads import with_analysis_threads
@@ -177,7 +178,7 @@ def deletion_effect(
     Returns:
         One row per (deleter, ablated component, site): deleter:str, component:str (the
         ablated one), role:"deleter"|"control", draw:int (0 for the deleter), kind, layer,
-        index, site:str ("L2_resid_pre"), site_layer:int, where:str, n_tokens:int,
+        head / neuron (the component's number; <NA> on the other kind's rows), site:str ("L2_resid_pre"), site_layer:int, where:str, n_tokens:int,
         survival_clean, survival_ablated, change, predicted:float (NaN after the first
         site), [subspace_clean, subspace_ablated], [accuracy_clean, accuracy_ablated,
         accuracy_change], and on deleter rows control_change / control_std (mean and std over
@@ -185,7 +186,7 @@ def deletion_effect(
     Raises:
         IndexOutOfRangeError: a deleter outside the model.
         ValueError: a bad label, mode or data.
-    Example:
+    Examples:
         >>> df = interp.deletion_effect(model, "L1N154", ["def f(x):\\n    return x\\n"] * 4)
         >>> df[df.role == "deleter"][["site", "survival_clean", "survival_ablated", "control_change"]]
     """
@@ -224,7 +225,7 @@ def deletion_effect(
     df = df.merge(stats, left_on=["deleter", "site"], right_index=True, how="left")
     for col in stats.columns:
         df.loc[~dele, col] = np.nan
-    df = df.reset_index(drop=True)
+    df = head_and_neuron(df.reset_index(drop=True))
     undefined_rows(df[df["role"] == "deleter"], ["change"], "deletion_effect",
                    "the direction the deleter erases is zero in this model's stream (constant or zero weights, a "
                    "stream with no room for a direction such as d_model=1 under LayerNorm) or no token was read")

@@ -16,8 +16,16 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp._checks import options
-from interp.plots._frames import require_columns, show_token
-from interp.plots.style import DIVERGING, HIGHLIGHT, KIND_COLOURS, PALETTE, SEQUENTIAL, apply, grid_height
+from interp.plots._frames import CHAR_EM, cell_chars, clip_text, require_columns, show_token
+from interp.plots.style import (
+    DIVERGING,
+    HIGHLIGHT,
+    KIND_COLOURS,
+    PALETTE,
+    SEQUENTIAL,
+    apply,
+    grid_size,
+)
 
 KIND_ORDER = ("embed", "pos_embed", "attn", "head", "attn_bias", "mlp", "neuron", "mlp_bias", "unembed_bias")
 
@@ -46,11 +54,13 @@ def _layer_label(layer: object) -> str:
 
 @options(batch="index")
 def write_norms(df: pd.DataFrame, *, batch: int | None = None) -> go.Figure:
-    """Per-layer write norms stacked by kind, from ``interp.decompose``.
+    """Per-layer write norms by kind, side by side, from ``interp.decompose``.
 
-    Each bar segment is a kind's summed write norm in that layer (each component's norm
-    averaged over positions, then summed over the components of that kind); hover names
-    the largest components in the segment.
+    Each bar is the L2 norm of one component's write of that kind in that layer, averaged over
+    positions and over the kind's components there (``by="layer"``: the layer's whole attention
+    or MLP write; ``by="head"``: one head). Norms of writes do not add (the norm of a sum is at
+    most the sum of the norms), so the bars are grouped, never stacked. Hover gives the number
+    of components and names the largest.
     """
     _need(df, ("component", "kind", "layer", "norm"), "write_norms", "interp.decompose")
     d = _rows(df, batch)
@@ -59,20 +69,26 @@ def write_norms(df: pd.DataFrame, *, batch: int | None = None) -> go.Figure:
     xs = ["embed"] if per["layer"].isna().any() else []
     xs += [f"L{int(v)}" for v in sorted(per["layer"].dropna().unique())]
     fig = go.Figure()
-    for kind in [k for k in KIND_ORDER if k in set(per["kind"].astype(str))]:
+    kinds = [k for k in KIND_ORDER if k in set(per["kind"].astype(str))]
+    present = {x: [k for k in kinds if ((per["x"] == x) & (per["kind"].astype(str) == k)).any()] for x in xs}
+    for kind in kinds:
         sub = per[per["kind"].astype(str) == kind]
+        # each layer's bars share its slot among the kinds it has (the embedding column has no
+        # attention or MLP bar, the layers no embedding bar), so no bar sits beside a gap
+        width = [0.8 / max(1, len(present[x])) for x in xs]
+        offset = [-0.4 + present[x].index(kind) * w if kind in present[x] else 0.0 for x, w in zip(xs, width)]
         ys, hover = [], []
         for x in xs:
             cell = sub[sub["x"] == x].sort_values("norm", ascending=False)
-            ys.append(float(cell["norm"].sum()))
+            ys.append(float(cell["norm"].mean()) if len(cell) else float("nan"))
             pairs = list(zip(cell["component"].astype(str), cell["norm"], strict=True))[:3]
             top = ", ".join(f"{c} ({v:.3g})" for c, v in pairs)
-            hover.append(f"{x} {kind}: {ys[-1]:.3g}<br>largest: {top or 'none'}")
-        fig.add_trace(go.Bar(x=xs, y=ys, name=kind, hovertext=hover, hoverinfo="text",
+            hover.append(f"{x} {kind}: mean norm {ys[-1]:.3g} over {len(cell)} component(s)<br>largest: {top or 'none'}")
+        fig.add_trace(go.Bar(x=xs, y=ys, name=kind, hovertext=hover, hoverinfo="text", width=width, offset=offset,
                              marker_color=KIND_COLOURS.get(kind, HIGHLIGHT)))
     fig.update_layout(
-        barmode="stack", title="Write norms per layer, by kind",
-        xaxis_title="layer", yaxis_title="mean write norm (summed over components)", legend_title="kind",
+        barmode="group", title="Write norms per layer, by kind",
+        xaxis_title="layer", yaxis_title="mean L2 norm of a write", legend_title="kind",
     )
     return apply(fig)
 
@@ -99,8 +115,10 @@ def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | N
         z=z, x=heads, y=layers, colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim,
         hovertext=hover, hoverinfo="text", colorbar=dict(title="logit"),
     ))
-    fig.update_layout(title=f"Direct logit attribution per head (mean over {where})",
-                      xaxis_title="head", yaxis_title="layer", height=grid_height(len(layers)))
+    title = f"Direct logit attribution per head (mean over {where})"
+    width, height = grid_size(len(layers), len(heads), title=title)
+    fig.update_layout(title=title,
+                      xaxis_title="head", yaxis_title="layer", width=width, height=height)
     fig.update_yaxes(autorange="reversed", dtick=1)
     fig.update_xaxes(dtick=1)
     return apply(fig)
@@ -165,7 +183,7 @@ def _pick(order: list[str], most: int) -> list[str]:
 
 
 def _clip(text: str, chars: int) -> str:
-    return text if len(text) <= chars else text[: max(1, chars - 1)] + "\u2026"
+    return clip_text(text, chars)
 
 
 #: Plot-area width (px) the logit lens sizes its cell text for: the report's column at 1400 px.
@@ -174,6 +192,11 @@ LENS_WIDTH_PX = 860
 LENS_ROW_PX = 22
 #: Top margin of the logit lens (px): title, subtitle, the top x axis's title and its tick labels.
 LENS_TOP_PX = 150
+#: Narrowest column of the logit lens (px): a stream's label ("L12 pre") fits above it.
+LENS_MIN_CELL_PX = 72
+#: Cell text size of the logit lens (px).
+LENS_FONT_PX = 11
+CHAR_EM_PX = CHAR_EM * LENS_FONT_PX
 
 
 @options(batch="index", max_streams="count")
@@ -196,7 +219,7 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
     positions = sorted(d["pos"].unique())
     toks = d.drop_duplicates("pos").set_index("pos")["token"].astype(str)
     ys = [f"{p} {_clip(_show(toks[p]), 14)}" for p in positions]
-    chars = max(3, int(LENS_WIDTH_PX / len(order) / 7.5))
+    chars = cell_chars(LENS_WIDTH_PX / len(order), LENS_FONT_PX)
     cell = d.set_index(["stream", "pos"])
     z = np.full((len(positions), len(order)), np.nan)
     text = [["" for _ in order] for _ in positions]
@@ -211,8 +234,13 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
             nxt = "none (last position)" if pd.isna(r["next_prob"]) else f"{r['next_token']!r} p={r['next_prob']:.3g}"
             hover[i][j] = (f"{s}, pos {p} {toks[p]!r}<br>top {r['top_token']!r} p={r['top_prob']:.3g}"
                            f"<br>next {nxt}" + (f"<br>KL to final {r['kl_to_final']:.3g}" if "kl_to_final" in r else ""))
+    # columns as wide as their text needs, no wider: a 2-layer model's three streams make a
+    # narrow figure, not three page-wide bands
+    longest = max((len(t) for row in text for t in row), default=1)
+    cell_px = min(LENS_WIDTH_PX / len(order), max(LENS_MIN_CELL_PX, CHAR_EM_PX * longest + 16))
+    label_px = CHAR_EM_PX * max(len(y) for y in ys) + 40
     fig = go.Figure(go.Heatmap(
-        z=z, x=order, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=11),
+        z=z, x=order, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=LENS_FONT_PX),
         colorscale=SEQUENTIAL, zmin=0, zmax=1, xgap=1, ygap=1,
         hovertext=hover, hoverinfo="text", colorbar=dict(title=dict(text="p(next)", side="right")),
     ))
@@ -222,6 +250,7 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
                    subtitle=dict(text="colour: probability of the actual next token")),
         xaxis_title="stream (before each layer; final = the model's output)", yaxis_title="position and token",
         height=LENS_TOP_PX + 90 + LENS_ROW_PX * len(positions),
+        width=int(max(560, len(order) * cell_px + label_px + 130)),  # 130: the colour bar
         # the title and its subtitle sit above the top axis's title and tick labels, which the
         # axis's automargin places just above the plot: the top margin holds all four
         margin=dict(t=LENS_TOP_PX),

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,16 +44,16 @@ def attention_pattern(df: pd.DataFrame, *, heads: list[str] | None = None, max_c
         heads: labels to draw (default every head in ``df``, in its order).
         max_cols: panels per row of the grid.
     """
-    require_columns(df, ("label", "query", "key", "weight", "query_token", "key_token"), "attention_pattern",
+    require_columns(df, ("label", "query_pos", "key_pos", "weight", "query_token", "key_token"), "attention_pattern",
                     "interp.pattern_frame")
     labels = list(dict.fromkeys(df["label"])) if heads is None else list(heads)
     missing = [h for h in labels if h not in set(df["label"])]
     if missing or not labels:
         raise ValueError(f"heads={heads!r}: {missing or 'nothing'} not in df (it holds {sorted(set(df['label']))})")
-    n = int(max(df["query"].max(), df["key"].max())) + 1
+    n = int(max(df["query_pos"].max(), df["key_pos"].max())) + 1
     toks = df.attrs.get("tokens")
     if toks is None or len(toks) != n:
-        toks = (df.drop_duplicates("query").set_index("query")["query_token"].reindex(range(n)).fillna("").tolist())
+        toks = (df.drop_duplicates("query_pos").set_index("query_pos")["query_token"].reindex(range(n)).fillna("").tolist())
     names = [f"{i} {show_token(t)}" for i, t in enumerate(toks)]
     cols = min(max_cols, len(labels))
     rows = math.ceil(len(labels) / cols)
@@ -63,7 +64,7 @@ def attention_pattern(df: pd.DataFrame, *, heads: list[str] | None = None, max_c
     for i, label in enumerate(labels):
         g = df[df["label"] == label]
         z = np.full((n, n), np.nan)
-        z[g["query"].to_numpy(), g["key"].to_numpy()] = g["weight"].to_numpy()
+        z[g["query_pos"].to_numpy(), g["key_pos"].to_numpy()] = g["weight"].to_numpy()
         r, c = i // cols + 1, i % cols + 1
         fig.add_trace(go.Heatmap(
             z=z, x=names, y=names, coloraxis="coloraxis", name=label, xgap=0, ygap=0,
@@ -95,12 +96,12 @@ COMPOSITION_ROW_PX = 46
 def composition_edges(df: pd.DataFrame, *, kind: str | None = None, top_k: int = 30,
                       title: str | None = None) -> go.Figure:
     """The strongest composition edges as a layered graph, from ``composition_scores`` or
-    ``neuron_composition``: components at (layer, index), one line per edge, its width the
+    ``neuron_composition``: components at (layer, head), one line per edge, its width the
     score's excess over the random baseline and its colour the kind (Q, K, V, in); hover on
     an edge's midpoint gives the score and the baseline.
     """
-    require_columns(df, ("kind", "source", "source_layer", "source_index", "target", "target_layer",
-                         "target_index", "score", "baseline", "excess"), "composition_edges",
+    require_columns(df, ("kind", "source", "source_layer", "source_head", "target", "target_layer",
+                         "target_head", "score", "baseline", "excess"), "composition_edges",
                     "interp.composition_scores")
     if kind is not None:
         if kind not in set(df["kind"]):
@@ -108,9 +109,9 @@ def composition_edges(df: pd.DataFrame, *, kind: str | None = None, top_k: int =
         df = df[df["kind"] == kind]
     top = df.sort_values("excess", ascending=False, kind="stable").head(top_k)
 
-    def node_xy(label: str, layer: int, index: int) -> tuple[float, float]:
+    def node_xy(label: str, layer: int, head: Any) -> tuple[float, float]:
         is_neuron = "N" in label[1:]
-        return (layer + (0.5 if is_neuron else 0.0), float(index if not is_neuron else -1 - neurons.index(label)))
+        return (layer + (0.5 if is_neuron else 0.0), float(head if not is_neuron else -1 - neurons.index(label)))
 
     neurons = sorted({lab for lab in pd.concat([top["source"], top["target"]]) if "N" in lab[1:]},
                      key=lambda s: (int(s[1:s.index("N")]), int(s[s.index("N") + 1:])))
@@ -121,8 +122,8 @@ def composition_edges(df: pd.DataFrame, *, kind: str | None = None, top_k: int =
         g = top[top["kind"] == k_name]
         first = True
         for r in g.itertuples():
-            a = node_xy(r.source, r.source_layer, r.source_index)
-            b = node_xy(r.target, r.target_layer, r.target_index)
+            a = node_xy(r.source, r.source_layer, r.source_head)
+            b = node_xy(r.target, r.target_layer, r.target_head)
             nodes[r.source], nodes[r.target] = a, b
             fig.add_trace(go.Scatter(
                 x=[a[0], b[0]], y=[a[1], b[1]], mode="lines", legendgroup=k_name, showlegend=first, name=k_name,
@@ -131,9 +132,9 @@ def composition_edges(df: pd.DataFrame, *, kind: str | None = None, top_k: int =
             ))
             first = False
         fig.add_trace(go.Scatter(
-            x=[(node_xy(r.source, r.source_layer, r.source_index)[0] + node_xy(r.target, r.target_layer, r.target_index)[0]) / 2
+            x=[(node_xy(r.source, r.source_layer, r.source_head)[0] + node_xy(r.target, r.target_layer, r.target_head)[0]) / 2
                for r in g.itertuples()],
-            y=[(node_xy(r.source, r.source_layer, r.source_index)[1] + node_xy(r.target, r.target_layer, r.target_index)[1]) / 2
+            y=[(node_xy(r.source, r.source_layer, r.source_head)[1] + node_xy(r.target, r.target_layer, r.target_head)[1]) / 2
                for r in g.itertuples()],
             mode="markers", marker=dict(size=6, color=KIND_COLOURS[k_name]), legendgroup=k_name, showlegend=False,
             text=[f"{r.source} → {r.target} ({k_name})<br>score {r.score:.3f}, baseline {r.baseline:.3f}, "

@@ -93,35 +93,47 @@ def deleting_neurons(df: pd.DataFrame, *, max_points: int = 3000, title: str | N
 
 @options(title="text")
 def deleting_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Heatmap of the heads' OV eigenvalue score (layer x head), from ``find_deleting_heads``;
-    flagged heads are ringed, and hover gives every component of the score."""
-    _need(df, ("layer", "head", "score"), "deleting_heads", "interp.find_deleting_heads")
+    """Heatmap (layer x head) of what each head's write removes on data, from
+    ``find_deleting_heads``: the median removal over counted queries (1: erases what it reads of
+    the stream, 0: none, < 0: amplifies); heads with verdict ``deleting`` are ringed, and
+    hover gives the attention to its own position and to sinks and the OV screen. A frame without
+    ``removed_median`` (weights only) is drawn by its OV ``score``."""
+    _need(df, ("layer", "head"), "deleting_heads", "interp.find_deleting_heads")
+    measured = "removed_median" in df.columns
+    value = "removed_median" if measured else "score"
+    if value not in df.columns:
+        raise ValueError("df has neither removed_median nor score; pass the output of interp.find_deleting_heads")
     layers = sorted(int(v) for v in df["layer"].unique())
     n_heads = int(df["head"].max()) + 1
     grid = np.full((len(layers), n_heads), np.nan)
     text = np.full((len(layers), n_heads), "", dtype=object)
+    shown = ("verdict", "removed_median", "removed_q10", "removed_q90", "self_attention", "sink_attention",
+             "removed_self", "score", "z", "copy_suppression")
     for r in df.itertuples():
         i = layers.index(int(r.layer))
-        grid[i, int(r.head)] = r.score
-        parts = [f"L{r.layer}H{r.head}", f"score {r.score:.3f}"]
-        for col in ("z", "neg_eig_share", "copy_suppression", "flagged"):
+        grid[i, int(r.head)] = getattr(r, value)
+        parts = [f"L{r.layer}H{r.head}"]
+        for col in shown:
             if col in df.columns:
                 v = getattr(r, col)
-                parts.append(f"{col} {v:.3f}" if isinstance(v, float) else f"{col} {v}")
+                parts.append(f"{col} {v:.2f}" if isinstance(v, float) else f"{col} {v}")
         text[i, int(r.head)] = "<br>".join(parts)
+    lim = 1.5 if measured else 1.0
     fig = go.Figure(go.Heatmap(
-        z=grid, x=list(range(n_heads)), y=layers, text=text, hovertemplate="%{text}<extra></extra>",
-        colorscale=DIVERGING, zmid=0, zmin=-1, zmax=1, colorbar=dict(title="score"),
+        z=np.clip(grid, -lim, lim), x=list(range(n_heads)), y=layers, text=text,
+        hovertemplate="%{text}<extra></extra>", colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim,
+        colorbar=dict(title="median<br>removal" if measured else "OV score"),
     ))
     if "flagged" in df.columns:
         f = df[df["flagged"]]
         fig.add_trace(go.Scatter(
-            x=f["head"], y=f["layer"], mode="markers", name="flagged",
+            x=f["head"], y=f["layer"], mode="markers", name="deleting (verdict)" if measured else "flagged",
             marker=dict(symbol="circle-open", size=18, color=HIGHLIGHT, line=dict(width=3)),
-            text=[f"L{r.layer}H{r.head} flagged" for r in f.itertuples()], hovertemplate="%{text}<extra></extra>",
+            text=[f"L{r.layer}H{r.head}" for r in f.itertuples()], hovertemplate="%{text}<extra></extra>",
         ))
     fig.update_layout(
-        title=title or "Head OV circuits: +1 erases what it reads, -1 copies",
+        title=title or ("Heads on data: share of what each head reads that its write removes"
+                        if measured else "Head OV circuits: +1 erases what it reads, -1 copies"),
         # the ranges are the grid's own: the ringed markers must not widen them (stray ticks)
         xaxis=dict(title="head", dtick=1, range=[-0.5, n_heads - 0.5]),
         yaxis=dict(title="layer", dtick=1, range=[max(layers) + 0.5, min(layers) - 0.5]),

@@ -13,7 +13,7 @@ without plotly.js (GitHub's notebook view, nbviewer, a plain HTML export) shows 
   the notebook once (classic notebooks and HTML exports draw it offline; GitHub does not,
   as it strips scripts).
 
-Example:
+Examples:
     >>> import interp
     >>> interp.plots.notebook_renderer(static=False)   # doctest: +SKIP
     'plotly_mimetype+notebook'

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from interp._checks import options
 from interp.plots._frames import require_columns, show_token
-from interp.plots.style import DIVERGING, HIGHLIGHT, PALETTE, apply
+from interp.plots.style import DIVERGING, HIGHLIGHT, PALETTE, apply, grid_size
 
 _SOURCE = "interp.activation_patching or interp.attribution_patching"
 
@@ -46,10 +46,12 @@ def patching_heads(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         hovertemplate="%{text}<br>effect %{z:.3f}<extra></extra>",
     ))
     method = df.attrs.get("method", "activation")
+    title = title or f"{method.capitalize()} patching per head ({df.attrs.get('metric', 'metric')})"
+    width, height = grid_size(len(grid), len(grid.columns), title=title)
     fig.update_layout(
-        title=title or f"{method.capitalize()} patching per head ({df.attrs.get('metric', 'metric')})",
+        title=title,
         xaxis=dict(title="head", type="category"), yaxis=dict(title="layer", type="category", autorange="reversed"),
-        height=max(320, 22 * len(grid) + 140),
+        width=width, height=height,
     )
     return apply(fig)
 
@@ -116,44 +118,59 @@ def patching_neurons(df: pd.DataFrame, *, top: int = 30, title: str | None = Non
 
 @options(title="text")
 def deletion_effect(df: pd.DataFrame, *, deleter: str | None = None, title: str | None = None) -> go.Figure:
-    """A deleter before and after ablation. Left: survival of the direction it erases at each
-    downstream site with it (clean) and without it (ablated), and the change its weights
-    predict at the first site. Right: the change (ablated minus clean) per site for the
-    deleter (bars) and for each random control of the same kind and layer (grey points).
-    ``df``: ``interp.deletion_effect``; ``deleter`` picks one (default the first)."""
+    """Deleters before and after ablation, from ``interp.deletion_effect``.
+
+    Left: survival of the direction each erases, with it (clean) and without it (ablated), and
+    the change its weights predict at the first site. Survival is a ratio to the component
+    before the deleter: 1 arrives intact, 0 erased, below 0 reversed (below -1: reversed and
+    larger than it was). Right: the change (ablated minus clean) as bars, against the random
+    controls of the same kind and layer: grey box, their mean +- 2 std (the control band).
+    ``deleter=None`` (default) draws every deleter at its downstream sites in one figure (one
+    x category per deleter and site, so a model with few layers still gives a readable plot);
+    a name draws that one deleter alone.
+    """
     from plotly.subplots import make_subplots
 
     require_columns(df, ("deleter", "role", "site", "survival_clean", "survival_ablated", "change"),
                     "deletion_effect", "interp.deletion_effect")
-    deleter = deleter or str(df["deleter"].iloc[0])
-    rows = df[df["deleter"] == deleter]
+    if deleter is not None and not (df["deleter"] == deleter).any():
+        raise ValueError(f"df has no rows for deleter={deleter!r}; it has {sorted(df['deleter'].unique())}")
+    rows = df if deleter is None else df[df["deleter"] == deleter]
     d = rows[rows["role"] == "deleter"]
     if d.empty:
-        raise ValueError(f"df has no rows for deleter={deleter!r}; it has {sorted(df['deleter'].unique())}")
-    ctrl = rows[rows["role"] == "control"]
-    sites = list(d["site"])
+        raise ValueError("df has no deleter rows; pass the output of interp.deletion_effect")
+    many = d["deleter"].nunique() > 1
+    cats = [f"{r.deleter} @ {r.site}" if many else str(r.site) for r in d.itertuples()]
     mode = df.attrs.get("mode", "zero")
     fig = make_subplots(1, 2, subplot_titles=("survival of the erased direction", "change when ablated"),
-                        horizontal_spacing=0.12)
-    fig.add_trace(go.Scatter(x=sites, y=d["survival_clean"], mode="lines+markers", name=f"with {deleter}",
-                             marker=dict(size=10, color=PALETTE[0]), line=dict(color=PALETTE[0])), 1, 1)
-    fig.add_trace(go.Scatter(x=sites, y=d["survival_ablated"], mode="lines+markers",
-                             name=f"{deleter} ablated ({mode})", marker=dict(size=10, symbol="square", color=HIGHLIGHT),
-                             line=dict(color=HIGHLIGHT)), 1, 1)
+                        horizontal_spacing=0.14)
+    lines = "markers" if many else "lines+markers"
+    who = "deleter" if many else deleter or str(d["deleter"].iloc[0])
+    fig.add_trace(go.Scatter(x=cats, y=d["survival_clean"], mode=lines, name=f"with {who} (clean)",
+                             marker=dict(size=11, color=PALETTE[0]), line=dict(color=PALETTE[0])), 1, 1)
+    fig.add_trace(go.Scatter(x=cats, y=d["survival_ablated"], mode=lines, name=f"{who} ablated ({mode})",
+                             marker=dict(size=11, symbol="square", color=HIGHLIGHT), line=dict(color=HIGHLIGHT)), 1, 1)
     if "predicted" in d.columns and d["predicted"].notna().any():
-        p = d[d["predicted"].notna()]
-        fig.add_trace(go.Scatter(x=p["site"], y=p["survival_clean"] + p["predicted"], mode="markers",
+        keep = d["predicted"].notna().to_numpy()
+        fig.add_trace(go.Scatter(x=[c for c, k in zip(cats, keep) if k],
+                                 y=(d["survival_clean"] + d["predicted"])[keep], mode="markers",
                                  name="ablated, as its weights predict",
-                                 marker=dict(symbol="circle-open", size=18, color="black", line=dict(width=2))), 1, 1)
-    fig.add_trace(go.Bar(x=sites, y=d["change"], name=f"{deleter}: change", marker_color=HIGHLIGHT), 1, 2)
-    if not ctrl.empty:
-        fig.add_trace(go.Scatter(x=ctrl["site"], y=ctrl["change"], mode="markers", name="random controls: change",
-                                 marker=dict(color="rgba(90, 90, 90, 0.75)", size=8), text=ctrl["component"],
-                                 hovertemplate="%{text} at %{x}<br>change %{y:.3f}<extra></extra>"), 1, 2)
-    fig.update_xaxes(type="category", title_text="site downstream")
-    fig.update_yaxes(title_text="survival (1 intact, 0 erased)", row=1, col=1)
+                                 marker=dict(symbol="circle-open", size=19, color="black", line=dict(width=2))), 1, 1)
+    fig.add_trace(go.Bar(x=cats, y=d["change"], name="change (ablated - clean)", marker_color=HIGHLIGHT,
+                         width=0.35), 1, 2)
+    if {"control_change", "control_std"} <= set(d.columns) and d["control_change"].notna().any():
+        fig.add_trace(go.Scatter(
+            x=cats, y=d["control_change"], mode="markers", name="random controls: mean ± 2 std",
+            marker=dict(symbol="line-ew", size=26, color="rgba(90, 90, 90, 0.9)", line=dict(width=2)),
+            error_y=dict(type="data", array=2 * d["control_std"].fillna(0), color="rgba(90, 90, 90, 0.55)",
+                         thickness=14, width=0),
+            hovertemplate="controls %{x}<br>mean change %{y:.3f}<extra></extra>"), 1, 2)
+    fig.add_hline(y=0, line=dict(color="#7F7F7F", width=1), row=1, col=1)
+    fig.add_hline(y=1, line=dict(color="#7F7F7F", width=1, dash="dot"), row=1, col=1)
+    fig.update_xaxes(type="category", title_text="deleter @ site downstream" if many else "site downstream")
+    fig.update_yaxes(title_text="survival (1 intact, 0 erased, < 0 reversed)", row=1, col=1)
     fig.update_yaxes(title_text="ablated - clean", zeroline=True, row=1, col=2)
-    fig.update_layout(title=title or f"What survives of the direction {deleter} erases, with and without it",
-                      # the legend beside the panels: below them it would meet the rotated site labels
-                      height=480, margin=dict(t=90))
+    fig.update_layout(title=title or ("What survives of the direction each deleter erases, with and without it"
+                                      if many else f"What survives of the direction {who} erases, with and without it"),
+                      height=500, margin=dict(t=90))
     return apply(fig)

@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from interp._checks import options
 from interp.plots._frames import require_columns
-from interp.plots.style import NULL_BAND, PALETTE, SEQUENTIAL, apply
+from interp.plots.style import NULL_BAND, PALETTE, SEQUENTIAL, apply, grid_size
 
 
 def _need(df: pd.DataFrame, cols: Sequence[str], fn: str, source: str) -> None:
@@ -42,6 +42,11 @@ def probe_accuracy(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     than the current token), the control task (dashed, Hewitt & Liang: random labels keyed
     on the current token) and the majority-class baseline (grey band). Hover names the site
     and gives every number, selectivity included.
+
+    The control is not a ceiling. Its labels are a function of the current token, so it is as
+    easy as the current token is decodable: near 1 at the embedding, where the stream is the
+    current token. A control above the probe means the probed label is harder to read than the
+    token's identity (selectivity below zero), not that the probe failed.
     """
     _need(df, ["layer", "accuracy", "control_accuracy", "baseline"], "probe_accuracy", "interp.probe_layers")
     df = df.copy()
@@ -57,14 +62,15 @@ def probe_accuracy(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         d = df[df["label"].astype(str) == label].sort_values("layer")
         x = d["layer"].astype(int).tolist()
         first, col = i == 0, i + 1
-        fig.add_trace(go.Scatter(
+        fig.add_trace(go.Scatter(  # a band, drawn as lines: no markers on its corners at 0 and the baseline
             x=x + x[::-1], y=[0.0] * len(x) + d["baseline"].tolist()[::-1], fill="toself", fillcolor=NULL_BAND,
-            line=dict(width=0), hoverinfo="skip", name="majority baseline", legendgroup="baseline",
+            mode="lines", line=dict(width=0), hoverinfo="skip", name="majority baseline", legendgroup="baseline",
             showlegend=first,
         ), row=1, col=col)
         fig.add_trace(go.Scatter(
             x=x, y=d["control_accuracy"], mode="lines+markers", line=dict(color=colours["control"], dash="dash"),
-            marker=dict(size=5), name="control task (random label per current token)", legendgroup="control",
+            marker=dict(size=5), name="control task (random label per current token; not a ceiling)",
+            legendgroup="control",
             showlegend=first, customdata=d[["site"]].to_numpy(),
             hovertemplate="%{customdata[0]}<br>control accuracy %{y:.3f}<extra>" + label + "</extra>",
         ), row=1, col=col)
@@ -130,9 +136,11 @@ def subspace_writers(df: pd.DataFrame, *, value: str = "norm", title: str | None
         hovertemplate="%{text}<extra></extra>", colorscale="RdBu_r" if signed else SEQUENTIAL,
         zmid=0 if signed else None, colorbar=dict(title=value),
     ))
+    width, height = grid_size(L, H, extra_h=170, title=title or "Heads writing into the subspace")
     fig.update_layout(
         title=dict(text=title or "Heads writing into the subspace", subtitle=dict(text=f"top writers: {sub}")),
         xaxis=dict(title="head", showgrid=False), yaxis=dict(title="layer", autorange="reversed", showgrid=False),
+        width=max(width, 120 + 7 * len(f"top writers: {sub}")), height=height,  # the subtitle fits
     )
     return apply(fig)
 
@@ -166,8 +174,12 @@ def subspace_angles(df: pd.DataFrame, *, value: str = "min_angle", title: str | 
         colorscale=SEQUENTIAL + ("_r" if angle else ""), zmin=0, zmax=90 if angle else 1,
         colorbar=dict(title="degrees" if angle else "mean cos²"),
     ))
+    label_px = 8 * max(len(str(n)) for n in names)  # the subspace names label both axes
+    title = title or ("Smallest principal angle between subspaces" if angle else "Overlap between subspaces")
+    width, height = grid_size(len(names), len(names), extra_w=200 + label_px, extra_h=150 + label_px, title=title)
     fig.update_layout(
-        title=title or ("Smallest principal angle between subspaces" if angle else "Overlap between subspaces"),
+        title=title,
         xaxis=dict(title="subspace", showgrid=False), yaxis=dict(title="subspace", autorange="reversed", showgrid=False),
+        width=width, height=height,
     )
     return apply(fig)

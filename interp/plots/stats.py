@@ -14,10 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp._checks import options
-from interp.plots._frames import require_columns, show_token
-from interp.plots.style import apply
+from interp.plots._frames import cell_chars, clip_text, require_columns, show_token
+from interp.plots.style import COLUMN_PX, apply
 
 _SOURCE = "interp.top_examples(interp.neuron_stats(...), neurons)"
+#: Cell width (px) of one token at the figure's natural width, and the cell text's size.
+TOKEN_CELL_PX = 70
+TOKEN_FONT_PX = 11
+#: Room beside the cells (px): the row labels (rank, activation, document) and the colour bar.
+LABELS_PX = 270
 _COLUMNS = ("label", "rank", "activation", "doc", "pos", "tokens", "acts", "center")
 
 
@@ -43,6 +48,9 @@ def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: in
         raise ValueError(f"label={label!r} has no examples in df (labels: {sorted(df['label'].unique())[:5]}...)")
     width = int(max(len(t) - c for t, c in zip(d["tokens"], d["center"])) + d["center"].max())
     left = int(d["center"].max())
+    # each token's text fits its cell also where the report's column narrows the figure
+    cell_px = min(TOKEN_CELL_PX, (COLUMN_PX - LABELS_PX) / width)
+    chars = cell_chars(cell_px, TOKEN_FONT_PX)
     z = np.full((len(d), width), np.nan)
     text = np.full((len(d), width), "", dtype=object)
     hover = np.full((len(d), width), "", dtype=object)
@@ -50,7 +58,7 @@ def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: in
         off = left - int(r.center)
         for j, (tok, act) in enumerate(zip(r.tokens, r.acts)):
             z[i, off + j] = act
-            text[i, off + j] = html.escape(show_token(tok), quote=False)
+            text[i, off + j] = html.escape(clip_text(show_token(tok), chars), quote=False)
             hover[i, off + j] = (f"{html.escape(repr(tok), quote=False)}<br>activation {act:.3f}<br>"
                                  f"{html.escape(str(r.doc), quote=False)}, "
                                  f"position {r.pos + j - int(r.center)}")
@@ -58,7 +66,7 @@ def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: in
     ylabels = [f"#{r.rank}  {r.activation:.2f}  {_short(str(r.doc))}:{r.pos}" for r in d.itertuples()]
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(-left, width - left)), y=ylabels, text=text, texttemplate="%{text}",
-        textfont=dict(size=11, family="Menlo, Consolas, monospace"), customdata=hover,
+        textfont=dict(size=TOKEN_FONT_PX, family="Menlo, Consolas, monospace"), customdata=hover,
         hovertemplate="%{customdata}<extra></extra>", colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound,
         colorbar=dict(title="activation"), xgap=1, ygap=2,
     ))
@@ -68,6 +76,6 @@ def top_examples(df: pd.DataFrame, *, label: str | None = None, max_examples: in
     fig.update_xaxes(title="tokens before (−) and after (+) the example", showgrid=False, zeroline=False)
     fig.update_layout(
         title=title or f"{label}: top {len(d)} activating examples",
-        height=max(260, 40 + 30 * len(d)), width=max(900, 70 * width + 260),
+        height=150 + 26 * len(d), width=int(TOKEN_CELL_PX * width + LABELS_PX),
     )
     return apply(fig)

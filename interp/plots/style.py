@@ -4,7 +4,7 @@ Importing this module registers the template ``"interp"`` with ``plotly.io.templ
 Plot functions pass ``template=TEMPLATE`` to ``fig.update_layout`` (or call ``apply``),
 and colour traces by component kind with ``KIND_COLOURS``.
 
-Example:
+Examples:
     >>> import plotly.graph_objects as go
     >>> from interp.plots.style import TEMPLATE, apply
     >>> fig = apply(go.Figure(go.Bar(x=["L0H1"], y=[1.0])))
@@ -22,7 +22,7 @@ TEMPLATE = "interp"
 #: Qualitative palette (colour-blind-safe, Okabe-Ito order, without yellow on white).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#999999")
 
-#: One colour per component kind, used for stacked bars and legends across analyses.
+#: One colour per component kind, used for bars and legends across analyses.
 KIND_COLOURS = {
     "embed": "#7F7F7F",
     "pos_embed": "#BDBDBD",
@@ -85,6 +85,38 @@ LAYER_ROW_PX = 20
 def grid_height(n_layers: int) -> int:
     """Figure height for a layer x head heatmap: 440 px, or more so each layer gets ``LAYER_ROW_PX``."""
     return max(440, 160 + LAYER_ROW_PX * n_layers)
+
+
+#: Width (px) of the report's column in a 1400 px window. A figure's natural width (set from its
+#: data) is the widest the report draws it; cell text is sized so that it fits at this width too.
+COLUMN_PX = 1040
+#: Side of a heatmap cell (px) between these bounds: a 2-layer, 4-head model gets a small figure
+#: of readable cells, not a 2 x 4 grid stretched over the page; a deep model gets rows of at
+#: least ``LAYER_ROW_PX``.
+GRID_CELL_PX = (LAYER_ROW_PX, 56)
+#: The smallest plot area of a heatmap (px): room for its colour bar's ticks.
+GRID_MIN_PLOT_PX = 150
+
+
+def text_px(text: str, font_px: float = 16) -> int:
+    """The drawn width (px) of ``text`` at ``font_px`` (the template's font: 0.55 em a character
+    on average), for sizing a figure so its title fits."""
+    return int(0.55 * font_px * len(text)) + 1
+
+
+def grid_size(n_rows: int, n_cols: int, *, panels: int = 1, extra_w: int = 200, extra_h: int = 150,
+              gap: int = 40, title: str = "") -> tuple[int, int]:
+    """``(width, height)`` of a figure of ``panels`` heatmaps side by side, each ``n_rows`` x
+    ``n_cols`` cells, from the data: cells between ``GRID_CELL_PX``, the whole within
+    ``COLUMN_PX`` where the cells allow, and wide enough for ``title`` and the tool bar beside
+    it. ``extra_w`` / ``extra_h``: margins, titles, colour bar."""
+    lo, hi = GRID_CELL_PX
+    cell_w = max(lo, min(hi, (COLUMN_PX - extra_w - gap * (panels - 1)) / max(1, panels * n_cols)))
+    cell_h = max(lo, min(hi, 700 / max(1, n_rows)))
+    plot_w = max(GRID_MIN_PLOT_PX, n_cols * cell_w)
+    width = int(max(panels * plot_w + gap * (panels - 1) + extra_w, text_px(title) + 140))
+    height = int(max(GRID_MIN_PLOT_PX, n_rows * cell_h) + extra_h)
+    return width, height
 
 
 def apply(fig: go.Figure) -> go.Figure:

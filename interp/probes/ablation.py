@@ -86,7 +86,7 @@ def ablate(
             ``{(layer, where): [d_model]}``. ``site_means(model, data, at=...)`` computes one.
     Yields:
         the model.
-    Example:
+    Examples:
         >>> with interp.ablate(model, sub, at=1, mode="zero"):
         ...     logits = model.logits("x = 1")
     """

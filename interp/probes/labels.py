@@ -25,7 +25,7 @@ Any callable ``fn(tokens, str_tokens) -> labels`` works as a labeler; give it an
 ``kind = "ordinal"`` to get a regression probe as well, and ``needs_text = False`` when it
 does not read ``str_tokens`` (saves decoding).
 
-Example:
+Examples:
     >>> import torch
     >>> previous_token(torch.tensor([[0, 5, 7]]), None)
     tensor([[-100,    0,    5]])

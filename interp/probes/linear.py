@@ -4,7 +4,7 @@ batched so that probes at many sites (layers) train in one pass.
 Follows scikit-learn: ``__init__`` stores parameters, ``fit`` returns ``self``, learned
 tensors end in ``_``.
 
-Example:
+Examples:
     >>> X = torch.randn(2, 500, 16)            # [site, n, d_model]: two sites, one label vector
     >>> y = (X[1, :, 0] > 0).long()             # decodable at site 1 only
     >>> LinearProbe(top_k=2).fit(X, y).score(X, y)   # doctest: +SKIP

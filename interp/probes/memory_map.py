@@ -72,18 +72,25 @@ def _batch_parts(w: ResidualWrites, B: Tensor, m: Tensor, stop: int, mid: bool =
     neurons = []
     for ly in range(stop + (1 if mid else 0)):
         W_O = w.weights.W_O[ly].to(device=dev, dtype=cd)  # [H, dh, d]
-        z = w.z[ly][m].to(cd)  # [n, H, dh]
+        z = w.write_z(ly)[m].to(device=dev, dtype=cd)  # [n, H, dh], over the post-norm scale
         proj = torch.einsum("nhe,hek->nhk", z, torch.einsum("hed,dk->hek", W_O, B))
         total = torch.einsum("nhe,hef,nhf->nh", z, W_O @ W_O.transpose(1, 2), z)
         parts += [(f"L{ly}H{h}", "head", dict(layer=ly, head=h), proj[:, h], total[:, h]) for h in range(z.shape[1])]
-        add(f"L{ly}_attn_bias", "attn_bias", w.weights.b_O[ly].to(device=dev, dtype=cd).expand(n, -1), layer=ly)
+        add(f"L{ly}_attn_bias", "attn_bias", _bias_rows(w, ly, "attn", m, n, dev, cd), layer=ly)
         if ly == stop:  # resid_mid of block ``stop``: its attention has written, its MLP not yet
             break
-        acts = w.acts[ly][m].to(cd)  # [n, d_mlp]
+        acts = w.write_acts(ly)[m].to(device=dev, dtype=cd)  # [n, d_mlp], over the post-norm scale
         W_out = w.weights.W_out[ly].to(device=dev, dtype=cd)
-        add(f"L{ly}_mlp", "mlp", acts @ W_out + w.weights.b_out[ly].to(device=dev, dtype=cd), layer=ly)
+        add(f"L{ly}_mlp", "mlp", acts @ W_out + _bias_rows(w, ly, "mlp", m, n, dev, cd), layer=ly)
         neurons.append((ly, acts, W_out @ B, W_out.pow(2).sum(-1)))
     return parts, neurons
+
+
+def _bias_rows(w: ResidualWrites, ly: int, block: str, m: Tensor, n: int, dev: Any, cd: Any) -> Tensor:
+    """The block's bias write at the kept positions, ``[n, d_model]`` (over the post-norm scale)."""
+    b = w.bias_write(ly, block)
+    b = b[m] if b.dim() == 3 else b.expand(n, -1)
+    return b.to(device=dev, dtype=cd)
 
 
 def _read_point(subspace: Any, layer: int | None, n_layers: int) -> tuple[int, bool]:

@@ -157,7 +157,7 @@ def probe_layers(
         build a ``Subspace`` with ``Subspace.from_probe(df, site=i)``.
     Raises:
         ValueError: unknown ``where`` or ``label``, layers out of range, fewer than two documents.
-    Example:
+    Examples:
         >>> interp.probe_layers(model, texts, label="previous_token")[["layer", "accuracy"]]
     """
     labeler = get_labeler(label)
@@ -198,7 +198,7 @@ def probe_labels(
     Returns:
         ``{label name: frame}``, each frame with ``probe_layers``' columns and
         ``attrs["probe"]``.
-    Example:
+    Examples:
         >>> frames = interp.probe_labels(model, labels=["current_token", "previous_token"])
     """
     if isinstance(labels, str) or not hasattr(labels, "__iter__"):

@@ -1,7 +1,7 @@
 """``Subspace``: an orthonormal basis of residual-stream directions, and the principal
 angles between two subspaces.
 
-Example:
+Examples:
     >>> s = Subspace(torch.randn(3, 64), name="three")
     >>> s.basis.shape
     torch.Size([64, 3])
@@ -187,13 +187,13 @@ def overlap(a: Subspace, b: Subspace) -> pd.DataFrame:
     """Principal angles between subspaces ``a`` and ``b``.
 
     Returns one row per angle, smallest angle first:
-        index:int, cosine:float, angle:float (degrees), random_cos2:float (the mean squared
+        direction:int (0 = the smallest angle), cosine:float, angle:float (degrees), random_cos2:float (the mean squared
         cosine expected for random subspaces of these dimensions, ``max(k_a, k_b) / d_model``).
     """
     cos = principal_cosines(a, b)
     d = a.basis.shape[0]
     return pd.DataFrame({
-        "index": range(len(cos)),
+        "direction": range(len(cos)),
         "cosine": cos.numpy(),
         "angle": torch.rad2deg(torch.arccos(cos)).numpy(),
         "random_cos2": min(1.0, max(a.basis.shape[1], b.basis.shape[1]) / d),

@@ -163,7 +163,7 @@ def build_report(
     Raises:
         ValueError: a bad option (e.g. ``tokens`` below 256, ``out`` not ending in .html).
         ModelNotFoundError: a model name or directory that cannot be found.
-    Example:
+    Examples:
         >>> report = build_report(out="report.html")   # doctest: +SKIP
     """
     from interp.report import stages
@@ -231,7 +231,7 @@ def _memory_and_examples(ctx: Context, section: Section, bar: tqdm) -> None:
 
 
 def _run_stages(ctx: Context, timings: dict[str, float], progress: bool) -> list[Section]:
-    from interp.report import causal, stages
+    from interp.report import causal, pages, stages
 
     sections: list[Section] = []
     plan: list[tuple[Section, StageFn, int]] = [
@@ -240,6 +240,7 @@ def _run_stages(ctx: Context, timings: dict[str, float], progress: bool) -> list
         (Section("Subspace probes and the shared-memory map", stages.PROBES_INTRO), stages.probes, 7),
         (Section("Memory management", stages.MEMORY_INTRO), _memory_and_examples, 6),
         (Section("Causal evidence", causal.CAUSAL_INTRO), causal.causal, 2),
+        (Section("Component pages", pages.INTRO), pages.stage, 2),
     ]
     for section, fn, steps in plan:
         with _stage_bar(section.title, steps, progress) as bar:

@@ -102,7 +102,7 @@ def head_score_figure(table: pd.DataFrame) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from interp.plots.style import SEQUENTIAL, apply
+    from interp.plots.style import SEQUENTIAL, apply, grid_size
 
     kinds = list(dict.fromkeys(table["kind"]))
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[k.replace("_", " ") for k in kinds],
@@ -127,9 +127,10 @@ def head_score_figure(table: pd.DataFrame) -> Any:
         fig.update_xaxes(title_text="head", dtick=max(1, n_heads // 6), showgrid=False, row=1, col=i + 1)
     fig.update_yaxes(autorange="reversed", showgrid=False, dtick=max(1, round(n_layers / 15)))
     fig.update_yaxes(title_text="layer", row=1, col=1)
+    width, height = grid_size(n_layers, n_heads, panels=len(kinds), extra_h=190, title="Head detector scores")
     fig.update_layout(title="Head detector scores", coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
                       colorbar=dict(title=dict(text="score", side="right"))),
-                      height=max(380, 160 + 16 * n_layers), legend=dict(orientation="h", y=-0.18, x=0))
+                      width=width, height=height, legend=dict(orientation="h", y=-0.18, x=0))
     return apply(fig)
 
 
@@ -221,7 +222,7 @@ def causal(ctx: Any, section: Section, bar: tqdm) -> None:
 
     deleters = _top_deleters(ctx, 3)
     if not deleters:
-        section.add(Text("No deleting neuron was flagged, so there is no deleter to ablate."))
+        section.add(Text("No neuron erases on the data (verdict deleting), so there is no deleter to ablate."))
         bar.update(1)
         return
     effect = _run(section, "Deletion effect of the top deleters", lambda: find("deletion_effect")(
@@ -230,12 +231,12 @@ def causal(ctx: Any, section: Section, bar: tqdm) -> None:
         progress=ctx.progress))
     ctx.shared["deletion_effect"] = effect
     if effect is not None:
-        for i, d in enumerate(deleters):
-            section.attempt("Deletion effect of the top deleters" if i == 0 else f"Deletion effect of {d}",
-                            lambda d=d: find("plots.deletion_effect")(effect, deleter=d),
-                            caption=f"{d}: the stream's component along the direction it erases, at each "
-                                    "downstream site, with it in place (clean) and ablated, against random "
-                                    "neurons of the same layer ablated the same way (band).")
+        section.attempt("Deletion effect of the top deleters", lambda: find("plots.deletion_effect")(effect),
+                        caption=f"The top deleters ({TOP_RULE}): the stream's component along the direction each "
+                                "erases, at each downstream site, with it in place (clean) and ablated; survival "
+                                "is a ratio to the component before the deleter (1 intact, 0 erased, below 0 "
+                                "reversed, below -1 reversed and larger than it was). Right: the change, against "
+                                "random neurons of the same layer ablated the same way (grey: their mean ± 2 std).")
         cols = [c for c in ("deleter", "site", "n_tokens", "survival_clean", "survival_ablated", "change",
                             "predicted", "control_change", "control_std") if c in effect.columns]
         rows = effect[effect["role"] == "deleter"] if "role" in effect.columns else effect
@@ -243,19 +244,20 @@ def causal(ctx: Any, section: Section, bar: tqdm) -> None:
     bar.update(1)
 
 
+#: How the report picks the deleters it ablates and shows examples of (said in its captions).
+TOP_RULE = ("the neurons with verdict deleting that remove the most on the median firing token "
+            "(largest removed_median first)")
+
+
 def _top_deleters(ctx: Any, k: int) -> list[str]:
-    """The flagged neurons that erase most on data (``deletion_evidence``), else by cosine."""
-    ev = ctx.shared.get("evidence")
-    if ev is not None and len(ev) and "removed_fraction" in ev.columns:
-        per = ev[ev["kind"] == "neuron"].drop_duplicates("deleter")
-        per = per.sort_values("removed_fraction", ascending=False)
-        if len(per):
-            return per["deleter"].head(k).tolist()
+    """The ``k`` neurons whose verdict on data is deleting, largest median removal first
+    (``TOP_RULE``); none when no neuron erases."""
     cos = ctx.shared.get("cosines")
-    if cos is not None and "flagged" in cos.columns:
-        f = cos[cos["flagged"]].sort_values("cosine")
-        return [f"L{int(r.layer)}N{int(r.neuron)}" for r in f.head(k).itertuples()]
-    return []
+    if cos is None or "verdict" not in cos.columns:
+        return []
+    f = cos[cos["verdict"] == "deleting"].sort_values(["removed_median", "firing_rate"], ascending=False,
+                                                       kind="stable")
+    return [f"L{int(r.layer)}N{int(r.neuron)}" for r in f.head(k).itertuples()]
 
 
 def neuron_examples(ctx: Any, section: Section, bar: tqdm) -> None:
@@ -263,7 +265,7 @@ def neuron_examples(ctx: Any, section: Section, bar: tqdm) -> None:
     model, s = ctx.model, ctx.settings
     deleters = _top_deleters(ctx, 3)
     if not deleters:
-        section.add(Text("No deleting neuron was flagged, so there are no examples to show."))
+        section.add(Text("No neuron erases on the data (verdict deleting), so there are no examples to show."))
         return
     layers = sorted({int(re.match(r"L(\d+)N", d).group(1)) for d in deleters})
     stats = _run(section, "Top activating examples", lambda: find("neuron_stats")(
@@ -280,7 +282,8 @@ def neuron_examples(ctx: Any, section: Section, bar: tqdm) -> None:
     for d in deleters:
         section.attempt(f"Top activating examples of {d}",
                         lambda d=d: find("plots.top_examples")(shown, label=d, max_examples=8),
-                        caption=f"The {d} neuron's 8 highest activations on the corpus, each in its context "
+                        caption=f"{d}, one of the top deleters ({TOP_RULE}): its 8 highest activations on the "
+                                "corpus, each in its context "
                                 "(the boxed token is the example; shading is the activation).")
 
 

@@ -44,13 +44,18 @@ def plotly_js() -> str:
     return get_plotlyjs().replace("</script", "<\\/script")
 
 
-def _figure_json(fig: go.Figure) -> str:
+def _figure_json(fig: go.Figure) -> tuple[str, int | None, int]:
+    """The figure's JSON, its natural width (set by the plot function from its data; None:
+    as wide as the column) and its height (px)."""
     fig = apply(go.Figure(fig))
     if fig.layout.height is None:
         fig.update_layout(height=440)
-    fig.layout.width = None  # the page's column decides: every figure of the report is responsive
+    width = None if fig.layout.width is None else int(fig.layout.width)
+    # every figure of the report is responsive: the column decides its width, up to its natural
+    # width, so a small model's 2 x 4 heatmap stays a small figure instead of a stretched one
+    fig.layout.width = None
     # "</" inside a <script> block would end it early; JSON allows the escaped form.
-    return fig.to_json().replace("</", "<\\/")
+    return fig.to_json().replace("</", "<\\/"), width, int(fig.layout.height)
 
 
 def _cell(value: object) -> str:
@@ -71,7 +76,7 @@ def _table_html(t: Table) -> str:
     shown = df.head(t.max_rows)
     numeric = [pd.api.types.is_numeric_dtype(shown[c]) and not pd.api.types.is_bool_dtype(shown[c])
                for c in shown.columns]
-    head = "".join(f'<th class="{"num" if n else "txt"}">{html.escape(str(c))}</th>'
+    head = "".join(f'<th class="{"num" if n else "txt"}">{html.escape(str(c)).replace("_", "_<wbr>")}</th>'
                    for c, n in zip(shown.columns, numeric))
     rows = []
     for values in shown.itertuples(index=False, name=None):
@@ -123,10 +128,14 @@ def render(sections: Sequence[Section], page: Page) -> str:
                 body.append(f'<h3 id="{bid}">{html.escape(block.title)}</h3>')
                 if block.caption:
                     body.append(f'<p class="caption">{html.escape(block.caption)}</p>')
+                spec, width, height = _figure_json(block.fig)
+                # the frame holds the figure's natural width (plus its padding and border), the
+                # plot its height: no blank band under a short figure, no stretched small one
+                frame = "" if width is None else f' style="max-width: {width + 10}px"'
                 body.append(
-                    f'<div class="figure"><div class="plot" id="fig-{n_fig}" data-spec="fig-{n_fig}-spec" '
-                    f'data-title="{html.escape(block.title)}"></div></div>'
-                    f'<script type="application/json" id="fig-{n_fig}-spec">{_figure_json(block.fig)}</script>'
+                    f'<div class="figure"{frame}><div class="plot" id="fig-{n_fig}" data-spec="fig-{n_fig}-spec" '
+                    f'data-title="{html.escape(block.title)}" style="height: {height}px"></div></div>'
+                    f'<script type="application/json" id="fig-{n_fig}-spec">{spec}</script>'
                 )
             elif isinstance(block, Table):
                 body.append(f'<h3 id="{bid}">{html.escape(block.title)}</h3>')

@@ -40,11 +40,13 @@ PROBES_INTRO = (
     "form the stream's shared-memory map, and removing the subspace measures what the model loses."
 )
 MEMORY_INTRO = (
-    "The stream has limited bandwidth, so some components delete what others wrote. A neuron "
-    "whose input and output vectors point in clearly opposite directions (in/out cosine well "
-    "below the spread of random vector pairs, about 1/sqrt(d_model)) is a candidate; on data, "
-    "its write should remove the stream's component along its input direction. Heads are "
-    "scored from their OV circuits."
+    "The stream has limited bandwidth, and some components manage it: they erase what others "
+    "wrote, hold attention on a sink, or rescale every prediction. Every claim here is measured on "
+    "real tokens: a neuron is deleting when, on the median token where it fires, its write removes "
+    "30-150% of the stream's component along its input vector; a head, when its write removes that "
+    "share of what it reads of the stream (sink positions excluded). Weights-only "
+    "scores (the in/out cosine, the OV eigenvalues, the null-space share) are screens, shown beside "
+    "the verdicts with their precision. Where an attention sink dominates, it comes first."
 )
 PROBE_LABELS = ("current_token", "previous_token", "line_start_distance")
 #: The most stream sites the report probes (see ``probe_sites``).
@@ -82,8 +84,9 @@ def decomposition(ctx: Any, section: Section, bar: tqdm) -> None:
     by_layer = _run(section, "Write norms per layer", lambda: find("decompose")(writes, by="layer", model=model))
     if by_layer is not None:
         section.attempt("Write norms per layer", lambda: find("plots.write_norms")(by_layer),
-                        caption="Norm of each write into the stream, averaged over the example's positions, "
-                                "stacked by kind (embeddings, attention, MLP, biases).")
+                        caption="L2 norm of each layer's attention write and MLP write (and of the embedding), "
+                                "averaged over the example's positions. The bars stand side by side: norms of "
+                                "writes do not add, since writes in different directions partly cancel.")
         section.attempt("Mean write norm per component", lambda: _layer_summary(by_layer))
     bar.update(1)
 
@@ -161,10 +164,7 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     if results:
         table = pd.concat([df.assign(label=k) for k, df in results.items()], ignore_index=True)
         section.attempt("Probe accuracy per layer", lambda: find("plots.probe_accuracy")(table),
-                        caption="One panel per label: held-out accuracy of a linear probe at each layer's "
-                                "stream (solid blue), the label predicted from the current token alone "
-                                "(dotted orange), the Hewitt & Liang control task (dashed grey) and the "
-                                "majority-class baseline (grey band).")
+                        caption=_probe_caption(table))
         cols = [c for c in ("label", "layer", "where", "accuracy", "lookup_accuracy", "baseline", "train_accuracy",
                             "control_accuracy", "selectivity", "r2", "control_r2", "n_classes", "n_train",
                             "n_test") if c in table.columns]
@@ -233,6 +233,26 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     bar.update(1)
 
 
+def _probe_caption(table: pd.DataFrame) -> str:
+    """The probe figure's caption; where the control task beats the probe, which labels, and
+    what that means (the control is a function of the current token, not a ceiling)."""
+    text = ("One panel per label: held-out accuracy of a linear probe at each layer's stream (solid blue), "
+            "the label predicted from the current token alone (dotted orange), the Hewitt & Liang control "
+            "task (dashed grey: a fixed random label per current token) and the majority-class baseline "
+            "(grey band, from 0 up to the majority class's share).")
+    above = table[table["control_accuracy"] > table["accuracy"]]
+    if above.empty:
+        return text
+    names = list(dict.fromkeys(above["label"].astype(str).str.replace("_", " ")))
+    return text + (
+        f" The control lies above the probe for {', '.join(names)}: the control's labels are a function of the "
+        "current token, so it is as easy as the current token is to read (near 1 at the embedding, which is "
+        "the current token), while the probed label is harder to read than that. Selectivity is below zero "
+        "there; the control is not a ceiling, and the probe's own accuracy against the lookup is the number "
+        "to read."
+    )
+
+
 def _downstream(probes: pd.DataFrame, layer: int) -> list[int]:
     """The probed streams at or after ``layer``: where the ablation's probes read."""
     return sorted(int(v) for v in probes["layer"].unique() if v >= layer)
@@ -261,69 +281,156 @@ def _previous_token_subspace(df: pd.DataFrame) -> tuple[Any, int]:
 
 
 def memory(ctx: Any, section: Section, bar: tqdm) -> None:
-    """In/out cosines with the null band, flagged neurons, deleting heads, deletion evidence."""
+    """Attention sinks, neuron and head verdicts on data (screens beside them), entropy and
+    prediction/suppression neurons, deletion evidence. One record of the data serves them all."""
     model, s = ctx.model, ctx.settings
-    cos = _run(section, "In/out cosine of every neuron", lambda: find("neuron_in_out_cosines")(model))
-    ctx.shared["cosines"] = cos
-    if cos is not None:
-        section.attempt("In/out cosine of every neuron", lambda: find("plots.deleting_neurons")(cos),
-                        caption="Cosine of each neuron's input vector W_in[:, n] and output vector "
-                                "W_out[n], per layer; grey: the null band of random vector pairs; "
-                                "flagged neurons are marked and named on hover.")
-        section.attempt("Flagged neurons per layer against the null expectation", lambda: _flag_counts(cos))
-        flagged = cos[cos["flagged"]] if "flagged" in cos.columns else cos.iloc[:0]
-        section.attempt("Flagged deleting neurons", lambda: flagged, caption="Most negative first.")
-    else:
-        flagged = None
+    budget = max(256, s.tokens // 4)
+    recs = _run(section, "Memory management data", lambda: list(model.stream_writes(
+        s.data, max_tokens=budget, n_ctx=s.n_ctx, batch_size=s.batch_size, progress=ctx.progress)))
+    data = recs if recs else s.data
+    n_tok = sum(int(w.mask.sum()) for w in recs) if recs else 0
+    if n_tok:
+        section.add(Text(f"Every verdict below is measured on the same {n_tok:,} real tokens of {s.data!r} "
+                         f"(a quarter of the report's {s.tokens:,})."))
+    sinks = _run(section, "Attention sinks", lambda: find("attention_sinks")(model, data))
+    ctx.shared["sinks"] = sinks
+    dominate = _sinks_dominate(sinks)
+    if dominate:
+        _sinks(section, sinks)
     bar.update(1)
 
-    heads = _run(section, "Deleting heads", lambda: find("find_deleting_heads")(model))
+    cos = _run(section, "Neuron verdicts", lambda: find("neuron_verdicts")(model, data))
+    ctx.shared["cosines"] = cos
+    if cos is not None:
+        section.attempt("Screen against verdict", lambda: find("plots.neuron_verdicts")(cos),
+                        caption="Each neuron's in/out cosine (the weights-only screen) against the median share "
+                                "of the stream's component along its input vector that its write removes on the "
+                                "tokens where it fires. The verdict is the measurement; the cosine only predicts "
+                                "it in the extreme tail (table below).")
+        section.attempt("Verdicts per layer against the null", lambda: _verdict_counts(cos),
+                        caption="Neurons per verdict and layer; null_deleting: the same measurement with each "
+                                "neuron's output vector swapped for another's of its layer (the trained weights, "
+                                "pairing broken): the false positives to expect.")
+        section.attempt("The screen's precision", lambda: _precision(cos),
+                        caption="Of the N neurons with the most negative in/out cosine, how many erase (median "
+                                "removal at least 30%) on the data.")
+        cols = [c for c in ("label", "cosine", "verdict", "removed_median", "removed_q10", "removed_q90",
+                            "firing_rate") if c in cos.columns]
+        flagged = cos[cos["flagged"]].sort_values("removed_median", ascending=False, kind="stable")
+        section.attempt("Deleting neurons, most removing first", lambda: flagged[cols].head(s.top_k),
+                        caption="Verdict deleting: the median firing token loses 30-150% of the component; "
+                                "q10/q90: the 10th and 90th percentiles over those tokens.")
+        section.attempt("In/out cosine of every neuron", lambda: find("plots.deleting_neurons")(cos),
+                        caption="The screen alone: each neuron's in/out cosine per layer (grey: the null band of "
+                                "random vector pairs); orange: neurons whose verdict on data is deleting.")
+    bar.update(1)
+
+    heads = _run(section, "Deleting heads", lambda: find("find_deleting_heads")(model, data))
     ctx.shared["deleting_heads"] = heads
     if heads is not None:
         section.attempt("Deleting heads", lambda: find("plots.deleting_heads")(heads),
-                        caption="OV-circuit deletion score per head (share of W_V W_O's eigenvalue mass "
-                                "with negative real part, signed); ringed heads are flagged.")
-        section.attempt("Deleting heads, most deleting first", lambda: heads.head(s.top_k))
+                        caption="Median share of what each head reads of the stream (at its query) that its write removes, "
+                                "over query tokens that are not sinks; ringed: verdict deleting. Hover for its "
+                                "attention to its own position and to sinks.")
+        cols = ["label", "verdict", "removed_median", "self_attention", "sink_attention", "removed_self", "reason"]
+        section.attempt("Deleting heads, most deleting first", lambda: heads[[c for c in cols if c in heads.columns]]
+                        .head(s.top_k), caption="Sorted by verdict, then by measured removal. self/sink_attention: "
+                        "mean attention to the own position / to sink positions; removed_self: the part of the "
+                        "removal that comes from reading its own position.")
+    if sinks is not None and not dominate:
+        _sinks(section, sinks)
     bar.update(1)
 
-    if flagged is None and heads is None:
-        return
-    chosen_n = flagged.head(s.top_k) if flagged is not None else []
-    chosen_h = heads[heads["flagged"]] if heads is not None and "flagged" in heads.columns else []
+    ent = _run(section, "Entropy neurons", lambda: find("entropy_neurons")(model, data))
+    ctx.shared["entropy"] = ent
+    if ent is not None:
+        section.attempt("Entropy neurons", lambda: find("plots.entropy_neurons")(ent),
+                        caption="Left: output norm and the share rho of each last-layer neuron's output vector in "
+                                "the unembedding's bottom singular directions (dotted: a random direction's). Right: "
+                                "for the largest null-space writers and random controls, the mean absolute change "
+                                "of the loss when mean-ablated, through the final norm (total) and with its scale "
+                                "frozen (direct).")
+        cols = ["label", "verdict", "norm", "rho", "rho_z", "total_effect", "direct_effect", "norm_mediated"]
+        section.attempt("Entropy neuron candidates", lambda: ent[ent["role"] == "candidate"][cols].head(s.top_k),
+                        caption="The largest writers into the null space, measured; verdict entropy needs rho_z >= 5 "
+                                "and at least half of the effect on the loss through the final norm.")
+    pred = _run(section, "Prediction and suppression neurons", lambda: find("prediction_neurons")(
+        model, layers=list(range(max(0, model.cfg.n_layers - 4), model.cfg.n_layers))))
+    ctx.shared["prediction"] = pred
+    if pred is not None:
+        section.attempt("Prediction and suppression neurons", lambda: find("plots.prediction_neurons")(pred),
+                        caption="Skew and kurtosis over the vocabulary of each neuron's direct logit effect "
+                                "W_U^T w_out (the last four layers); grey: random directions through the same W_U.")
+        cols = ["label", "kind", "skew", "kurtosis", "top_token", "top_value"]
+        found = pred[pred["kind"] != "none"]
+        if len(found):
+            section.attempt("Strongest prediction and suppression neurons", lambda: found[cols].head(s.top_k))
+        else:
+            section.add(Text("No neuron of these layers singles out tokens more than random directions read "
+                             f"through the same W_U do (kurtosis up to {pred.attrs.get('null_kurtosis_max', 0):.1f}, "
+                             f"|skew| up to {pred.attrs.get('null_skew_max', 0):.2f})."))
+    bar.update(1)
+
+    chosen_n = flagged.head(s.top_k) if cos is not None else []
+    chosen_h = heads[heads["flagged"]] if heads is not None else []
     if len(chosen_n) == 0 and len(chosen_h) == 0:
-        section.add(Text("No neuron or head is flagged, so there is no deletion evidence to gather."))
+        section.add(Text("No neuron or head erases on the data, so there is no deletion evidence to gather."))
+        bar.update(1)
         return
     evidence = _run(section, "Deletion evidence on data", lambda: find("deletion_evidence")(
-        model, s.data, neurons=chosen_n, heads=chosen_h, subspace=ctx.shared.get("previous_token_subspace"),
-        max_tokens=max(256, s.tokens // 4), batch_size=s.batch_size, n_ctx=s.n_ctx, progress=ctx.progress))
+        model, data, neurons=chosen_n, heads=chosen_h, subspace=ctx.shared.get("previous_token_subspace"),
+        progress=False))
     ctx.shared["evidence"] = evidence
-    bar.update(1)
     if evidence is not None:
-        n_tok = int(evidence["n_tokens"].iloc[0]) if len(evidence) else 0
-        section.add(Text(f"Deletion evidence measured on {n_tok:,} real tokens of {s.data!r} "
-                         f"(a quarter of the report's {s.tokens:,})."))
         section.attempt("Deletion graph", lambda: find("plots.deletion_graph")(evidence),
-                        caption="The strongest flagged neurons and heads (orange diamonds; the subtitle says how "
+                        caption="The strongest deleting neurons and heads (orange diamonds; the subtitle says how "
                                 "many are drawn, the tables below list them all) linked to the earlier "
                                 "components whose writes they erase (circles, coloured by kind); columns are "
                                 "stages of the forward pass, rows within a column only separate the nodes. "
                                 "Edge width is the writer's share of the erased direction; hover an edge's "
                                 "middle for the number.")
         section.attempt("What each deleter erases", lambda: find("deletion_summary")(evidence),
-                        caption="Firing rate, the fraction of the stream's component along the input "
-                                "direction that the write removes, and the writers it erases.")
+                        caption="Firing rate, the pooled fraction of the component removed, and the writers it "
+                                "erases.")
         section.attempt("Deletion evidence", lambda: evidence, max_rows=40)
     bar.update(1)
 
 
-def _flag_counts(cos: pd.DataFrame) -> pd.DataFrame:
-    """Per layer: neurons tested, flagged, expected under the null, the threshold."""
-    expected = float(cos.attrs.get("expected_false_positives", float("nan")))
-    total = len(cos)
-    g = cos.groupby("layer").agg(neurons=("neuron", "size"), flagged=("flagged", "sum"),
-                                 threshold=("threshold", "first"), null_std=("null_std", "first"))
-    g["expected_under_null"] = expected * g["neurons"] / total
-    return g.reset_index()[["layer", "neurons", "flagged", "expected_under_null", "threshold", "null_std"]]
+def _sinks_dominate(sinks: Any) -> bool:
+    """A sink dominates when some token's stream is massive and draws most of a layer's attention."""
+    if sinks is None or not len(sinks):
+        return False
+    m = sinks[sinks["massive"]]
+    return bool(len(m)) and bool((m["attention"].fillna(0) >= 0.5).any())
+
+
+def _sinks(section: Section, sinks: pd.DataFrame) -> None:
+    section.attempt("Attention sinks", lambda: find("plots.attention_sinks")(sinks),
+                    caption="Left: the stream norm of position 0 and of every massive token over the layer's "
+                            "median token norm (dashed: the massive cut). Right: the attention the layer's heads "
+                            "put on it (line: mean over heads and non-sink queries; triangle: the top head).")
+    cols = ["layer", "sink", "n", "norm", "norm_ratio", "dim", "dim_ratio", "attention", "top_head",
+            "top_head_attention"]
+    section.attempt("Attention sinks per layer", lambda: sinks[sinks["massive"]][cols], max_rows=40)
+
+
+def _verdict_counts(cos: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: neurons per verdict, and the null pairs judged deleting."""
+    from interp.memory.verdict import VERDICTS
+
+    g = pd.crosstab(cos["layer"], cos["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
+    g.insert(0, "neurons", g.sum(1))
+    nulls = cos.attrs.get("null_verdicts_by_layer")
+    if nulls:
+        g["null_deleting"] = [nulls.get(int(ly), 0) for ly in g.index]
+    return g.reset_index()
+
+
+def _precision(cos: pd.DataFrame) -> pd.DataFrame:
+    rows = cos.attrs.get("screen_precision", [])
+    return pd.DataFrame([dict(most_negative=r["n"], erase=r["erasing"], share=r["erasing"] / max(r["n"], 1),
+                              note="the screen's own flags" if r.get("screen_flags") else "")
+                         for r in rows])
 
 
 def model_card(ctx: Any, section: Section) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from interp.memory.heads import MAX_REMOVED, MIN_REMOVED
+from interp.memory.verdict import MAX_REMOVED, MIN_REMOVED
 from interp.report.document import slug
 
 MAX_FINDINGS = 5
@@ -109,55 +109,113 @@ def _ablation(sh: dict[str, Any]) -> Finding | None:
                    PROBES, "Ablating the previous-token subspace")
 
 
-def _memory(sh: dict[str, Any]) -> Finding | None:
-    cos, ev = sh.get("cosines"), sh.get("evidence")
-    if cos is None or "flagged" not in cos.columns:
+def _counted(parts: list[tuple[int, str]]) -> str:
+    """``"3 erase, 12 erase part"``: the non-zero counts only, joined with "and"."""
+    said = [f"{n:,} {what}" for n, what in parts if n]
+    return said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1] if said else ""
+
+
+def _sinks(sh: dict[str, Any]) -> Finding | None:
+    """The sink finding, when a massive token draws most of some layer's attention."""
+    df = sh.get("sinks")
+    if df is None or not len(df) or "massive" not in df.columns:
         return None
-    n, total = int(cos["flagged"].sum()), len(cos)
-    expected = cos.attrs.get("expected_false_positives")
-    text = (f"{n:,} of {total:,} neurons ({n / max(total, 1):.0%}) have an input and output vector pointing "
-            f"against each other, past the null's threshold")
-    text += f" (random vector pairs: {float(expected):.1f} expected)" if expected is not None else ""
-    if "threshold" in cos.columns and n:
-        mirror = int((cos["cosine"] > -cos["threshold"]).sum())  # as far on the amplifying side
-        if mirror >= n / 2:  # as many amplifying as deleting: the weights are coupled, not deleting
-            text += (f"; {mirror:,} lie as far on the positive side, so the in/out cosine alone marks a "
-                     "coupling, not erasure")
+    m = df[df["massive"]]
+    if not len(m) or not (m["attention"].fillna(0) >= 0.5).any():
+        return None
+    key = m.sort_values("norm_ratio", ascending=False)["sink"].iloc[0]
+    g = m[m["sink"] == key]
+    first, peak = g.iloc[0], g.loc[g["norm_ratio"].idxmax()]
+    att = g.dropna(subset=["attention"])
+    where = "The first position" if key == "position 0" else f"The token {key!r}"
+    text = (f"{where} is an attention sink: from layer {int(first['layer'])} its stream norm is "
+            f"{first['norm_ratio']:.0f}x the median token's (up to {peak['norm_ratio']:.0f}x, {peak['norm']:,.0f}, "
+            f"mostly in dimension {int(peak['dim'])})")
+    if len(att):
+        a = att.loc[att["attention"].idxmax()]
+        text += f", and layer {int(a['layer'])}'s heads put {a['attention']:.0%} of their attention on it"
+    return Finding(text + ".", MEMORY, "Attention sinks")
+
+
+def _memory(sh: dict[str, Any]) -> Finding | None:
+    """Verdict counts measured on data (never the screen's), the screen's precision, the top deleter."""
+    cos = sh.get("cosines")
+    if cos is None or "verdict" not in cos.columns or (cos["verdict"] == "unmeasured").all():
+        return None
+    v = cos["verdict"].value_counts()
+    n = len(cos)
+    lo, hi = cos.attrs.get("min_removed", ERASE_MIN), cos.attrs.get("max_removed", ERASE_MAX)
+    deleting = int(v.get("deleting", 0))
+    null = cos.attrs.get("expected_false_positives")
+    tokens = cos.attrs.get("n_tokens_data")
+    on = f"On {tokens:,} tokens, " if tokens else "On the data, "
+    if deleting:
+        text = (f"{on}{deleting:,} of {n:,} neurons {'erase what they read' if deleting != 1 else 'erases what it reads'}"
+                f" (the median firing token loses "
+                f"{lo:.0%}-{hi:.0%} of the stream's component along the input vector)")
+        if null is not None:
+            text += (f"; the same measurement on the model's own weights with the pairing broken finds {int(null):,}"
+                     if null else "; the same measurement on the model's own weights with the pairing broken finds none")
+    else:
+        text = f"{on}no neuron erases what it reads (no median firing token loses {lo:.0%} of its input component)"
+    k_p, k_a, k_c = (int(v.get(x, 0)) for x in ("partial", "amplifying", "coupled"))
+    rest = _counted([(k_p, "erase part of it" if k_p != 1 else "erases part of it"),
+                     (k_a, "amplify it" if k_a != 1 else "amplifies it"),
+                     (k_c, "overshoot or act both ways" if k_c != 1 else "overshoots or acts both ways")])
+    if rest:
+        text += f"; {rest}"
+    prec = [p for p in cos.attrs.get("screen_precision", []) if not p.get("screen_flags")]
+    if prec:
+        p = prec[0]
+        text += (f". The in/out cosine is a screen: of the {p['n']} most negative, {p['erasing']} erase"
+                 if p["erasing"] else f". The in/out cosine is a screen: none of the {p['n']} most negative erase")
+        flags = [q for q in cos.attrs.get("screen_precision", []) if q.get("screen_flags")]
+        if flags and flags[0]["n"] > p["n"]:
+            q = flags[0]
+            text += (f", and of the {q['n']:,} past its null threshold, {q['erasing']:,}" if q["erasing"]
+                     else f", nor do any of the {q['n']:,} past its null threshold")
+    if deleting:
+        top = cos[cos["verdict"] == "deleting"].sort_values("removed_median", ascending=False).iloc[0]
+        text += (f"; {top['label']} removes {top['removed_median']:.0%} on the median firing token "
+                 f"(10-90%: {top['removed_q10']:.0%} to {top['removed_q90']:.0%})")
+    heads = sh.get("deleting_heads")
+    if heads is not None and "verdict" in heads.columns:
+        d = heads[heads["verdict"] == "deleting"]
+        if len(d):
+            h = d.iloc[0]
+            text += (f". {len(d)} of {len(heads)} heads {'erase' if len(d) != 1 else 'erases'} what "
+                     f"{'they read' if len(d) != 1 else 'it reads'}; {h['label']} removes "
+                     f"{h['removed_median']:.0%} (attention to itself {h['self_attention']:.2f}, to sinks "
+                     f"{h['sink_attention']:.2f})")
         else:
-            text += f"; only {mirror:,} lie as far on the positive side"
-    neurons = ev[ev["kind"] == "neuron"] if ev is not None and len(ev) and "kind" in ev.columns else None
-    if neurons is not None and neurons["removed_fraction"].notna().any():
-        per = neurons.drop_duplicates("deleter").dropna(subset=["removed_fraction"])
-        rf = per["removed_fraction"]
-        erasing = per[rf.between(ERASE_MIN, ERASE_MAX)]
-        partial = per[rf.between(PARTIAL_MIN, ERASE_MIN, inclusive="left")]
-        counts = [f"{len(erasing)} erase it (remove {ERASE_MIN:.0%}-{ERASE_MAX:.0%})"]
-        if len(partial):
-            counts.append(f"{len(partial)} erase part of it ({PARTIAL_MIN:.0%}-{ERASE_MIN:.0%})")
-        if (rf > ERASE_MAX).any():
-            counts.append(f"{int((rf > ERASE_MAX).sum())} overshoot (over {ERASE_MAX:.0%})")
-        if (rf < PARTIAL_MIN).any():
-            counts.append(f"{int((rf < PARTIAL_MIN).sum())} do not (under {PARTIAL_MIN:.0%}, or amplify)")
-        listed = counts[0] if len(counts) == 1 else f"{', '.join(counts[:-1])} and {counts[-1]}"
-        text += (f". On data, the {len(per)} most negative remove {rf.min():.0%} to {rf.max():.0%} of the "
-                 f"stream's component along their input: {listed}")
-        erasing = erasing if len(erasing) else partial  # the clearest case among the strongest kind
-        if len(erasing):
-            # the clearest case: the erasing neuron whose erased direction has the most
-            # concentrated writer (what it deletes has one author), ties to the larger removal
-            named = neurons[neurons["deleter"].isin(erasing["deleter"]) & (neurons["writer"] != "other")]
-            lead = named.sort_values(["share", "removed_fraction"], ascending=False)
-            pick = lead["deleter"].iloc[0] if len(lead) else erasing.sort_values(
-                "removed_fraction", ascending=False)["deleter"].iloc[0]
-            r = erasing[erasing["deleter"] == pick].iloc[0]
-            rows = named[named["deleter"] == pick].sort_values("share", ascending=False)
-            top = rows.iloc[0] if len(rows) else None
-            whom = ("" if top is None else f", mostly what {top['writer']} wrote ({top['share']:.0%})"
-                    if top["share"] >= 0.5 else f"; of what it erases, {top['writer']} wrote the largest share "
-                    f"({top['share']:.0%})")
-            text += f"; {r['deleter']} removes {r['removed_fraction']:.0%}{whom}"
-        return Finding(text + ".", MEMORY, "Deletion graph")
-    return Finding(text + ".", MEMORY, "In/out cosine of every neuron")
+            text += f". No head's write removes {lo:.0%} of what it reads on the median token"
+    block = "Screen against verdict"
+    return Finding(text + ".", MEMORY, block)
+
+
+def _managers(sh: dict[str, Any]) -> Finding | None:
+    """Entropy and prediction/suppression neurons, when any is found."""
+    ent, pred = sh.get("entropy"), sh.get("prediction")
+    parts = []
+    if ent is not None and "verdict" in ent.columns:
+        e = ent[ent["verdict"] == "entropy"]
+        if len(e):
+            r = e.iloc[0]
+            parts.append(f"{len(e)} entropy neuron{'s' if len(e) > 1 else ''} ({r['label']}: {r['rho']:.0%} of its "
+                         f"output in the unembedding's null space, {r['norm_mediated']:.0%} of its effect on the loss "
+                         "through the final norm)")
+    if pred is not None and "kind" in pred.columns:
+        for kind in ("suppression", "prediction"):
+            k = pred[pred["kind"] == kind]
+            if len(k):
+                r = k.iloc[0]
+                parts.append(f"{len(k)} {kind} neuron{'s' if len(k) > 1 else ''} in the last layers ({r['label']} "
+                             f"{'lowers' if kind == 'suppression' else 'raises'} {r['top_token']!r}, kurtosis "
+                             f"{r['kurtosis']:.0f})")
+    if not parts:
+        return None
+    block = "Entropy neurons" if parts[0].endswith(")") and "entropy" in parts[0] else "Prediction and suppression neurons"
+    return Finding("The model has " + "; ".join(parts) + ".", MEMORY, block)
 
 
 def _patching(sh: dict[str, Any]) -> Finding | None:
@@ -197,7 +255,7 @@ def _lens(sh: dict[str, Any]) -> Finding | None:
 
 #: In order of priority: the shared-memory story first.
 FINDINGS: tuple[Callable[[dict[str, Any]], Finding | None], ...] = (
-    _heads, _probe, _writers, _memory, _patching, _ablation, _deletion_effect, _lens,
+    _sinks, _heads, _probe, _writers, _memory, _patching, _ablation, _deletion_effect, _managers, _lens,
 )
 
 

@@ -4,7 +4,7 @@ Every statistic here reduces over the first axis of its samples, ``x: [n, *shape
 keeps a state of ``shape`` (a neuron layer: ``shape=(d_mlp,)``; heads: ``(n_heads,)``;
 directions: ``(k,)``). States are float64 (int64 for counts), on the samples' device.
 
-Example:
+Examples:
     >>> x = torch.randn(1000, 3)
     >>> a, b = Moments((3,)).update(x[:300]), Moments((3,)).update(x[300:])
     >>> torch.allclose(a.merge(b).mean, x.double().mean(0))

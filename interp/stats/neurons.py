@@ -264,7 +264,7 @@ def neuron_stats(
         ValueError: layers out of range, a bad size, data without any position to measure.
         MemoryError: ``top_k`` / ``context`` asking for more memory than is available.
         DistributedError: another rank failed or timed out.
-    Example:
+    Examples:
         >>> stats = interp.neuron_stats(interp.load(), max_tokens=20_000)
         >>> interp.top_examples(stats, ["L1N5"])[["rank", "activation", "token"]]
     """

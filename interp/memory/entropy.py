@@ -1,0 +1,249 @@
+"""Entropy neurons (Stolfo et al. 2024, "Confidence regulation neurons in language models").
+
+An entropy neuron has a large output vector that lies in the effective null space of the
+unembedding: it changes the stream's norm, and so the final norm's scale and the confidence
+of every prediction, with almost no direct effect on the logits.
+
+- **Screen (weights).** ``W_U`` (with the final norm's gain, when it is not folded in) has
+  singular directions ``V`` (from the ``d_model x d_model`` Gram matrix ``W_U W_U^T``; the
+  vocabulary is never materialised against tokens). ``rho = |V_k^T w_out|^2 / |w_out|^2``, the
+  share of the neuron's output vector in the ``k`` bottom singular directions (default
+  ``k = max(1, round(0.01 d_model))``, as in the paper); ``null_norm = |V_k^T w_out|``.
+  ``rho_z``: rho against the layer's own neurons (median and 1.4826 MAD), a null of the trained
+  weights; a random direction has ``rho = k / d_model`` on average.
+- **Verdict (data).** For the ``top`` neurons by ``null_norm`` and ``controls`` random neurons of
+  the same layers, mean ablation on real tokens (the activation replaced by its mean over the
+  data), measured at the final norm: ``total_effect``, the mean absolute change of the
+  next-token loss with the final norm's scale recomputed; ``direct_effect``, the same with the
+  scale frozen (the path that bypasses the norm); ``norm_mediated = 1 - direct / total``;
+  ``entropy_change``, the mean change of the prediction's entropy (total). The effect is the
+  write's at the final norm: for a neuron before the last layer, what later blocks do with it is
+  not included (the paper's entropy neurons are in the last layer, the default).
+  ``verdict = "entropy"`` when ``rho_z >= min_rho_z`` and ``norm_mediated >= min_mediated``,
+  else ``"none"``; unmeasured neurons: ``"unmeasured"``.
+
+Logits are made ``chunk`` tokens at a time: ``[chunk, d_vocab]``, never ``[tokens, d_vocab]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from interp._checks import check_float, check_indices, check_int
+from interp._threads import with_analysis_threads
+from interp.memory.data import describe, records, require_compat
+
+COLUMNS = ["layer", "neuron", "label", "norm", "rho", "rho_z", "null_norm", "role", "verdict", "total_effect",
+           "direct_effect", "norm_mediated", "entropy_change", "mean_act"]
+
+
+def unembed_basis(model: Any) -> tuple[Tensor, Tensor]:
+    """Singular values (descending) ``[d_model]`` and left singular vectors ``[d_model, d_model]``
+    (columns, same order) of the effective unembedding, from its Gram matrix in float64."""
+    ws = model.write_weights
+    W = ws.W_U.double()
+    if ws.ln_final_w is not None:
+        W = W * ws.ln_final_w.double()[:, None]
+    gram = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64)
+    for a in range(0, W.shape[1], 16384):  # a 262k vocabulary in pieces of 16k columns
+        blk = W[:, a:a + 16384].cpu()
+        gram += blk @ blk.T
+    if model.cfg.normalization.startswith("LN"):  # the norm removes the mean: only the centred subspace counts
+        d = gram.shape[0]
+        B = torch.linalg.qr(torch.eye(d, dtype=torch.float64) - 1.0 / d)[0][:, : d - 1]
+        evals, evecs = torch.linalg.eigh(B.T @ gram @ B)
+        evecs = B @ evecs
+    else:
+        evals, evecs = torch.linalg.eigh(gram)  # ascending
+    return evals.clamp_min(0).sqrt().flip(0), evecs.flip(1)
+
+
+def _robust_z(v: np.ndarray) -> np.ndarray:
+    med = np.median(v)
+    mad = 1.4826 * np.median(np.abs(v - med))
+    return (v - med) / max(mad, 1e-12)
+
+
+def _logits_parts(model: Any, w: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Real tokens with a next token: final stream ``x [n, d]``, the frozen final scale ``s [n, 1]``,
+    the targets ``[n]`` and the ``(batch, pos)`` selection."""
+    m = w.mask.clone()
+    nxt = torch.zeros_like(m)
+    nxt[:, :-1] = m[:, 1:]
+    sel = m & nxt
+    x = w.resid(w.n_layers, "pre").double()[sel]
+    s = w.final_scale.double()[sel] if w.final_scale is not None else None
+    targets = w.tokens[:, 1:][sel[:, :-1]]
+    return x, s, targets, sel
+
+
+def _centre(x: Tensor, model: Any) -> Tensor:
+    return x - x.mean(-1, keepdim=True) if model.cfg.normalization.startswith("LN") else x
+
+
+def _scale(x: Tensor, model: Any) -> Tensor:
+    c = model.cfg
+    if not c.normalization.startswith(("LN", "RMS")):
+        return torch.ones_like(x[..., :1])
+    return (_centre(x, model).pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
+
+
+def _stats(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per token: loss of the target and entropy, from ``[c, vocab]`` logits."""
+    lp = torch.log_softmax(logits, -1)
+    loss = -lp.gather(-1, targets[:, None])[:, 0]
+    ent = -(lp.exp() * lp).sum(-1)
+    return loss, ent
+
+
+@with_analysis_threads
+def entropy_neurons(
+    model: Any,
+    data: Any = None,
+    *,
+    layers: Sequence[int] | int | None = -1,
+    k: int | None = None,
+    top: int = 8,
+    controls: int = 8,
+    min_rho_z: float = 5.0,
+    min_mediated: float = 0.5,
+    max_tokens: int = 512,
+    n_ctx: int = 128,
+    batch_size: int = 4,
+    chunk: int = 32,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Neurons that write into the unembedding's null space, and whether their effect on data
+    goes through the final norm.
+
+    Args:
+        model: an ``interp.Model`` (``processing="compat"``).
+        data: records, texts, a token batch or a corpus (default ``max_tokens`` tokens of
+            ``"stdlib:val"`` in rows of ``n_ctx``).
+        layers: layers to screen (default the last; None: all).
+        k: bottom singular directions of ``W_U`` (default ``max(1, round(0.01 * d_model))``).
+        top / controls: neurons measured on data: the ``top`` by ``null_norm`` over the layers,
+            and ``controls`` random neurons (seeded) of the same layers.
+        min_rho_z / min_mediated: the verdict's cuts.
+        chunk: tokens per ``[chunk, d_vocab]`` logit block.
+    Returns:
+        One row per neuron of ``layers``, by ``null_norm`` (largest first): layer, neuron, label,
+        norm (``|w_out|``), rho, rho_z, null_norm, role ("candidate", "control" or ""), verdict
+        ("entropy", "none", "unmeasured"), total_effect / direct_effect (mean absolute change of
+        the loss, nats, scale recomputed / frozen), norm_mediated, entropy_change (mean change of
+        the entropy, nats), mean_act. ``attrs``: k, singular_values (the bottom k and the top
+        one), expected_rho (k / d_model), n_tokens_data, the cuts.
+    Examples:
+        >>> import interp
+        >>> df = entropy_neurons(interp.load(), ["def f(x):\\n    return x\\n"] * 4, top=2, controls=1)
+        >>> df.iloc[0]["role"], df["verdict"].iloc[0] in ("entropy", "none")
+        ('candidate', True)
+    """
+    require_compat(model, "entropy_neurons")
+    c = model.cfg
+    layers = check_indices("layers", layers, c.n_layers, "layer")
+    k = max(1, round(0.01 * c.d_model)) if k is None else check_int("k", k, minimum=1, maximum=c.d_model - 1)
+    top = check_int("top", top, minimum=0)
+    controls = check_int("controls", controls, minimum=0)
+    min_rho_z = check_float("min_rho_z", min_rho_z)
+    min_mediated = check_float("min_mediated", min_mediated, minimum=0, maximum=1)
+    max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+    n_ctx = min(check_int("n_ctx", n_ctx, minimum=2), c.n_ctx)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    chunk = check_int("chunk", chunk, minimum=1)
+    seed = check_int("seed", seed)
+    sv, U = unembed_basis(model)
+    Vk = U[:, -k:]  # bottom k
+    parts = []
+    for ly in layers:
+        W_out = model.weights.mlp_out(ly).double().cpu()
+        norm = torch.linalg.vector_norm(W_out, dim=-1)
+        null = torch.linalg.vector_norm(W_out @ Vk, dim=-1)
+        rho = (null / norm.clamp_min(1e-300)) ** 2
+        parts.append(pd.DataFrame(dict(layer=ly, neuron=np.arange(c.d_mlp), norm=norm.numpy(), rho=rho.numpy(),
+                                       rho_z=_robust_z(rho.numpy()), null_norm=null.numpy())))
+    df = pd.concat(parts, ignore_index=True)
+    df.insert(2, "label", [f"L{ly}N{n}" for ly, n in zip(df["layer"], df["neuron"])])
+    df = df.sort_values(["null_norm", "layer", "neuron"], ascending=[False, True, True], kind="stable")
+    df = df.reset_index(drop=True)
+    df["role"] = ""
+    df.loc[: top - 1, "role"] = "candidate"
+    rest = np.nonzero(df["role"].to_numpy() == "")[0]
+    g = torch.Generator().manual_seed(seed)
+    pick = rest[torch.randperm(len(rest), generator=g)[:controls].numpy()] if len(rest) else rest
+    df.loc[pick, "role"] = "control"
+    measured = df[df["role"] != ""]
+    effects = _effects(model, data, measured, chunk, max_tokens, n_ctx, batch_size) if len(measured) else {}
+    for col in ("total_effect", "direct_effect", "norm_mediated", "entropy_change", "mean_act"):
+        df[col] = [effects.get(lab, {}).get(col, float("nan")) for lab in df["label"]]
+    ok = (df["rho_z"] >= min_rho_z) & (df["norm_mediated"] >= min_mediated)
+    df["verdict"] = np.where(df["role"] == "", "unmeasured", np.where(ok, "entropy", "none"))
+    df = df[COLUMNS]
+    df.attrs.update(k=k, singular_values={"top": float(sv[0]), "bottom": sv[-k:].tolist()},
+                    expected_rho=k / c.d_model, n_tokens_data=effects.get("_n_tokens", 0),
+                    min_rho_z=min_rho_z, min_mediated=min_mediated, data=describe(data, max_tokens),
+                    effect="mean ablation at the final norm; loss in nats per token")
+    return df
+
+
+def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_tokens: int, n_ctx: int,
+             batch_size: int) -> dict[str, Any]:
+    """Mean-ablation effects of ``measured`` neurons (two passes: the mean activation, then the
+    effects)."""
+    ws = model.write_weights
+    recs = list(records(model, data, max_tokens=max_tokens, n_ctx=n_ctx, batch_size=batch_size, progress=False,
+                        what="entropy_neurons"))
+    labels = measured["label"].tolist()
+    lay = measured["layer"].to_numpy()
+    idx = measured["neuron"].to_numpy()
+    acts_sum = np.zeros(len(labels))
+    n_real = 0
+    for w in recs:
+        m = w.mask
+        n_real += int(m.sum())
+        for j, (ly, n) in enumerate(zip(lay, idx)):
+            acts_sum[j] += float(w.acts[int(ly)][..., int(n)][m].double().sum())
+    mean_act = acts_sum / max(n_real, 1)
+    W_U = ws.W_U.double()
+    if ws.ln_final_w is not None:
+        W_U = W_U * ws.ln_final_w.double()[:, None]
+    b = (ws.b_U.double() if ws.b_U is not None else torch.zeros(W_U.shape[1], dtype=torch.float64))
+    if ws.ln_final_b is not None:
+        b = b + ws.ln_final_b.double() @ ws.W_U.double()
+    vec = torch.stack([model.weights.mlp_out(int(ly))[int(n)].double() for ly, n in zip(lay, idx)])  # [j, d]
+    vec_c = _centre(vec, model)
+    bw = vec_c @ W_U  # [j, vocab]: the neuron's write through the unembedding
+    tot = np.zeros((len(labels), 4))  # |dloss| total, |dloss| direct, dH total, count
+    for w in recs:
+        x, s_frozen, targets, sel = _logits_parts(model, w)
+        a_all = torch.stack([w.acts[int(ly)][..., int(n)][sel].double() for ly, n in zip(lay, idx)], -1)  # [n, j]
+        for a0 in range(0, x.shape[0], chunk):
+            xs = x[a0:a0 + chunk]
+            s = s_frozen[a0:a0 + chunk] if s_frozen is not None else _scale(xs, model)
+            xc = _centre(xs, model)
+            base = xc @ W_U  # [c, vocab]
+            loss0, ent0 = _stats(base / s + b, targets[a0:a0 + chunk])
+            dc = torch.as_tensor(mean_act)[None] - a_all[a0:a0 + chunk]  # [c, j]
+            for j in range(len(labels)):
+                y = xc + dc[:, j:j + 1] * vec_c[j]
+                s_new = _scale(y, model)
+                num = base + dc[:, j:j + 1] * bw[j]
+                lt, et = _stats(num / s_new + b, targets[a0:a0 + chunk])
+                ld, _ = _stats(num / s + b, targets[a0:a0 + chunk])
+                tot[j, 0] += float((lt - loss0).abs().sum())
+                tot[j, 1] += float((ld - loss0).abs().sum())
+                tot[j, 2] += float((et - ent0).sum())
+                tot[j, 3] += xs.shape[0]
+    out: dict[str, Any] = {"_n_tokens": int(tot[0, 3]) if len(labels) else 0}
+    for j, lab in enumerate(labels):
+        n = max(tot[j, 3], 1)
+        total, direct = tot[j, 0] / n, tot[j, 1] / n
+        out[lab] = dict(total_effect=total, direct_effect=direct, entropy_change=tot[j, 2] / n, mean_act=mean_act[j],
+                        norm_mediated=1 - direct / total if total > 0 else float("nan"))
+    return out

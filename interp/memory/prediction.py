@@ -1,0 +1,129 @@
+"""Prediction and suppression neurons (Gurnee et al. 2024, "Universal neurons in GPT2 language
+models"): neurons whose output vector, read through the unembedding, raises (prediction) or
+lowers (suppression) the logits of a few tokens.
+
+For neuron ``n``, ``y = W_U^T w_out[n]`` (``[d_vocab]``, the final norm's gain included) is its
+direct effect on every logit per unit of activation. Its shape over the vocabulary:
+
+- ``kurtosis`` (``m4 / m2^2``; 3 for a Gaussian): heavy tails, a few tokens singled out;
+- ``skew`` (``m3 / m2^1.5``): positive when the singled-out tokens are raised (prediction),
+  negative when lowered (suppression).
+
+**Null (trained weights).** The same moments for ``n_null`` random directions (seeded Gaussian,
+norm-free) read through the same ``W_U``: the unembedding's own heavy tails (rare tokens, norm
+outliers) give random directions a kurtosis above 3, and the cut must beat that. A neuron is
+``prediction`` when ``kurtosis`` exceeds the null's largest kurtosis and ``skew`` exceeds the
+null's largest ``|skew|``; ``suppression`` with ``skew`` below minus it; else ``none``. This is a
+property of the weights (the paper's definition), not a measurement on data.
+
+``y`` is made for ``chunk`` neurons at a time (``[chunk, d_vocab]``); with a 262,144-token
+vocabulary the default chunk keeps each block near 64 MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from interp._checks import check_indices, check_int
+from interp._threads import with_analysis_threads
+
+COLUMNS = ["layer", "neuron", "label", "kind", "skew", "kurtosis", "norm", "top_token", "top_value"]
+
+
+def _effective_unembed(model: Any) -> Tensor:
+    ws = model.write_weights
+    W = ws.W_U.float()
+    if ws.ln_final_w is not None:
+        W = W * ws.ln_final_w.float()[:, None]
+    return W
+
+
+def vocab_moments(vectors: Tensor, W_U: Tensor, *, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(skew, kurtosis, argmax |y - mean|)`` of ``y = vectors @ W_U`` over the vocabulary, for
+    ``vectors [n, d_model]``; ``chunk`` rows at a time, moments in float64."""
+    skew, kurt, arg = [], [], []
+    for a in range(0, vectors.shape[0], chunk):
+        y = (vectors[a:a + chunk].float() @ W_U).double()  # [c, vocab]
+        y = y - y.mean(-1, keepdim=True)
+        m2 = y.pow(2).mean(-1)
+        m3 = y.pow(3).mean(-1)
+        m4 = y.pow(4).mean(-1)
+        skew.append(m3 / m2.clamp_min(1e-300).pow(1.5))
+        kurt.append(m4 / m2.clamp_min(1e-300).pow(2))
+        arg.append(y.abs().argmax(-1))
+    return torch.cat(skew), torch.cat(kurt), torch.cat(arg)
+
+
+@with_analysis_threads
+def prediction_neurons(
+    model: Any,
+    *,
+    layers: Sequence[int] | int | None = None,
+    n_null: int = 256,
+    chunk: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every neuron's vocabulary skew and kurtosis, and its kind (prediction / suppression / none).
+
+    Args:
+        model: an ``interp.Model``.
+        layers: layers to read (default all; the cost is ``n_layers x d_mlp x d_model x d_vocab``).
+        n_null: random directions in the null.
+        chunk: neurons per ``[chunk, d_vocab]`` block (default: about 16M numbers a block).
+        seed: the null's directions.
+    Returns:
+        One row per neuron, by kurtosis (largest first): layer, neuron, label, kind, skew,
+        kurtosis, norm (``|w_out|``), top_token (the token whose logit it moves most), top_value
+        (that logit's change per unit activation, mean removed). ``attrs``: null_kurtosis_max,
+        null_skew_max, null_kurtosis_median, n_null, counts.
+    Examples:
+        >>> import interp
+        >>> df = prediction_neurons(interp.load(), layers=-1, n_null=16)
+        >>> set(df["kind"]) <= {"prediction", "suppression", "none"}
+        True
+    """
+    from interp.model import Model
+
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an interp.Model, got {type(model).__name__}")
+    c = model.cfg
+    layers = check_indices("layers", layers, c.n_layers, "layer")
+    n_null = check_int("n_null", n_null, minimum=2)
+    chunk = max(1, (1 << 24) // c.d_vocab) if chunk is None else check_int("chunk", chunk, minimum=1)
+    seed = check_int("seed", seed)
+    W_U = _effective_unembed(model)
+    g = torch.Generator().manual_seed(seed)
+    null = torch.randn(n_null, c.d_model, generator=g).to(W_U)
+    n_skew, n_kurt, _ = vocab_moments(null, W_U, chunk=chunk)
+    k_cut, s_cut = float(n_kurt.max()), float(n_skew.abs().max())
+    parts = []
+    for ly in layers:
+        W_out = model.weights.mlp_out(ly)
+        skew, kurt, arg = vocab_moments(W_out, W_U, chunk=chunk)
+        top_val = []
+        for a in range(0, len(arg), 4096):
+            rows = W_out[a:a + 4096].float()
+            col = W_U[:, arg[a:a + 4096]].T  # [c, d]
+            mean = rows @ W_U.mean(1)
+            top_val.append((rows * col).sum(-1) - mean)
+        kind = np.where((kurt > k_cut) & (skew > s_cut), "prediction",
+                        np.where((kurt > k_cut) & (skew < -s_cut), "suppression", "none"))
+        parts.append(pd.DataFrame(dict(
+            layer=ly, neuron=np.arange(c.d_mlp), kind=kind, skew=skew.numpy(), kurtosis=kurt.numpy(),
+            norm=torch.linalg.vector_norm(W_out.float(), dim=-1).numpy(), top_token=arg.numpy(),
+            top_value=torch.cat(top_val).double().numpy())))
+    df = pd.concat(parts, ignore_index=True)
+    df.insert(2, "label", [f"L{ly}N{n}" for ly, n in zip(df["layer"], df["neuron"])])
+    df["top_token"] = [model.decode_token(int(t)) for t in df["top_token"]]
+    df = df.sort_values(["kurtosis", "layer", "neuron"], ascending=[False, True, True], kind="stable")
+    df = df.reset_index(drop=True)[COLUMNS]
+    df.attrs.update(null_kurtosis_max=k_cut, null_skew_max=s_cut, null_kurtosis_median=float(n_kurt.median()),
+                    n_null=n_null, counts={k: int((df["kind"] == k).sum()) for k in ("prediction", "suppression")},
+                    null="random directions through the model's own W_U")
+    return df
