@@ -62,6 +62,16 @@ ANALYSES: dict[str, Any] = {
     "memory.deletion_summary": lambda i: interp.memory.deletion_summary(
         interp.deletion_evidence(i.model, TEXTS, max_tokens=120, progress=False)),
     "probes.overlap_matrix": lambda i: interp.probes.overlap_matrix([i.subspace, interp.Subspace.random(128, 4)]),
+    "attention_sinks": lambda i: interp.attention_sinks(i.model, TEXTS, max_tokens=200),
+    "entropy_neurons": lambda i: interp.entropy_neurons(i.model, TEXTS, max_tokens=200),
+    "neuron_verdicts": lambda i: interp.neuron_verdicts(i.model, TEXTS, max_tokens=200),
+    "prediction_neurons": lambda i: interp.prediction_neurons(i.model, n_null=16),
+    "generate_tokens": lambda i: interp.generate_tokens(i.model, ["x = "], max_new_tokens=2).to_frame(),
+    "component_pages": lambda i: interp.component_pages(i.model, ["L1N3"], TEXTS, max_tokens=200,
+                                                        progress=False)[0].to_frame(),
+    "component_pages.frames": lambda i: pd.concat(
+        [f.assign(frame=k) for k, f in interp.component_pages(i.model, ["L1N3", "L0H1"], TEXTS, max_tokens=200,
+                                                               progress=False)[1].frames.items()], ignore_index=True),
 }
 
 #: Run in a fresh process: reads every frame back in each format and compares it with the
@@ -152,7 +162,9 @@ def test_every_public_analysis_is_listed():
     """A new public function of ``interp`` returning frames needs a row above (plots, loaders and
     tensor-level helpers excepted; analyses of the subpackages are listed by their dotted name)."""
     not_frames = {"ablate", "load", "export", "attention_patterns", "labels", "data", "heads", "plots", "stats",
-                  "Config", "LinearProbe", "MLPStack", "Model", "ResidualWrites", "Subspace", "Tokens"}
+                  "Config", "LinearProbe", "MLPStack", "Model", "ResidualWrites", "Subspace", "Tokens",
+                  "generate", "repeated_tokens",  # text, a tensor
+                  "neuron_page", "head_page"}  # one page each: component_pages' rows cover their frames
     public = {n for n in interp.__all__ if n[0].islower() or n in not_frames} - not_frames
     public -= {n for n in public if n.endswith("Error")}
     assert public <= set(ANALYSES), sorted(public - set(ANALYSES))
