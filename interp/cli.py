@@ -14,6 +14,7 @@ whole table with ``--format csv|json`` (to stdout) or ``--table FILE``, and its 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
 import sys
@@ -334,7 +335,7 @@ def _report(args: argparse.Namespace) -> int:
 def _write_table(df: Any, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df.to_csv(path, index=False)
+        df.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)  # a token "\r" unquoted reads back as a line end
     elif suffix == ".json":
         df.to_json(path, orient="records", indent=1, default_handler=str)
     elif suffix == ".parquet":
@@ -455,7 +456,7 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
     if getattr(args, "stats_rank", 0) != 0:  # under torchrun every rank computes; rank 0 reports
         return 0
     if args.format == "csv":
-        sys.stdout.write(df.to_csv(index=False))
+        sys.stdout.write(df.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
     elif args.format == "json":
         sys.stdout.write(df.to_json(orient="records", default_handler=str) + "\n")
     else:

@@ -8,6 +8,7 @@ inputs (``Inputs``) returning its frame.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -97,20 +98,21 @@ def same(a, b, where):
                 b = b.astype({c: a[c].dtype})
             f = lambda s: s.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
             assert np.array_equal(f(a[c]), f(b[c]), equal_nan=True), (where, c)
-        elif "csv" in where:  # csv keeps text: compare the text of every cell (lists as their repr)
-            norm = lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v)
-            assert [norm(v) for v in x] == [norm(v) for v in y], (where, c)
+        elif "csv" in where:  # csv keeps text: the text of every cell as written (a list or array: its str)
+            norm = lambda v: "" if v is None or (isinstance(v, float) and v != v) or v is pd.NA else str(v)
+            assert [norm(v) for v in a[c].tolist()] == [norm(v) for v in b[c].tolist()], (where, c)
         else:
-            assert x == y or all((u != u and v != v) or u == v for u, v in zip(x, y)), (where, c)
+            na = lambda v: v is None or (isinstance(v, float) and v != v)  # parquet reads NaN in lists as None
+            assert x == y or all((na(u) and na(v)) or u == v for u, v in zip(x, y)), (where, c)
 
 for name in names:
     ref = pd.read_pickle(f"{root}/{name}.pkl")
     pq = pd.read_parquet(f"{root}/{name}.parquet")
     same(ref, pq, name + " parquet")
     assert plain(pq.attrs) == plain(ref.attrs), (name, "attrs")
-    csv = pd.read_csv(f"{root}/{name}.csv", keep_default_na=False, na_values=[""])
-    same(ref.astype({c: str for c in ref.columns if not pd.api.types.is_numeric_dtype(ref[c])}),
-         csv.astype({c: str for c in csv.columns if not pd.api.types.is_numeric_dtype(csv[c])}), name + " csv")
+    text = [c for c in ref.columns if not pd.api.types.is_numeric_dtype(ref[c])]  # read as text, as written
+    csv = pd.read_csv(f"{root}/{name}.csv", keep_default_na=False, na_values=[""], dtype={c: object for c in text})
+    same(ref, csv, name + " csv")
     if name == "neuron_stats":
         ex = interp.top_examples(pq, ["L0N1", "L1N2"])
         same(pd.read_pickle(f"{root}/examples.pkl"), ex, "top_examples after parquet")
@@ -136,7 +138,9 @@ def saved(default_model, tmp_path_factory) -> dict[str, Any]:
             assert isinstance(df, pd.DataFrame), f"{name} returned {type(df).__name__}"
             df.to_pickle(root / f"{name}.pkl")
             df.to_parquet(root / f"{name}.parquet")
-            df.to_csv(root / f"{name}.csv", index=False)
+            # pandas writes a bare carriage return (a token such as "\r") unquoted, and reads it back as a
+            # line end: quoting every text field keeps token strings exact (the CLI writes csv this way)
+            df.to_csv(root / f"{name}.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
             if name == "neuron_stats":
                 interp.top_examples(df, ["L0N1", "L1N2"]).to_pickle(root / "examples.pkl")
         except Exception as e:  # noqa: BLE001 - reported per analysis below
