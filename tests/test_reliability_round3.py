@@ -389,6 +389,12 @@ UNDEFINED = {  # analysis -> the kinds for which its answer does not exist, and 
                   lambda m: interp.decompose(m.run_with_writes("x = 1\n"), by="head")),
     "deletion_effect": ({"constant": "direction the deleter erases is zero", "d_model=1": "erases is zero"},
                         lambda m: interp.deletion_effect(m, "L1N3", TEXTS, progress=False)),
+    "attention_sinks": ({"constant": "stream is exactly zero", "d_model=1": "stream is exactly zero"},
+                        lambda m: interp.attention_sinks(m, TEXTS, max_tokens=200)),
+    "prediction_neurons": ({"constant": "same for every token", "d_model=1": "same for every token"},
+                           lambda m: interp.prediction_neurons(m, n_null=16)),
+    "entropy_neurons": ({"d_model=1": "at least 2 usable directions"},
+                        lambda m: interp.entropy_neurons(m, TEXTS, max_tokens=200)),
 }
 
 
@@ -405,7 +411,8 @@ def test_degenerate_weights_give_an_answer_or_say_why_not(degenerate, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow warning, no flood of flags
         df = call(model)
-    key = {"decompose": "frac", "deletion_effect": "change", "composition_scores": "score"}.get(name, "cosine")
+    key = {"decompose": "frac", "deletion_effect": "change", "composition_scores": "score", "attention_sinks": "norm",
+           "prediction_neurons": "skew", "entropy_neurons": "null_norm"}.get(name, "cosine")
     rows = df[df["role"] == "deleter"] if name == "deletion_effect" else df
     assert (len(rows) or name == "find_deleting_neurons") and rows[key].notna().all()  # flagged rows only there
     if "flagged" in df and len(df):
