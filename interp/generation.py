@@ -285,9 +285,12 @@ def generate_tokens(
         if not live:
             break
         batch = pad_rows([rows[i] for i in live], pad)
-        logits, _ = runner.run(batch.tokens, edits=plan, last_only=len(live) == 1)
+        # rows of one length: logits at the last position only ([rows, 1, d_vocab], not [rows, pos,
+        # d_vocab]: 262k-token vocabularies); else every position, each row read at its own end
+        even = len({len(rows[i]) for i in live}) == 1
+        logits, _ = runner.run(batch.tokens, edits=plan, last_only=even)
         ends = torch.tensor([len(rows[i]) - 1 for i in live])
-        last = logits[:, -1] if len(live) == 1 else logits[torch.arange(len(live)), ends.to(logits.device)]
+        last = logits[:, -1] if even else logits[torch.arange(len(live)), ends.to(logits.device)]
         nxt = _next(last, temperature, top_k, top_p, [gens[i] for i in live]).tolist()
         for i, t in zip(live, nxt):
             rows[i].append(int(t))

@@ -324,7 +324,9 @@ def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, 
         ) from e
     parent, name = str(gguf_file.parent), gguf_file.name
     was = hf_logging.is_progress_bar_enabled()
-    if not progress:
+    if progress:  # the one-time conversion shows its bar even inside load's quiet block
+        hf_logging.enable_progress_bar()
+    else:
         hf_logging.disable_progress_bar()
     try:
         with torch.random.fork_rng(devices=[]):  # building a model draws random init weights
@@ -340,6 +342,8 @@ def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, 
     finally:
         if was:
             hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
     # The dequantized model keeps its GGUF quantization config, so save_pretrained refuses it;
     # its weights are ordinary fp32 tensors, saved as they are (tied copies once) beside its
     # config without the quantization entry.

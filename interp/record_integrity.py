@@ -56,7 +56,7 @@ def check_consistent(path: Path, sidecar: Path, meta: dict[str, Any], t: dict[st
     want = rec.get("dtype") if isinstance(rec, dict) else None
     if want is not None and str(t["embed"].dtype).removeprefix("torch.") != want:
         raise ValueError(f"{where}: the tensors are {t['embed'].dtype} but {sidecar.name} says {want}; {fix}")
-    records.check_finite(t, where)
+    records.check_finite(t, where, [k for k in t if not k.startswith("extras.")])  # attention scores: -inf when masked
     d_vocab = t["weights.W_U"].shape[-1] if "weights.W_U" in t else None
     tokens = t["tokens"][t["mask"]]
     if tokens.numel() and (int(tokens.min()) < 0 or d_vocab is not None and int(tokens.max()) >= d_vocab):

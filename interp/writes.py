@@ -370,7 +370,8 @@ class ResidualWrites:
                 if t is not None:
                     tensors[f"weights.{name}"] = t
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        records.check_finite(tensors, "this record")
+        # extras are TransformerLens's values as they are: attention scores hold -inf at masked keys
+        records.check_finite(tensors, "this record", [k for k in tensors if not k.startswith("extras.")])
         meta = dict(self.meta, post_norm=self.post_norm,
                     str_tokens=self.str_tokens if self.decode_ or self.str_tokens_ else None)
         # Atomic: both files are written beside the targets, fsynced, then renamed over them. The

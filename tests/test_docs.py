@@ -34,6 +34,15 @@ def test_section_titles_get_the_blank_line_griffe_needs():
     assert sep("The Returns: of a sentence stay.\n") == "The Returns: of a sentence stay.\n"
 
 
+def test_bare_doctests_become_examples_sections():
+    titled = _load_extension().titled_doctests
+    module = "Text.\n\n>>> x = 1\n>>> x\n1\n\nMore text.\n"
+    assert titled(module) == "Text.\n\nExamples:\n    >>> x = 1\n    >>> x\n    1\n\nMore text.\n"
+    under = "Summary.\n\nExamples:\n    >>> x = 1\n"
+    assert titled(under) == under                          # already under a title: unchanged
+    assert titled(titled(module)) == titled(module)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     mkdocs = shutil.which("mkdocs", path=os.path.dirname(sys.executable)) or shutil.which("mkdocs")
@@ -72,3 +81,18 @@ def test_howtos_and_notebooks_are_pages(site):
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         html = (site / "notebooks" / f"{nb.stem}.html").read_text()
         assert "import interp" in html, f"{nb.name} rendered without its code"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["record-and-decompose", "find-writers", "patch-a-circuit",
+                                  "corpus-statistics-torchrun"])
+def test_howto_examples_run(page, tmp_path, monkeypatch):
+    """Each how-to page's Python blocks run in order, in one namespace, as a reader would paste
+    them; a block that needs a launcher (``init_distributed``) is left to the torchrun tests."""
+    text = (ROOT / "docs" / "howto" / f"{page}.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "init_distributed" not in b]
+    assert blocks, f"{page}.md has no Python block"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/howto/{page}.md block {i}", "exec"), namespace)

@@ -16,8 +16,9 @@ TEXTS = ["def add(a, b):\n    return a + b\n" * 3, "for i in range(10):\n    if 
          "import os\nimport sys\n\n# a comment\nvalue = 'string'\n" * 3]
 #: Column names that are also DataFrame attributes, kept because a contract names them
 #: (/work/shared/DESIGN.md: ``head``, neuron_stats's ``mean``, ``std``, ``min``, ``max``) or, for
-#: ``where`` and ``rank``, documented in docs/reference/frames.md. Read every column as df["name"].
-ATTRIBUTE_NAMES = {"head", "mean", "std", "min", "max", "where", "rank"}
+#: ``where``, ``rank`` and prediction_neurons' ``skew`` / ``kurtosis``, documented in
+#: docs/reference/frames.md. Read every column as df["name"].
+ATTRIBUTE_NAMES = {"head", "mean", "std", "min", "max", "where", "rank", "skew", "kurtosis"}
 #: Public functions that return no DataFrame (or build one only through another entry here).
 NOT_FRAMES = {"ablate", "attention_patterns", "data", "export", "generate", "heads", "labels", "load", "plots",
               "stats", "repeated_tokens", "neuron_page", "head_page", "icl_score"}
@@ -54,6 +55,10 @@ def _frames(m: interp.Model) -> dict[str, pd.DataFrame]:
         "attribution_patching": interp.attribution_patching(m, "a = 1", "a = 2", answers=(5, 6)),
         "deletion_effect": interp.deletion_effect(m, "L0N3", TEXTS, max_tokens=200, **q),
         "neuron_stats": stats,
+        "neuron_verdicts": interp.neuron_verdicts(m, TEXTS, max_tokens=200),
+        "attention_sinks": interp.attention_sinks(m, TEXTS, max_tokens=200),
+        "entropy_neurons": interp.entropy_neurons(m, TEXTS, max_tokens=200),
+        "prediction_neurons": interp.prediction_neurons(m),
         "top_examples": interp.top_examples(stats, ["L1N3"]),
         "generate_tokens": interp.generate_tokens(m, ["x"], max_new_tokens=2).to_frame(),
     }

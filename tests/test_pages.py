@@ -142,3 +142,13 @@ def test_head_links_equal_composition_scores(tiny_models):
         # on the squared score, so rtol 1e-7 on the score holds with a wide margin
         pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False, atol=0, rtol=1e-7)
         assert len(writes) == 0  # layer 1 is the last of these two-layer models
+
+
+def test_given_head_scores_are_reused(default_model, pages):
+    given = interp.head_scores(default_model, "bos")
+    given = given.assign(score=given["score"] * 0 + 0.5)  # planted: a value no detector gives every head
+    page = interp.component_pages(default_model, ["L0H1"], DOCS, max_tokens=300, progress=False,
+                                  head_scores={"bos": given})[0]
+    scores = page.scores.set_index("kind")["score"]
+    assert scores["bos"] == 0.5
+    assert scores["induction"] == pages[1].scores.set_index("kind")["score"]["induction"]

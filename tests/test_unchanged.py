@@ -175,6 +175,14 @@ CALLS: list[tuple[str, Any, type[BaseException] | None]] = [
     ("deletion_evidence", lambda m, w, s: interp.deletion_evidence(m, TEXTS, neurons=["L1N3"], heads=["L1H0"],
                                                                    subspace=s, progress=False), None),
     ("model.hooks (clean exit)", lambda m, w, s: _run_in_hooks(m), None),
+    ("generate (sampled, ablated, patched)", lambda m, w, s: interp.generate_tokens(
+        m, TEXTS, max_new_tokens=3, temperature=1.0, seed=0, ablate=["L1H0", "L0N2", "L1_mlp"],
+        patch={"L0N3": 1.0}), None),
+    ("generate inside ablate", lambda m, w, s: _generate_in_ablate(m, s), None),
+    ("run_with_writes (extras)", lambda m, w, s: m.run_with_writes(TEXTS, extras=["pattern", "q", "mlp_pre"]), None),
+    ("component_pages", lambda m, w, s: interp.component_pages(m, ["L1N3", "L0H1"], DOCS, max_tokens=100,
+                                                               progress=False), None),
+    ("raises at validation: generate", lambda m, w, s: interp.generate_tokens(m, "x", ablate=["L9H0"]), ValueError),
     # calls that raise
     ("raises at validation: run_with_writes", lambda m, w, s: m.run_with_writes(""), ValueError),
     ("raises at validation: decompose", lambda m, w, s: interp.decompose(w, by="x"), ValueError),
@@ -192,6 +200,11 @@ CALLS: list[tuple[str, Any, type[BaseException] | None]] = [
 def _run_in_ablate(m, s, at=1):
     with interp.ablate(m, s, at=at, mode="zero"):
         return m.logits("x = 1")
+
+
+def _generate_in_ablate(m, s):
+    with interp.ablate(m, s, at=1, mode="zero"):
+        return m.generate("x = 1", max_new_tokens=2)
 
 
 def _writes_in_ablate(m, s):

@@ -221,7 +221,7 @@ def _finish(df: pd.DataFrame, src: str, tgt: str, base: float, model: Any) -> pd
                     "target_index": np.int64})
     df = df.sort_values(["excess", "kind", "source_layer", "source_index", "target_layer", "target_index"],
                         ascending=[False, True, True, True, True, True], kind="stable").reset_index(drop=True)
-    df = _by_kind(undefined_rows(df, ["score"], "composition_scores", _ZERO))
+    df = undefined_rows(_by_kind(df), ["score"], "composition_scores", _ZERO)
     df.attrs.update(processing=model.cfg.processing, baseline=base, d_model=model.cfg.d_model,
                     d_head=model.cfg.d_head, model_id=model.model_id)
     return df
@@ -321,7 +321,7 @@ def neuron_composition(
         df = df.drop(columns="_n")
     df = df.sort_values(["excess", "kind", "source_layer", "source_index", "target_layer", "target_index"],
                         ascending=[False, True, True, True, True, True], kind="stable").reset_index(drop=True)
-    df = _by_kind(undefined_rows(df, ["score"], "neuron_composition", _ZERO))
+    df = undefined_rows(_by_kind(df), ["score"], "neuron_composition", _ZERO)
     df.attrs.update(processing=c.processing, baseline=vec_base, d_model=c.d_model, d_head=c.d_head,
                     model_id=model.model_id)
     return df

@@ -71,16 +71,32 @@ def _examples(s: Scan, j: int, which: str, k: int) -> pd.DataFrame:
     return df.drop(columns=cols) if s.features[j].kind == "neuron" else df
 
 
-def _neuron_page(model: Any, s: Scan, j: int, *, top_k: int, n_links: int, W: dict) -> NeuronPage:
-    f = s.features[j]
-    c = model.cfg
+def _verdicts(model: Any, layers: list[int], data: Any, kw: dict) -> dict[int, pd.DataFrame]:
+    """Per layer, every neuron's in/out cosine and, where the memory chapter measures one on
+    ``data``, its deletion verdict (``interp.neuron_verdicts``); the cosines alone otherwise."""
     from interp.memory import neuron_in_out_cosines
 
-    cos = neuron_in_out_cosines(model, layers=[f.layer])
+    out = {}
+    for ly in layers:
+        try:
+            from interp.memory import neuron_verdicts
+
+            out[ly] = neuron_verdicts(model, data, layers=[ly], **kw)
+        except (ImportError, ValueError, TypeError):  # no verdict here (e.g. raw processing): the screen
+            out[ly] = neuron_in_out_cosines(model, layers=[ly])
+    return out
+
+
+def _neuron_page(model: Any, s: Scan, j: int, *, top_k: int, n_links: int, W: dict,
+                 verdicts: dict[int, pd.DataFrame]) -> NeuronPage:
+    f = s.features[j]
+    c = model.cfg
+    cos = verdicts[f.layer]
     row = cos[cos["neuron"] == f.index].iloc[0]
     summary = dict(label=f.label, kind="neuron", layer=f.layer, neuron=f.index, model=c.name, gated=c.gated,
                    **_stats(s, j), cosine=float(row["cosine"]), cosine_z=float(row["z"]),
-                   flagged=bool(row["flagged"]), verdict=row["verdict"] if "verdict" in row.index else None)
+                   flagged=bool(row["flagged"]), verdict=row["verdict"] if "verdict" in row.index else None,
+                   removed_median=float(row["removed_median"]) if "removed_median" in row.index else None)
     quant, hist = _distribution(s, j)
     promoted, suppressed = tokens.logit_table(model, W["W_out"][f.layer, f.index].float(), top_k)
     reads, writes = links.neuron_links(model, f.layer, f.index, n_links, W)
@@ -136,9 +152,12 @@ def component_pages(
     n_ctx: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    head_scores: dict[str, pd.DataFrame] | None = None,
 ) -> list[Page]:
     """Pages of several neurons and heads (labels ``"L18N183"``, ``"L1H2"``) from one pass over
-    ``data``: a ``NeuronPage`` or ``HeadPage`` each, in the order given (see ``neuron_page``)."""
+    ``data``: a ``NeuronPage`` or ``HeadPage`` each, in the order given (see ``neuron_page``).
+    ``head_scores``: ``{kind: interp.head_scores(model, kind)}`` already computed (every head),
+    reused for the head pages' detector scores; the kinds it lacks are computed."""
     from interp.probes.sites import check_model
 
     check_model(model)
@@ -159,13 +178,17 @@ def component_pages(
     heads = [f for f in feats if f.kind == "head"]
     scores: dict[str, pd.DataFrame] = {}
     if heads:
-        from interp.heads import head_scores
+        from interp.heads import head_scores as head_scores_of
 
-        scores = {k: head_scores(model, k) for k in DETECTORS}  # every head: the rank is among all
+        given = head_scores if isinstance(head_scores, dict) else {}
+        # every head: the rank is among all
+        scores = {k: given[k] if isinstance(given.get(k), pd.DataFrame) else head_scores_of(model, k) for k in DETECTORS}
+    verdicts = _verdicts(model, sorted({f.layer for f in feats if f.kind == "neuron"}), data,
+                         dict(max_tokens=min(max_tokens, 1024), n_ctx=n_ctx, batch_size=batch_size))
     pages: list[Page] = []
     for j, f in enumerate(feats):
         if f.kind == "neuron":
-            pages.append(_neuron_page(model, s, j, top_k=top_k, n_links=n_links, W=W))
+            pages.append(_neuron_page(model, s, j, top_k=top_k, n_links=n_links, W=W, verdicts=verdicts))
         else:
             pages.append(_head_page(model, s, j, top_k=top_k, n_links=n_links, W=W, scores=scores))
     return pages
@@ -177,13 +200,14 @@ def neuron_page(model: Any, neuron: str, data: Any = "stdlib:val", **kw: Any) ->
     Args:
         neuron: a label, ``"L18N183"``.
         data: texts, a corpus name or a path (as ``interp.neuron_stats``).
-        max_tokens (20,000), top_k (10 examples per list), context (8 tokens each side),
-        n_links (8 per direction), batch_size, n_ctx, seed (the quantile sample), progress.
+        **kw: max_tokens (20,000), top_k (10 examples per list), context (8 tokens each side),
+            n_links (8 per direction), batch_size, n_ctx, seed (the quantile sample), progress.
     Returns:
         A ``NeuronPage``: ``to_frame()`` (one row: n_tokens, mean, std, min, max, share_positive,
         share_negative (a gated MLP's activation is signed: both tails are shown), cosine (in/out),
-        cosine_z, flagged (the weights screen), verdict (on data, when
-        ``interp.neuron_in_out_cosines`` gives one)); frames ``top``, ``bottom`` (one example per
+        cosine_z, flagged and verdict, removed_median (``interp.neuron_verdicts`` on ``data``:
+        the deletion verdict measured on at most 1,024 tokens; the cosine screen alone where no
+        verdict can be measured)); frames ``top``, ``bottom`` (one example per
         context line: the same line in several documents counts once, ``n_duplicates`` says how
         many it stands for), ``quantiles``, ``histogram``, ``promoted`` / ``suppressed`` (its
         output vector through the final norm's gain and ``W_U``), ``reads_from`` / ``writes_to``.

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from interp._checks import options
 from interp.plots._frames import CHAR_EM, cell_chars, clip_text, require_columns, show_token
 from interp.plots.style import (
+    COLUMN_PX,
     DIVERGING,
     HIGHLIGHT,
     KIND_COLOURS,
@@ -197,6 +198,8 @@ LENS_MIN_CELL_PX = 72
 #: Cell text size of the logit lens (px).
 LENS_FONT_PX = 11
 CHAR_EM_PX = CHAR_EM * LENS_FONT_PX
+#: Room for the logit lens's colour bar and its title (px).
+LENS_COLORBAR_PX = 130
 
 
 @options(batch="index", max_streams="count")
@@ -219,7 +222,10 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
     positions = sorted(d["pos"].unique())
     toks = d.drop_duplicates("pos").set_index("pos")["token"].astype(str)
     ys = [f"{p} {_clip(_show(toks[p]), 14)}" for p in positions]
-    chars = cell_chars(LENS_WIDTH_PX / len(order), LENS_FONT_PX)
+    label_px = CHAR_EM_PX * max(len(y) for y in ys) + 40
+    # the plot area the cells get at most: the report's column less the labels and colour bar
+    plot_px = min(LENS_WIDTH_PX, COLUMN_PX - label_px - LENS_COLORBAR_PX)
+    chars = cell_chars(plot_px / len(order), LENS_FONT_PX)
     cell = d.set_index(["stream", "pos"])
     z = np.full((len(positions), len(order)), np.nan)
     text = [["" for _ in order] for _ in positions]
@@ -237,8 +243,7 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
     # columns as wide as their text needs, no wider: a 2-layer model's three streams make a
     # narrow figure, not three page-wide bands
     longest = max((len(t) for row in text for t in row), default=1)
-    cell_px = min(LENS_WIDTH_PX / len(order), max(LENS_MIN_CELL_PX, CHAR_EM_PX * longest + 16))
-    label_px = CHAR_EM_PX * max(len(y) for y in ys) + 40
+    cell_px = min(plot_px / len(order), max(LENS_MIN_CELL_PX, CHAR_EM_PX * longest + 16))
     fig = go.Figure(go.Heatmap(
         z=z, x=order, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=LENS_FONT_PX),
         colorscale=SEQUENTIAL, zmin=0, zmax=1, xgap=1, ygap=1,
@@ -250,7 +255,7 @@ def logit_lens(df: pd.DataFrame, *, batch: int = 0, max_streams: int = 12) -> go
                    subtitle=dict(text="colour: probability of the actual next token")),
         xaxis_title="stream (before each layer; final = the model's output)", yaxis_title="position and token",
         height=LENS_TOP_PX + 90 + LENS_ROW_PX * len(positions),
-        width=int(max(560, len(order) * cell_px + label_px + 130)),  # 130: the colour bar
+        width=int(max(560, len(order) * cell_px + label_px + LENS_COLORBAR_PX)),
         # the title and its subtitle sit above the top axis's title and tick labels, which the
         # axis's automargin places just above the plot: the top margin holds all four
         margin=dict(t=LENS_TOP_PX),

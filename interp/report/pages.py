@@ -48,8 +48,9 @@ def stage(ctx: Any, section: Section, bar: tqdm) -> None:
     try:
         labels = chosen(ctx)
         bar.update(1)
-        pages = find("component_pages")(ctx.model, labels, s.data, max_tokens=max(256, (s.tokens or 2048) // 4),
-                                        batch_size=s.batch_size, n_ctx=s.n_ctx, progress=ctx.progress)
+        pages = find("component_pages")(ctx.model, labels, s.data, max_tokens=max(256, (s.tokens or 2048) // 8),
+                                        batch_size=s.batch_size, n_ctx=s.n_ctx, progress=ctx.progress,
+                                        head_scores=ctx.shared.get("head_scores"))
     except Exception as e:  # the section degrades visibly, the report goes on
         section.unavailable("Component pages", e)
         return

@@ -233,6 +233,10 @@ def probes(ctx: Any, section: Section, bar: tqdm) -> None:
     bar.update(1)
 
 
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _probe_caption(table: pd.DataFrame) -> str:
     """The probe figure's caption; where the control task beats the probe, which labels, and
     what that means (the control is a function of the current token, not a ceiling)."""
@@ -245,7 +249,7 @@ def _probe_caption(table: pd.DataFrame) -> str:
         return text
     names = list(dict.fromkeys(above["label"].astype(str).str.replace("_", " ")))
     return text + (
-        f" The control lies above the probe for {', '.join(names)}: the control's labels are a function of the "
+        f" The control lies above the probe for the {_and(names)}: the control's labels are a function of the "
         "current token, so it is as easy as the current token is to read (near 1 at the embedding, which is "
         "the current token), while the probed label is harder to read than that. Selectivity is below zero "
         "there; the control is not a ceiling, and the probe's own accuracy against the lookup is the number "
