@@ -32,7 +32,8 @@ Post-norm blocks (``interp.writes``): the model computes ``g * fl(sum) * rsqrt(s
 terms through the gain and over the scale (``absolute`` keeps the scales), and each side adds
 ``POST_NORM_ROUNDINGS`` elementwise roundings of ``A_j``: the model's multiplications by the
 reciprocal root and by the gain, its reciprocal root against the record's root (two), the
-record's product ``W_O * g`` and its division by ``s``.
+record's product ``W_O * g`` and its division by ``s``; at float32's unit roundoff at least, since
+Gemma's and OLMo-2's norms compute in float32 even in a float64 model.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def reconstruction_ratios(writes: ResidualWrites, ref: dict[Any, Tensor], dtype:
     ref = {k if isinstance(k, str) else f"{k[0]}.{k[1]}": v for k, v in ref.items()}
     u_acc, u_out = unit_roundoff(dtype)
     g = 2 * (gamma(terms_per_write(writes), u_acc) + u_out)
-    if writes.post_norm:
-        g = g + POST_NORM_ROUNDINGS * max(u_acc, u_out)
+    if writes.post_norm:  # the checkpoints' RMSNorms compute in float32 whatever the model's dtype
+        g = g + POST_NORM_ROUNDINGS * max(u_acc, u_out, 2.0**-24)
     mask = writes.mask.to(writes.embed.device)
     tiny = torch.finfo(torch.float64).tiny
     out: dict[str, float] = {}

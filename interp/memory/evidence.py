@@ -182,7 +182,8 @@ def _flatten(w: ResidualWrites, device: torch.device, dt: torch.dtype) -> dict[s
     """The record's real tokens as ``[pos, ...]`` tensors on ``device`` in ``dt``. ``z`` and
     ``acts`` are the write coefficients (over the frozen post-norm scale; ``interp.writes``), so
     every write rebuilt from them is the one the model added; post-norm biases are written over
-    the scale too (``b_O``, ``b_out``: ``[pos, d_model]`` per layer, else None)."""
+    the scale too (``b_O``, ``b_out``: ``[pos, d_model]`` per layer, else None). ``fired``: the
+    activations themselves (post-norm records; a neuron's tokens are weighted by its activation)."""
     m = w.mask.to(w.embed.device)
 
     def f(t: Tensor) -> Tensor:
@@ -194,6 +195,7 @@ def _flatten(w: ResidualWrites, device: torch.device, dt: torch.dtype) -> dict[s
     return dict(
         embed=f(w.embed), pos=None if w.pos_embed is None else f(w.pos_embed.expand_as(w.embed)),
         z={ly: f(w.write_z(ly)) for ly in w.z}, acts={ly: f(w.write_acts(ly)) for ly in w.acts},
+        fired={ly: f(t) for ly, t in w.acts.items()} if w.post_norm else None,
         b_O={ly: bias(ly, "attn") for ly in w.z}, b_out={ly: bias(ly, "mlp") for ly in w.z},
     )
 
@@ -247,9 +249,10 @@ def _accumulate(parts: dict[str, Any], model: Any, prep: dict[int, tuple], acc_n
         if ly in prep:
             _, U, G, wout_u, i = prep[ly]
             x_in = x if c.parallel else x_mid
-            a = acts.index_select(1, i)
-            fire = (x_in @ G > 0) if G is not None else a > 0
-            weight = a * fire
+            a = acts.index_select(1, i)  # the write coefficient (over the post-norm scale)
+            act = a if parts.get("fired") is None else parts["fired"][ly].index_select(1, i)
+            fire = (x_in @ G > 0) if G is not None else act > 0
+            weight = act * fire
             num = _project_fixed(parts, ws, U, weight, ly, not c.parallel)
             acc_n[ly].add(x_in @ U, a * wout_u, fire, weight, num)
         x = x_mid + acts @ ws.W_out[ly].to(dt) + _bias(parts, ws, "b_out", ly, x)

@@ -105,7 +105,9 @@ def _layer_ratios(model: Any, w: Any, layers: list[int], sink_ratio: float) -> A
     mask = w.mask.to(dev)
     x = (w.embed + (w.pos_embed if w.pos_embed is not None else 0)).to(dev, dt)
     for ly in range(max(layers) + 1):
-        z = w.z[ly].to(dev, dt)  # [b, pos, H, dh]
+        z = w.write_z(ly).to(dev, dt)  # [b, pos, H, dh], over the post-norm scale
+        s = w.scale(ly, "attn")  # post-norm: every part of a head's write is over its query's scale
+        inv = 1 if s is None else 1 / s.to(dev, dt)[..., None]  # [b, q, 1, 1]
         W_O = ws.W_O[ly].to(dt)
         if ly in pats:
             sink = sink_positions(x, mask, sink_ratio)
@@ -118,15 +120,16 @@ def _layer_ratios(model: Any, w: Any, layers: list[int], sink_ratio: float) -> A
             v = torch.einsum("bpd,kde->bpke", xn, W_V[ly]).repeat_interleave(group, 2) + bv  # [b, k, H, dh]
             diag = torch.diagonal(A, dim1=-2, dim2=-1).permute(0, 2, 1)  # [b, q, H]
             at_sink = A * sink[:, None, None, :].to(dt)
-            parts = {"total": z, "own": diag[..., None] * v, "sink": torch.einsum("bhqk,bkhe->bqhe", at_sink, v)}
+            parts = {"total": z, "own": diag[..., None] * v * inv,
+                     "sink": torch.einsum("bhqk,bkhe->bqhe", at_sink, v) * inv}
             bases = read_space(W_V[ly].repeat_interleave(group, 0))
             Px = torch.stack([(x @ Q) @ Q.T for Q in bases], 2)  # [b, q, H, d]: what each head reads of x
             OPx = torch.einsum("hed,bphd->bphe", W_O, Px)  # W_O[h] (P_h x), [b, q, H, dh]
             px2 = Px.pow(2).sum(-1)  # |P_h x|^2
             ratios = {k: (-(p * OPx).sum(-1) / px2)[counted] for k, p in parts.items()}
             yield ly, ratios, diag[counted], at_sink.sum(-1).permute(0, 2, 1)[counted], counted, sink
-        x = x + z.flatten(2) @ W_O.flatten(0, 1) + ws.b_O[ly].to(dt)
-        x = x + w.acts[ly].to(dev, dt) @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+        x = x + z.flatten(2) @ W_O.flatten(0, 1) + w.bias_write(ly, "attn").to(dev, dt)
+        x = x + w.write_acts(ly).to(dev, dt) @ ws.W_out[ly].to(dt) + w.bias_write(ly, "mlp").to(dev, dt)
 
 
 def head_removal(model: Any, writes: Any, layer: int, *, sink_ratio: float = SINK_RATIO) -> dict[str, Tensor]:

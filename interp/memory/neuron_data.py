@@ -34,7 +34,7 @@ from torch import Tensor
 from interp._checks import check_float, check_stream
 from interp._threads import with_analysis_threads
 from interp.memory.data import describe, records, require_compat
-from interp.memory.evidence import _flatten
+from interp.memory.evidence import _bias, _flatten
 from interp.memory.neurons import FALSE_POSITIVES, _frame, _scan
 from interp.memory.verdict import (
     MAX_REMOVED,
@@ -93,14 +93,14 @@ def _layer_ratios(model: Any, w: Any, prep: dict[int, tuple]) -> Any:
     x = parts["embed"] + (parts["pos"] if parts["pos"] is not None else 0)
     for ly in range(max(prep) + 1):
         z, acts = parts["z"][ly], parts["acts"][ly]
-        x_mid = x + z.flatten(1) @ ws.W_O[ly].to(dt).flatten(0, 1) + ws.b_O[ly].to(dt)
+        x_mid = x + z.flatten(1) @ ws.W_O[ly].to(dt).flatten(0, 1) + _bias(parts, ws, "b_O", ly, x)
         if ly in prep:
             U, real, null, G = prep[ly]
             x_in = x if c.parallel else x_mid
             p = x_in @ U  # [t, d_mlp]: the stream's component along each input direction
             fire = (x_in @ G > 0) if G is not None else acts > 0
             yield ly, -acts * real / p, -acts * null / p, fire
-        x = x_mid + acts @ ws.W_out[ly].to(dt) + ws.b_out[ly].to(dt)
+        x = x_mid + acts @ ws.W_out[ly].to(dt) + _bias(parts, ws, "b_out", ly, x)
 
 
 def neuron_removal(model: Any, writes: Any, layer: int) -> tuple[Tensor, Tensor]:
