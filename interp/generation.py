@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_float, check_index, check_int
+from interp._threads import with_analysis_threads
 from interp.tokens import Tokens, pad_rows
 
 _LABEL = re.compile(r"^L(-?\d+)(?:([HN])(-?\d+)|_(attn|mlp))$")
@@ -213,6 +214,7 @@ def _backend(model: Any, plan: dict) -> tuple[str | None, Tensor | None]:
     return "raw", None
 
 
+@with_analysis_threads
 def generate_tokens(
     model: Any,
     prompt: Any,
