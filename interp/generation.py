@@ -319,6 +319,7 @@ def generate_tokens(
     )
 
 
+@with_analysis_threads
 def generate(model: Any, prompt: Any, **kw: Any) -> str | list[str]:
     """Generate text: ``generate_tokens(model, prompt, **kw)`` and return prompt plus
     completion, a str for a str prompt and a list of str for a list (for token-id prompts,
