@@ -144,3 +144,29 @@ class Weights:
         self._check_decomposable()
         t = self._block(layer, "mlp.W_out")
         return t if not self._cfg.post_norm else t * self.post_gain(layer, "mlp")
+
+
+#: The parts of a TransformerLens block whose writes interp records: pre-norms, post-norms (both or
+#: neither), attention, MLP. A block with any other part (a state-space mixer, a convolution) is refused.
+BLOCK_PARTS = frozenset({"ln1", "ln2", "ln1_post", "ln2_post", "attn", "mlp"})
+
+
+def block_structure(bridge: Any, parallel: bool, name: str) -> tuple[bool, str | None]:
+    """``(post_norm, refusal)`` from the bridge's block layout (its adapter's component mapping)."""
+    try:
+        parts = set(bridge.adapter.component_mapping["blocks"].submodules)
+    except (AttributeError, KeyError, TypeError):
+        return False, None
+    post = parts & {"ln1_post", "ln2_post"}
+    unknown = sorted(parts - BLOCK_PARTS)
+    if unknown or (post and (len(post) == 1 or parallel)):
+        what = f"parts interp does not record ({', '.join(unknown)})" if unknown else (
+            f"a post-norm on one sublayer only ({', '.join(sorted(post))})" if len(post) == 1
+            else "post-norms on parallel attention and MLP")
+        return False, (
+            f"model={name!r}: its blocks hold {what}, so its residual stream is not a sum of per-head and "
+            "per-neuron writes that interp can record; analyses of writes (decomposition, attribution, "
+            "probes' writers, in/out cosines, composition, deletion) would be wrong and are refused. "
+            "Attention patterns, head scores and activation patching still work"
+        )
+    return bool(post), None
