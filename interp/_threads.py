@@ -58,11 +58,17 @@ def env_threads() -> int | None:
         raise ValueError(f"${ENV}={env!r} must be a positive int (threads for interp's analyses)") from None
     if n < 1:
         raise ValueError(f"${ENV}={env!r} must be a positive int (threads for interp's analyses)")
+    return check_thread_count(f"${ENV}={env!r}", n, "(or unset it: interp then chooses)")
+
+
+def check_thread_count(what: str, n: int, alternative: str = "") -> int:
+    """``n`` threads, refused (``ValueError`` naming ``what``) above ``MAX_THREADS_PER_CPU`` per
+    CPU: torch's thread pool crashes the process on a number in the millions."""
     cpus = cpu_count()
     if n > MAX_THREADS_PER_CPU * cpus:
-        raise ValueError(f"${ENV}={env!r} asks for more threads than this machine can use: it has {cpus} CPU(s), "
+        raise ValueError(f"{what} asks for more threads than this machine can use: it has {cpus} CPU(s), "
                          f"and interp allows at most {MAX_THREADS_PER_CPU * cpus}; set it to {cpus} or fewer "
-                         "(or unset it: interp then chooses)")
+                         f"{alternative}".rstrip())
     return n
 
 

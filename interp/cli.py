@@ -14,6 +14,7 @@ whole table with ``--format csv|json`` (to stdout) or ``--table FILE``, and its 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
 import sys
@@ -109,6 +110,15 @@ def _stats(model, args):
     rank 0 alone prints and writes."""
     from interp.stats import init_distributed, neuron_stats, rank_and_world, top_examples
 
+    if args.neurons:  # before the corpus is read, not after
+        from interp.memory.evidence import _select
+
+        c = model.cfg
+        chosen = _select("--neurons", args.neurons, "neuron", c.n_layers, c.d_mlp)
+        measured = set(range(c.n_layers)) if not args.layers else {ly % c.n_layers for ly in args.layers}
+        missing = sorted({ly for ly, _ in chosen} - measured)
+        if missing:
+            raise ValueError(f"--neurons names layer(s) {missing}, which --layers leaves out; add them to --layers")
     init_distributed(timeout=600.0 if args.timeout is None else args.timeout)
     df = neuron_stats(model, args.data, layers=args.layers, max_tokens=args.tokens, top_k=args.top_k,
                       batch_size=args.batch_size, context=args.context, progress=not args.quiet)
@@ -325,10 +335,20 @@ def _report(args: argparse.Namespace) -> int:
 def _write_table(df: Any, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df.to_csv(path, index=False)
+        df.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)  # a token "\r" unquoted reads back as a line end
     elif suffix == ".json":
         df.to_json(path, orient="records", indent=1, default_handler=str)
     elif suffix == ".parquet":
+        from interp.records import PARQUET_ATTRS_CHARS
+
+        big = [k for k, v in df.attrs.items() if isinstance(v, str) and len(v) > PARQUET_ATTRS_CHARS]
+        if big:  # a footer this large could not be read back: the table goes, the record stays apart
+            logging.getLogger("interp").warning(
+                "%s: attrs %s left out (too large for a readable parquet footer); write the examples with "
+                "--examples FILE", path, ", ".join(big))
+            df = df.copy()
+            for k in big:
+                del df.attrs[k]
         df.to_parquet(path, index=False)
     else:
         raise ValueError(f"{str(path)!r}: use a .csv, .json or .parquet file")
@@ -436,7 +456,7 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
     if getattr(args, "stats_rank", 0) != 0:  # under torchrun every rank computes; rank 0 reports
         return 0
     if args.format == "csv":
-        sys.stdout.write(df.to_csv(index=False))
+        sys.stdout.write(df.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
     elif args.format == "json":
         sys.stdout.write(df.to_json(orient="records", default_handler=str) + "\n")
     else:
@@ -468,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `interp neurons | head`
         return 0
-    except (ValueError, TypeError, LookupError, OSError, RuntimeError, ImportError) as e:
+    except (ValueError, TypeError, LookupError, OSError, RuntimeError, ImportError, MemoryError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         sys.stderr.write(f"interp: error: {msg}\n")
         return EXIT_ERROR

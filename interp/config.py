@@ -35,6 +35,16 @@ class Config:
     #: added (Gemma 2/3, OLMo-2). Their writes are exact with the norm's scale frozen (``interp.writes``).
     post_norm: bool = False
 
+    def forward_bytes(self, batch: int, pos: int, itemsize: int = 4) -> int:
+        """Bytes a recorded forward of ``[batch, pos]`` tokens holds at its peak, a lower bound
+        for refusing sizes early: the record (embeddings, per layer ``z`` and the MLP
+        activations, in ``itemsize``-byte floats), one layer's attention scores and MLP
+        pre-activations, and the logits' last position."""
+        per_pos = 2 * self.d_model + self.n_layers * (self.n_heads * self.d_head + self.d_mlp) + 1
+        record = batch * pos * per_pos * itemsize
+        transient = batch * (self.n_heads * pos * pos + 3 * pos * self.d_mlp) * 4 + batch * self.d_vocab * 4
+        return record + transient
+
 
 class Weights:
     """Stacked weights in TransformerLens shapes, built on first use and cached.
@@ -134,3 +144,29 @@ class Weights:
         self._check_decomposable()
         t = self._block(layer, "mlp.W_out")
         return t if not self._cfg.post_norm else t * self.post_gain(layer, "mlp")
+
+
+#: The parts of a TransformerLens block whose writes interp records: pre-norms, post-norms (both or
+#: neither), attention, MLP. A block with any other part (a state-space mixer, a convolution) is refused.
+BLOCK_PARTS = frozenset({"ln1", "ln2", "ln1_post", "ln2_post", "attn", "mlp"})
+
+
+def block_structure(bridge: Any, parallel: bool, name: str) -> tuple[bool, str | None]:
+    """``(post_norm, refusal)`` from the bridge's block layout (its adapter's component mapping)."""
+    try:
+        parts = set(bridge.adapter.component_mapping["blocks"].submodules)
+    except (AttributeError, KeyError, TypeError):
+        return False, None
+    post = parts & {"ln1_post", "ln2_post"}
+    unknown = sorted(parts - BLOCK_PARTS)
+    if unknown or (post and (len(post) == 1 or parallel)):
+        what = f"parts interp does not record ({', '.join(unknown)})" if unknown else (
+            f"a post-norm on one sublayer only ({', '.join(sorted(post))})" if len(post) == 1
+            else "post-norms on parallel attention and MLP")
+        return False, (
+            f"model={name!r}: its blocks hold {what}, so its residual stream is not a sum of per-head and "
+            "per-neuron writes that interp can record; analyses of writes (decomposition, attribution, "
+            "probes' writers, in/out cosines, composition, deletion) would be wrong and are refused. "
+            "Attention patterns, head scores and activation patching still work"
+        )
+    return bool(post), None

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_float, check_index, check_int
+from interp._threads import with_analysis_threads
 from interp.tokens import Tokens, pad_rows
 
 _LABEL = re.compile(r"^L(-?\d+)(?:([HN])(-?\d+)|_(attn|mlp))$")
@@ -213,6 +214,7 @@ def _backend(model: Any, plan: dict) -> tuple[str | None, Tensor | None]:
     return "raw", None
 
 
+@with_analysis_threads
 def generate_tokens(
     model: Any,
     prompt: Any,
@@ -317,6 +319,7 @@ def generate_tokens(
     )
 
 
+@with_analysis_threads
 def generate(model: Any, prompt: Any, **kw: Any) -> str | list[str]:
     """Generate text: ``generate_tokens(model, prompt, **kw)`` and return prompt plus
     completion, a str for a str prompt and a list of str for a list (for token-id prompts,

@@ -22,11 +22,15 @@ import torch
 import xxhash
 from torch import Tensor
 
-from interp._checks import check_bool, check_choice, check_device, check_indices, check_stream
-from interp.capture import FastCapture, calibration_tolerance, hf_module_paths
-from interp.config import Config, Weights
-from interp.errors import NonAdditiveModelError
-from interp.reconstruction import check_reconstruction
+from interp._checks import check_bool, check_choice, check_device, check_indices, check_memory, check_stream
+from interp.capture import FastCapture, hf_module_paths
+from interp.config import Config, Weights, block_structure
+from interp.recording import (
+    bridge_record,
+    make_writes,
+    non_finite_message,
+    verify_first_record,
+)
 from interp.tokens import (
     SPLIT_SPECIAL_TOKENS,
     Tokens,
@@ -53,32 +57,6 @@ def _serialized(method: Any) -> Any:
 
 
 PROCESSING = ("compat", "raw")
-#: The parts of a TransformerLens block whose writes interp records: pre-norms, post-norms (both or
-#: neither), attention, MLP. A block with any other part (a state-space mixer, a convolution) is refused.
-BLOCK_PARTS = frozenset({"ln1", "ln2", "ln1_post", "ln2_post", "attn", "mlp"})
-
-
-def _block_structure(bridge: Any, parallel: bool, name: str) -> tuple[bool, str | None]:
-    """``(post_norm, refusal)`` from the bridge's block layout (its adapter's component mapping)."""
-    try:
-        parts = set(bridge.adapter.component_mapping["blocks"].submodules)
-    except (AttributeError, KeyError, TypeError):
-        return False, None
-    post = parts & {"ln1_post", "ln2_post"}
-    unknown = sorted(parts - BLOCK_PARTS)
-    if unknown or (post and (len(post) == 1 or parallel)):
-        what = f"parts interp does not record ({', '.join(unknown)})" if unknown else (
-            f"a post-norm on one sublayer only ({', '.join(sorted(post))})" if len(post) == 1
-            else "post-norms on parallel attention and MLP")
-        return False, (
-            f"model={name!r}: its blocks hold {what}, so its residual stream is not a sum of per-head and "
-            "per-neuron writes that interp can record; analyses of writes (decomposition, attribution, "
-            "probes' writers, in/out cosines, composition, deletion) would be wrong and are refused. "
-            "Attention patterns, head scores and activation patching still work"
-        )
-    return bool(post), None
-
-
 class Model:
     """A transformer language model ready for residual-stream analysis.
 
@@ -98,7 +76,7 @@ class Model:
         gated = bool(getattr(c, "gated_mlp", False))
         d_mlp = c.d_mlp if c.d_mlp else bridge.blocks[0].mlp.W_out.shape[0]
         parallel = bool(getattr(c, "parallel_attn_mlp", False))
-        post_norm, refusal = _block_structure(bridge, parallel, name)
+        post_norm, refusal = block_structure(bridge, parallel, name)
         self.cfg = Config(
             name=name, n_layers=c.n_layers, n_heads=c.n_heads,
             n_kv_heads=getattr(c, "n_key_value_heads", None) or c.n_heads, d_model=c.d_model,
@@ -439,6 +417,9 @@ class Model:
         layers = check_indices("layers", layers, self.cfg.n_layers, "layer")
         if dtype is not None:
             check_choice("dtype", dtype, (torch.float32, torch.float16, torch.bfloat16, torch.float64))
+        B, P = toks.tokens.shape
+        check_memory(f"recording a batch of {B:,} rows x {P:,} tokens", self.cfg.forward_bytes(B, P),
+                     "pass fewer rows at a time (a smaller batch_size, or a shorter list) or shorter rows (n_ctx)")
         store_device = check_device("device", device) or self.device
         from interp.extras import hooks_for, record_extras
 
@@ -460,28 +441,7 @@ class Model:
             rec_layers = range(self.cfg.n_layers) if verify else layers
             rec, ref = self._bridge_record(toks.tokens, rec_layers, verify)
             if verify:
-                try:
-                    self.reconstruction = check_reconstruction(
-                        self._make_writes(toks, rec, rec_layers, prepend_bos), ref, name=self.cfg.name,
-                        dtype=self.cfg.dtype, non_finite=self._non_finite)
-                except NonAdditiveModelError as e:  # one root: every later analysis refuses too
-                    self.refuse(str(e))
-                    raise
-                self._verified = True
-                if self._fast is not None and not self._fast_ready:
-                    self._fast_ready = self._fast.calibrate(
-                        toks.tokens, toks.mask, rec, self.cfg.n_layers,
-                        rtol=calibration_tolerance(self.cfg.dtype, self.cfg.n_layers),
-                        shift_reference=self._shift_reference,
-                    )
-                    self.calibration = dict(self._fast.errors)
-                    if not self._fast_ready:
-                        self._fast = None
-                        level = logging.WARNING if self.cfg.dtype == torch.float32 else logging.INFO
-                        worst = {k: f"{v:.1e}" for k, v in self.calibration.items()}
-                        log.log(level, "%s: the plain-forward capture disagrees with TransformerLens "
-                                "at %s (worst error per quantity, in units of its row's largest value: %s); "
-                                "recording through the bridge", self.cfg.name, self.cfg.dtype, worst)
+                verify_first_record(self, toks, rec, ref, rec_layers, prepend_bos)
             rec = {k: v.to(device=store_device, dtype=store_dtype) for k, v in rec.items()}
         if self._fast_ready:  # every record of a calibrated model comes from one path: deterministic
             rec = self._fast.capture(toks.tokens, layers, dtype=store_dtype, device=store_device)
@@ -493,63 +453,13 @@ class Model:
         return w
 
     def _non_finite(self, where: str) -> str:
-        low = self.cfg.dtype in (torch.float16, torch.bfloat16)
-        return (
-            f"model={self.cfg.name!r}: its own forward pass gives NaN or inf in {where}; "
-            + (f"{self.cfg.dtype} overflows or the weights hold NaN/inf: load it with dtype=torch.float32"
-               if low else "its weights hold NaN or inf: check the checkpoint (or the weight surgery)")
-        )
+        return non_finite_message(self, where)
 
     def _make_writes(self, toks: Tokens, rec: dict[Any, Tensor], layers: Sequence[int], prepend_bos: Any) -> ResidualWrites:
-        return ResidualWrites(
-            tokens=toks.tokens, mask=toks.mask, embed=rec["embed"], pos_embed=rec.get("pos"),
-            z={ly: rec[("z", ly)] for ly in layers}, acts={ly: rec[("mlp", ly)] for ly in layers},
-            final_scale=rec["scale"], weights=self.write_weights,
-            attn_scale={ly: rec[("attn_scale", ly)] for ly in layers} if self.cfg.post_norm else None,
-            mlp_scale={ly: rec[("mlp_scale", ly)] for ly in layers} if self.cfg.post_norm else None,
-            meta=dict(
-                model_id=self.model_id, model_name=self.cfg.name, processing=self.cfg.processing,
-                quantization=self.cfg.quantization,
-                n_layers=self.cfg.n_layers, parallel=self.cfg.parallel, normalization=self.cfg.normalization,
-                eps=self.cfg.eps, prepend_bos=prepend_bos, d_model=self.cfg.d_model,
-                post_norm=self.cfg.post_norm,
-            ),
-            decode_=self.decode_token if self.tokenizer is not None else None,
-        )
-
-    def _shift_reference(self) -> tuple[Tensor, dict]:
-        """Fixed tokens ``[1, min(n_ctx, 128)]`` (seeded, whatever the caller's RNG) and their
-        bridge record: where the fast path measures its ``z`` shift, the same on every load."""
-        n = min(self.cfg.n_ctx, 128)
-        tokens = torch.randint(self.cfg.d_vocab, (1, n), generator=torch.Generator().manual_seed(0))
-        return tokens, self._bridge_record(tokens, range(self.cfg.n_layers), False)[0]
+        return make_writes(self, toks, rec, layers, prepend_bos)
 
     def _bridge_record(self, tokens: Tensor, layers: Sequence[int], verify: bool) -> tuple[dict, dict]:
-        """Record through TransformerLens hooks (model dtype); with ``verify``, also the
-        model's own ``hook_resid_*`` for the reconstruction check."""
-        rec: dict[Any, Tensor] = {}
-        ref: dict[str, Tensor] = {}
-
-        def keep(store: dict, key: Any):
-            def hook(t: Tensor, hook: Any) -> None:
-                store[key] = t.detach()
-            return hook
-
-        hooks = [("hook_embed", keep(rec, "embed")), ("ln_final.hook_scale", keep(rec, "scale"))]
-        if self.cfg.positional == "standard":
-            hooks.append(("hook_pos_embed", keep(rec, "pos")))
-        for ly in layers:
-            hooks += [(f"blocks.{ly}.attn.hook_z", keep(rec, ("z", ly))),
-                      (f"blocks.{ly}.mlp.hook_post", keep(rec, ("mlp", ly)))]
-            if self.cfg.post_norm:
-                hooks += [(f"blocks.{ly}.ln1_post.hook_scale", keep(rec, ("attn_scale", ly))),
-                          (f"blocks.{ly}.ln2_post.hook_scale", keep(rec, ("mlp_scale", ly)))]
-        if verify:
-            wheres = ("pre", "post") if self.cfg.parallel else ("pre", "mid", "post")
-            hooks += [(f"blocks.{ly}.hook_resid_{w}", keep(ref, f"{ly}.{w}"))
-                      for ly in range(self.cfg.n_layers) for w in wheres]
-        self._forward(tokens, hooks)
-        return rec, ref
+        return bridge_record(self, tokens, layers, verify)
 
     def stream_writes(
         self,

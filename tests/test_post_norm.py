@@ -115,11 +115,11 @@ def test_record_with_scales_saves_and_loads(pair, tmp_path):
 
 
 def test_a_block_with_unknown_parts_is_refused_by_every_analysis():
-    from interp.model import _block_structure
+    from interp.config import block_structure
 
     bridge = types.SimpleNamespace(adapter=types.SimpleNamespace(component_mapping={
         "blocks": types.SimpleNamespace(submodules={"ln1": 0, "mixer": 0, "mlp": 0})}))
-    post, refusal = _block_structure(bridge, False, "m")
+    post, refusal = block_structure(bridge, False, "m")
     assert not post and "mixer" in refusal
     model = random_model("llama", seed=3)
     model.refuse(refusal)
@@ -138,7 +138,7 @@ def test_a_block_with_unknown_parts_is_refused_by_every_analysis():
 
 def test_a_record_that_does_not_sum_refuses_the_model_from_then_on(monkeypatch):
     model = random_model("llama", seed=4)
-    from interp import model as model_module
+    from interp import recording as model_module
 
     def broken(*a, **k):
         raise NonAdditiveModelError("does not sum")

@@ -24,6 +24,7 @@ SECTIONS = [
     "subspace-probes-and-the-shared-memory-map",
     "memory-management",
     "causal-evidence",
+    "component-pages",
     "model-card",
     "settings",
 ]

@@ -110,7 +110,7 @@ def test_non_additive_architecture_is_refused(monkeypatch):
     do not sum to its stream, and the first record says so."""
     from interp import model as model_module
 
-    monkeypatch.setattr(model_module, "_block_structure", lambda bridge, parallel, name: (False, None))
+    monkeypatch.setattr(model_module, "block_structure", lambda bridge, parallel, name: (False, None))
     model = random_model("gemma3", seed=5)
     assert not model.cfg.post_norm
     with pytest.raises(interp.NonAdditiveModelError, match="hook_resid_mid"):

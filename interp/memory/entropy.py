@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_float, check_indices, check_int
+from interp._degenerate import check_usable_dims
 from interp._threads import with_analysis_threads
 from interp.memory.data import describe, records, require_compat
 
@@ -148,6 +149,7 @@ def entropy_neurons(
         ('candidate', True)
     """
     require_compat(model, "entropy_neurons")
+    check_usable_dims(model, "entropy_neurons (the unembedding's bottom singular directions)")
     c = model.cfg
     layers = check_indices("layers", layers, c.n_layers, "layer")
     k = max(1, round(0.01 * c.d_model)) if k is None else check_int("k", k, minimum=1, maximum=c.d_model - 1)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_float, check_indices, check_int
+from interp._degenerate import undefined_rows
 from interp._threads import with_analysis_threads
 from interp.memory.data import describe, records, require_compat
 from interp.memory.head_data import SINK_RATIO, measure_heads
@@ -218,6 +219,9 @@ def find_deleting_heads(
     df["z"] = (df["score"] - null_mean) / null_std
     df["flagged"] = df["verdict"] == "deleting"
     df["reason"] = [_reason(r) for r in df.itertuples()]
+    undefined_rows(df, ["removed_median"], "find_deleting_heads",
+                   "the part of the stream the head reads is zero on the data (constant or zero weights, or no "
+                   "room for a direction such as d_model=1 under LayerNorm): no verdict on data", refuse_all=False)
     df = df.astype({"layer": np.int64, "head": np.int64, "n_queries": np.int64})[COLUMNS]
     df["_order"] = df["verdict"].map({v: i for i, v in enumerate(VERDICTS)})
     df = df.sort_values(["_order", "removed_median", "layer", "head"], ascending=[True, False, True, True],

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from interp._checks import check_indices, check_int
+from interp._degenerate import undefined_rows
 from interp._threads import with_analysis_threads
 
 COLUMNS = ["layer", "neuron", "label", "kind", "vocab_skew", "vocab_kurtosis", "norm", "top_token", "top_value"]
@@ -123,7 +124,9 @@ def prediction_neurons(
     df.insert(2, "label", [f"L{ly}N{n}" for ly, n in zip(df["layer"], df["neuron"])])
     df["top_token"] = [repr(model.decode_token(int(t))) for t in df["top_token"]]  # quoted: "'\n'" stays one cell
     df = df.sort_values(["vocab_kurtosis", "layer", "neuron"], ascending=[False, True, True], kind="stable")
-    df = df.reset_index(drop=True)[COLUMNS]
+    df = undefined_rows(df.reset_index(drop=True)[COLUMNS], ["vocab_skew", "vocab_kurtosis"], "prediction_neurons",
+                        "a neuron's logit effect (w_out through W_U) is the same for every token (constant or zero "
+                        "weights): the skew and kurtosis of a constant are 0 / 0")
     df.attrs.update(null_kurtosis_max=k_cut, null_skew_max=s_cut, null_kurtosis_median=float(n_kurt.median()),
                     n_null=n_null, counts={k: int((df["kind"] == k).sum()) for k in ("prediction", "suppression")},
                     null="random directions through the model's own W_U")

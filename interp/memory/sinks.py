@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from interp._checks import check_float, check_int
+from interp._degenerate import undefined_rows
 from interp._threads import with_analysis_threads
 from interp.memory.data import describe, records, require_compat
 from interp.memory.head_data import SINK_RATIO
@@ -165,7 +166,7 @@ def attention_sinks(
                 top_head=f"L{ly}H{top}" if ly < L else "", top_head_attention=float(att[top]) if ly < L else float("nan"),
                 massive=g.n > 0,
             ))
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = undefined_rows(pd.DataFrame(rows, columns=COLUMNS), ["norm"], "attention_sinks", "the residual stream is exactly zero (degenerate weights: constant, zero, or no room for a direction such as d_model=1 under LayerNorm): its norms and their ratios are 0 / 0")
     df.attrs.update(first_layer=first, median_norm={ly: float(np.median(m)) for ly, m in enumerate(medians) if m},
                     n_tokens_data=n_tok, sink_ratio=sink_ratio, data=describe(data, max_tokens))
     return df

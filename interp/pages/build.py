@@ -194,6 +194,7 @@ def component_pages(
     return pages
 
 
+@with_analysis_threads
 def neuron_page(model: Any, neuron: str, data: Any = "stdlib:val", **kw: Any) -> NeuronPage:
     """One neuron's page, as Neuronpedia shows one, from ``max_tokens`` tokens of ``data``.
 
@@ -222,6 +223,7 @@ def neuron_page(model: Any, neuron: str, data: Any = "stdlib:val", **kw: Any) ->
     return component_pages(model, [neuron], data, **kw)[0]
 
 
+@with_analysis_threads
 def head_page(model: Any, head: str, data: Any = "stdlib:val", **kw: Any) -> HeadPage:
     """One head's page: where it writes most (its write norm ``|z W_O|``) with the key each query
     attends to most, the distribution of its write norm, its detector scores

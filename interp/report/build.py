@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from interp._progress import tqdm
-from interp._threads import choose_threads
+from interp._threads import check_thread_count, choose_threads
 from interp.report.document import Section, Text
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class ReportSettings:
             raise ValueError(f"top_k={self.top_k!r} must be a positive int")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads={self.threads!r} must be a positive int or None (automatic)")
+        if self.threads is not None:
+            check_thread_count(f"threads={self.threads!r}", self.threads, "(or None: automatic)")
         if not isinstance(self.example, str) or not self.example.strip():
             raise ValueError("example='' is empty; pass a line or two of code")
 

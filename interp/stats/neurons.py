@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -343,8 +344,14 @@ def neuron_stats(
         }))
     df = pd.concat(frames, ignore_index=True)[COLUMNS]
     decode = model.decode_token if model.tokenizer is not None else None
-    examples = TopExamples.from_tops(tops, found, decode, context, c.n_layers)
-    df.attrs.update(examples=examples.to_attr(), model_id=model.model_id,
+    examples = TopExamples.from_tops(tops, found, decode, context, c.n_layers).to_attr()
+    if len(examples) > records.PARQUET_ATTRS_CHARS and rank == 0:
+        warnings.warn(f"the top examples take {len(examples) / 2**20:,.0f} MiB in stats.attrs['examples']: to_pickle "
+                      "keeps them, but a parquet file with attrs this large cannot be read back with pyarrow's "
+                      "default limits. Save them as a record of their own, TopExamples.from_attr(stats.attrs"
+                      "['examples']).save(path), and drop them before to_parquet; or measure fewer layers or a "
+                      "smaller top_k", UserWarning, stacklevel=3)
+    df.attrs.update(examples=examples, model_id=model.model_id,
                     n_tokens=total, world_size=world, exclude_first=exclude_first, context=context, top_k=top_k)
     return df
 
