@@ -88,7 +88,7 @@ def test_a_stale_cache_entry_is_rebuilt(gguf_file, tmp_path, monkeypatch):
     whole; a matching one is reused. (The conversion itself is the test above.)"""
     calls = []
 
-    def fake_convert(src, out, digest, named, progress):
+    def fake_convert(src, out, digest, named, progress, origin=None):
         calls.append(out)
         (out / "model.safetensors").write_bytes(b"whole")
         source = dict(cache_version=gguf.CACHE_VERSION, sha256=digest, quantization="Q4_1")

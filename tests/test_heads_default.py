@@ -118,22 +118,28 @@ def test_copy_suppression_is_the_rank_through_the_bottleneck(default_model):
 def test_induction_head_is_not_deleting(default_model):
     df = interp.find_deleting_heads(default_model).set_index("label")
     row = df.loc["L1H2"]
-    assert not row["flagged"]
-    # the data show its write opposing the stream where it lands; the verdict says why that is not erasure
-    assert "copies its attended token" in row["reason"] and f"removed_fraction {row['removed_fraction']:.2f}" in row[
-        "reason"]
-    assert row["copy_suppression"] < -0.5 and row["read_overlap"] < 0.5
-    assert df.attrs["null"] == "cross-head" and df.attrs["null_pairs"] > 0
+    # judged on data: it does not erase what it reads; its OV screen says it copies
+    assert not row["flagged"] and row["verdict"] != "deleting", row
+    assert row["copy_suppression"] < -0.5
 
 
-def test_removed_fraction_is_deletion_evidence(default_model):
+def test_head_verdicts_summarise_the_per_query_removal(default_model):
+    """The frame's medians and attention are the distribution of ``head_removal``'s per-query
+    numbers: the medians to the histogram's bin width (their stated resolution), the mean
+    attention to float64 summation."""
+    from interp.memory.head_data import head_removal
+    from interp.memory.verdict import BIN
+
     texts = ["def f(x):\n    return x + 1\n", "import os\nprint(os.sep)\n"]
     df = interp.find_deleting_heads(default_model, texts).set_index("label")
-    ev = interp.deletion_evidence(default_model, texts, neurons=[], heads=["L1H2", "L0H1"], progress=False)
-    per = ev.drop_duplicates("deleter").set_index("deleter")
-    for label in ("L1H2", "L0H1"):
-        assert abs(df.loc[label, "removed_fraction"] - per.loc[label, "removed_fraction"]) < 1e-5
-        assert abs(df.loc[label, "firing_rate"] - per.loc[label, "firing_rate"]) < 1e-9
+    w = default_model.run_with_writes(texts)
+    per = head_removal(default_model, w, 1)
+    for h in range(default_model.cfg.n_heads):
+        row = df.loc[f"L1H{h}"]
+        total = per["total"][:, h].double()
+        assert abs(row["removed_median"] - float(total.median())) <= BIN + 1e-12, (h, row["removed_median"])
+        assert row["n_queries"] == total.numel()
+        assert abs(row["self_attention"] - float(per["self_attention"][:, h].double().mean())) <= 1e-9
 
 
 def test_icl_score_against_direct_losses(default_model, hf):

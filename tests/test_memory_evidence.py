@@ -175,6 +175,6 @@ def test_model_unchanged_by_every_call(tiny_model):
 def test_short_texts_are_used_and_an_empty_corpus_raises(gpt2_model, tmp_path):
     ev = interp.deletion_evidence(gpt2_model, ["x = 1"], neurons=["L1N3"], heads=[], progress=False)
     assert ev["n_tokens"].iloc[0] == len(gpt2_model.to_str_tokens("x = 1")[0])
-    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "a.py").write_text("")  # an empty file: the corpus holds no token at all
     with pytest.raises(ValueError, match="yielded no tokens"):
         interp.deletion_evidence(gpt2_model, str(tmp_path), neurons=["L1N3"], heads=[], progress=False)
