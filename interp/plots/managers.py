@@ -61,7 +61,7 @@ def neuron_verdicts(df: pd.DataFrame, *, max_points: int = 4000, title: str | No
     fig.update_layout(
         title=title or "Screen against verdict: in/out cosine and measured removal",
         xaxis=dict(title="cos(W_in[:, n], W_out[n])  (weights-only screen)"),
-        yaxis=dict(title="median removal on firing tokens (1 erased, 0 none, <0 amplified)"),
+        yaxis=dict(title="median removal on firing tokens<br>(1 erased, 0 none, <0 amplified)"),
         legend=dict(title="verdict (count)"),
     )
     return apply(fig)

@@ -62,7 +62,7 @@ def _histogram(fig: go.Figure, page: Any, name: str, colour: str) -> None:
     h = page.histogram
     fig.add_trace(go.Bar(x=(h["left"] + h["right"]) / 2, y=h["n_positions"], width=(h["right"] - h["left"]),
                          marker_color=colour, name=name, showlegend=False), row=1, col=1)
-    fig.update_yaxes(type="log", title_text="positions", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, title_text="positions", row=1, col=1)  # decades only: no crowded minor labels
     fig.update_xaxes(title_text=name, row=1, col=1)
 
 
@@ -108,7 +108,7 @@ def head_page(page: Any) -> go.Figure:
     _check(page, "head", "head_page")
     s = page.summary
     fig = make_subplots(
-        rows=3, cols=2, column_widths=[0.5, 0.5], row_heights=[0.3, 0.4, 0.3], vertical_spacing=0.07,
+        rows=3, cols=2, column_widths=[0.5, 0.5], row_heights=[0.28, 0.36, 0.36], vertical_spacing=0.07,
         horizontal_spacing=0.1,
         specs=[[{"type": "xy"}, {"type": "xy"}], [{"type": "table", "colspan": 2}, None],
                [{"type": "table"}, {"type": "table"}]],
@@ -139,6 +139,6 @@ def head_page(page: Any) -> go.Figure:
                                                 for _, x in g]], [1, 4])
     title = (f"{page.label} · {s['model']} · mean write norm {s['mean_write_norm']:.3g} (max "
              f"{s['max_write_norm']:.3g}) over {s['n_tokens']:,} tokens")
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=860, width=1100, bargap=0.05,
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=960, width=1100, bargap=0.05,
                       margin=dict(t=90, l=60, r=30, b=20))
     return apply(fig)
