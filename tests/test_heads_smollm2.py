@@ -39,9 +39,11 @@ def test_top_heads_and_scores_match_eager_attention(smollm2, hf, kind):
 
 
 def test_deleting_heads_rest_on_data(smollm2):
-    df = interp.find_deleting_heads(smollm2, max_tokens=128, n_ctx=64, n_tokens=256).set_index("label")
+    """Judged on data: every flagged head's median query loses 30-150% of what it reads, it is
+    the verdict 'deleting', and the top previous-token head (which amplifies) is not flagged."""
+    df = interp.find_deleting_heads(smollm2, max_tokens=512, n_ctx=128).set_index("label")
     flagged = df[df["flagged"]]
-    assert (flagged["removed_fraction"] >= 0.3).all() and (flagged["read_overlap"] >= 0.5).all()
-    assert (flagged["copy_suppression"] > -0.3).all()
-    assert not df.loc["L16H0", "flagged"]  # the top previous-token head: amplifies on data
-    assert df.attrs["null"] == "cross-head" and (df["z"] >= df.attrs["z_threshold"]).sum() > len(flagged)
+    assert len(flagged) >= 1, df.sort_values("removed_median").tail(5)
+    assert (flagged["verdict"] == "deleting").all()
+    assert ((flagged["removed_median"] >= 0.3) & (flagged["removed_median"] <= 1.5)).all()
+    assert not df.loc["L16H0", "flagged"]

@@ -412,7 +412,7 @@ def test_degenerate_weights_give_an_answer_or_say_why_not(degenerate, name):
         warnings.simplefilter("error")  # no overflow warning, no flood of flags
         df = call(model)
     key = {"decompose": "frac", "deletion_effect": "change", "composition_scores": "score", "attention_sinks": "norm",
-           "prediction_neurons": "skew", "entropy_neurons": "null_norm"}.get(name, "cosine")
+           "prediction_neurons": "vocab_skew", "entropy_neurons": "null_norm"}.get(name, "cosine")
     rows = df[df["role"] == "deleter"] if name == "deletion_effect" else df
     assert (len(rows) or name == "find_deleting_neurons") and rows[key].notna().all()  # flagged rows only there
     if "flagged" in df and len(df):

@@ -168,7 +168,7 @@ def prediction_neurons(df: pd.DataFrame, *, max_points: int = 4000, title: str |
         ))
     fig.update_layout(title=title or "Prediction and suppression neurons: the shape of W_U^T w_out",
                       xaxis=dict(title="skew over the vocabulary (+ raises a few tokens, − lowers them)"),
-                      yaxis=dict(title="kurtosis (log; 3 for a Gaussian)", type="log"), legend=dict(title="kind (count)"))
+                      yaxis=dict(title="kurtosis (log; 3 for a Gaussian)", type="log", dtick=1), legend=dict(title="kind (count)"))
     return apply(fig)
 
 

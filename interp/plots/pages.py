@@ -134,9 +134,10 @@ def head_page(page: Any) -> go.Figure:
     _table(fig, 2, 1, ["write norm", "context", "attends to (weight)"], cells, [1, 7, 2])
     for col, df, src, val in ((1, page.ov, "source_token", "logit"), (2, page.qk, "query_token", "score")):
         g = df.groupby(src, sort=False)
-        _table(fig, 3, col, ["token", "top 5"], [
-            [show_token(t) for t in g.groups], [", ".join(f"{show_token(t)} {v:.1f}" for t, v in zip(x["token"], x[val]))
-                                                for _, x in g]], [1, 4])
+        # the top 4 per token: five long byte tokens run past a half-width cell (plotly does not wrap)
+        _table(fig, 3, col, ["token", "top 4"], [
+            [show_token(t) for t in g.groups],
+            [", ".join(f"{show_token(t)} {v:.1f}" for t, v in zip(x["token"][:4], x[val][:4])) for _, x in g]], [1, 5])
     title = (f"{page.label} · {s['model']} · mean write norm {s['mean_write_norm']:.3g} (max "
              f"{s['max_write_norm']:.3g}) over {s['n_tokens']:,} tokens")
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=960, width=1100, bargap=0.05,
