@@ -254,7 +254,9 @@ def _run_stages(ctx: Context, timings: dict[str, float], progress: bool) -> list
             timings[section.title] = section.seconds
         sections.append(section)
     card = Section("Model card")
-    stages.model_card(ctx, card)
+    from interp.report.card import model_card
+
+    model_card(ctx, card)
     sections.append(card)
     return sections
 
