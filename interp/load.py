@@ -3,11 +3,14 @@ model already in memory. Offline first: only a hub name may touch the network.""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 import socket
 import urllib.parse
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -173,18 +176,20 @@ def load(
                 display = spec.name if spec else gguf_file.stem
         if path.is_dir():
             _check_dir(path, allow_pickle, trust_remote_code)
-            if tokenizer is None:
-                tokenizer = load_tokenizer(path, trust_remote_code)
             ckpt = str(path.resolve())
             if sharded:
+                if tokenizer is None:
+                    tokenizer = load_tokenizer(path, trust_remote_code)
                 bridge = TransformerBridge.boot_transformers(
                     ckpt, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
                     device_map=device_map, n_devices=n_devices, max_memory=max_memory,
                 )
                 return _finish(bridge, processing, display, None, source)
-            hf = _from_pretrained(ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
-            again = functools.partial(_from_pretrained, ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
-            return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source, copy_of=again)
+            with _beside(load_tokenizer, path, trust_remote_code, given=tokenizer) as tokenizer:
+                hf = _from_pretrained(ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
+                again = functools.partial(_from_pretrained, ckpt, dtype, allow_pickle, trust_remote_code,
+                                          local_only=True)
+                return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source, copy_of=again)
         if _looks_like_path(str(name_or_path)):
             raise ModelNotFoundError(
                 f"name_or_path={str(name_or_path)!r} is not a directory; pass a directory holding "
@@ -342,11 +347,32 @@ def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, d
     raw = None
     if fast:
         raw = copy_of().to(device).eval() if copy_of is not None else copy.deepcopy(hf)
+    if isinstance(tokenizer, Future):
+        tokenizer = tokenizer.result()
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
     model = _finish(bridge, processing, name, raw, origin)
     check_tokenizer(model.tokenizer, model.cfg.d_vocab, name)
     _check_logits(model, probe, want)
     return model
+
+
+@contextlib.contextmanager
+def _beside(read: Any, *args: Any, given: Any = None) -> Iterator[Any]:
+    """``given`` when not None, else a ``Future`` of ``read(*args)`` run on a second thread while
+    the caller loads the weights: a large vocabulary's tokenizer is seconds of JSON parsing
+    (Gemma 3's 262k entries: 2-3 s), and the weights' loading and the checkpoint's forward run
+    in torch, outside the interpreter lock. The thread is joined when the block exits."""
+    if given is not None:
+        yield given
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="interp-tokenizer") as pool:
+        future = pool.submit(read, *args)
+        try:
+            yield future
+        except BaseException:
+            future.cancel()
+            raise
+        future.result()  # a tokenizer error surfaces even when the block did not ask for it
 
 
 def _own_logits(hf: Any) -> tuple[torch.Tensor, torch.Tensor]:
