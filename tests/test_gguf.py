@@ -60,12 +60,25 @@ def test_conversion_is_cached_and_computes_the_gguf_models_logits(gguf_file, tmp
     linked.mkdir()
     (linked / gguf_file.name).symlink_to(gguf_file)
     cache = tmp_path / "cache"
+    import gguf as gguf_package
+
+    parses = []
+    reader = gguf_package.GGUFReader
+    monkeypatch.setattr(gguf_package, "GGUFReader", lambda *a, **k: parses.append(a) or reader(*a, **k))
     model = interp.load(linked, cache_dir=cache)  # a directory holding one .gguf
+    assert len(parses) == 1  # config, weights, tokenizer and quantization share one parse
     entries = list((cache / "gguf").iterdir())
     assert [e.name for e in entries] == [gguf.file_sha256(gguf_file)[:16]]
     source = json.loads((entries[0] / gguf.SOURCE_FILE).read_text())
     assert source["quantization"] == "Q4_1" and source["tensor_types"]["Q4_1"] > 200
     assert sorted(p.name for p in entries[0].glob("*.safetensors")) == ["model.safetensors"]
+    from safetensors import safe_open
+
+    with safe_open(entries[0] / "model.safetensors", "pt") as f:  # the tied matrix under its source name
+        assert "model.embed_tokens.weight" in f.keys() and "lm_head.weight" not in f.keys()
+    tok_config = json.loads((entries[0] / "tokenizer_config.json").read_text())
+    added = json.loads((entries[0] / "tokenizer.json").read_text())["added_tokens"]
+    assert sorted(map(int, tok_config["added_tokens_decoder"])) == sorted(t["id"] for t in added)
     assert model.cfg.quantization == "Q4_1" and model.cfg.name == gguf_file.stem
 
     def no_conversion(*a, **k):
@@ -78,6 +91,12 @@ def test_conversion_is_cached_and_computes_the_gguf_models_logits(gguf_file, tmp
     tokens = torch.tensor([[1, 563, 2723, 30, 216, 2283, 314, 1789, 28, 1156]])
     with torch.no_grad():
         ref = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)(tokens).logits
+    from transformers import AutoTokenizer
+
+    own = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    text = "<|im_start|>user\nDéjà vu, 東京 🤗\tdef f(x):  return x<|im_end|>"
+    assert again.tokenizer(text).input_ids[-12:] == own(text).input_ids[-12:]
+    assert again.tokenizer.added_tokens_decoder == own.added_tokens_decoder
     got = again.logits(tokens)
     got, ref = got - got.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True)  # compat centres W_U
     assert float((got - ref).abs().max() / ref.pow(2).mean().sqrt()) < 1e-4
