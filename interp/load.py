@@ -29,6 +29,7 @@ from interp.checkpoint_checks import (
 from interp.errors import CheckpointError, InterpError, ModelNotFoundError, UnsafeCheckpointError
 from interp.gguf import NAMED_MODELS, converted_checkpoint, find_gguf, named_checkpoint, named_model_file
 from interp.model import PROCESSING, Model
+from interp.processed_cache import reuse_processing
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ def load(
                 hf = _from_pretrained(ckpt, dtype, allow_pickle, trust_remote_code, local_only=True)
                 again = functools.partial(_from_pretrained, ckpt, dtype, allow_pickle, trust_remote_code,
                                           local_only=True)
-                return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source, copy_of=again)
+                return _from_hf(hf, ckpt, display, tokenizer, processing, device, fast, source, copy_of=again,
+                                processed_dir=path if source is not None else None)
         if _looks_like_path(str(name_or_path)):
             raise ModelNotFoundError(
                 f"name_or_path={str(name_or_path)!r} is not a directory; pass a directory holding "
@@ -334,10 +336,12 @@ def _from_pretrained(source: str, dtype, allow_pickle: bool, trust_remote_code: 
 
 
 def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, device: Any, fast: bool,
-             origin: dict[str, Any] | None = None, copy_of: Any = None) -> Model:
+             origin: dict[str, Any] | None = None, copy_of: Any = None, processed_dir: Path | None = None) -> Model:
     """Bridge one copy of ``hf``; keep the other, untouched, for the fast capture path.
     ``copy_of()`` builds that copy (a second load of a local safetensors checkpoint is
-    memory-mapped, several times faster than ``copy.deepcopy``)."""
+    memory-mapped, several times faster than ``copy.deepcopy``). ``processed_dir``: a converted
+    checkpoint's cache entry, where TransformerLens's processing is kept
+    (``interp.processed_cache``)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     if not getattr(hf.config, "architectures", None):
@@ -350,7 +354,8 @@ def _from_hf(hf: Any, source: str, name: str, tokenizer: Any, processing: str, d
     if isinstance(tokenizer, Future):
         tokenizer = tokenizer.result()
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, device=device)
-    model = _finish(bridge, processing, name, raw, origin)
+    with reuse_processing(processed_dir if str(device) == "cpu" else None):
+        model = _finish(bridge, processing, name, raw, origin)
     check_tokenizer(model.tokenizer, model.cfg.d_vocab, name)
     _check_logits(model, probe, want)
     return model
