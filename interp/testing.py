@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("gpt2", "neox", "llama", "gemma3", "olmo2")
-#: Families whose logits (and attention scores) are soft-capped, ``cap * tanh(x / cap)``: kept out
-#: of ``FAMILIES`` (whose tests read a logit as the sum of its writes); ``tests/test_softcap.py``.
+FAMILIES = ("gpt2", "neox", "llama", "gemma3", "olmo2", "gemma2")
+#: Families whose logits (and attention scores) are soft-capped, ``cap * tanh(x / cap)``: their
+#: logit is not the sum of its writes (``interp.config.soft_cap``).
 SOFTCAP_FAMILIES = ("gemma2",)
 #: Families whose blocks normalise each sublayer's output before adding it (post-norms).
 POST_NORM_FAMILIES = ("gemma3", "olmo2", "gemma2")
@@ -65,7 +65,7 @@ def hf_config(
     d_vocab: int = 300,
     n_ctx: int = 128,
 ) -> Any:
-    """A Hugging Face config for ``family`` in ``FAMILIES`` or ``SOFTCAP_FAMILIES``."""
+    """A Hugging Face config for ``family`` in ``FAMILIES``."""
     from transformers import (
         Gemma2Config,
         Gemma3TextConfig,
@@ -75,8 +75,8 @@ def hf_config(
         Olmo2Config,
     )
 
-    if family not in FAMILIES + SOFTCAP_FAMILIES:
-        raise ValueError(f"family={family!r} is not supported; use one of {', '.join(FAMILIES + SOFTCAP_FAMILIES)}")
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not supported; use one of {', '.join(FAMILIES)}")
     d_mlp = d_mlp or 4 * d_model
     common = dict(vocab_size=d_vocab, bos_token_id=0, eos_token_id=0)
     if family == "gpt2":
