@@ -235,7 +235,8 @@ class Model:
         return (
             f"Model({c.name!r}, layers={c.n_layers}, heads={c.n_heads}, d_model={c.d_model}, "
             f"d_mlp={c.d_mlp}, vocab={c.d_vocab}, n_ctx={c.n_ctx}, processing={c.processing!r}, "
-            f"device={self.device}, dtype={c.dtype})"
+            f"device={self.device}, dtype={c.dtype}"
+            + (f", logit_softcap={c.logit_softcap}" if c.logit_softcap is not None else "") + ")"
         )
 
     # ---- tokens ------------------------------------------------------------------------
