@@ -123,7 +123,7 @@ def test_load_logs_no_centring_warning_and_keeps_the_unembedding(caplog):
         model = interp.load(hf, tokenizer=tiny_tokenizer(300), device="cpu")
     assert not [r for r in caplog.records if "center_unembed" in r.getMessage()]
     # not centred: W_U's rows keep their mean over the vocabulary (folding the final norm's gain
-    # scales a row, so it keeps a zero mean zero); a centred one, Gemma 3's, has means at rounding
+    # scales a row, so a zero mean would stay zero); a centred one, Gemma 3's, has means at rounding
     W_U = model.weights.W_U.double()
     assert W_U.mean(-1).abs().max() > 1e3 * U32 * W_U.abs().max()
     centred = random_model("gemma3").weights.W_U.double()
