@@ -34,6 +34,13 @@ class Config:
     #: Post-norm ("sandwich") blocks: each attention / MLP output passes an RMSNorm before it is
     #: added (Gemma 2/3, OLMo-2). Their writes are exact with the norm's scale frozen (``interp.writes``).
     post_norm: bool = False
+    #: Final-logit soft-cap (Gemma 2): the model's logits are ``cap * tanh(z / cap)`` of the linear
+    #: readout ``z`` (``soft_cap``); None when the model has none. Direct logit attribution is
+    #: additive in ``z`` only (``interp.readout``); probabilities, losses and entropies use the cap.
+    logit_softcap: float | None = None
+    #: Attention-score soft-cap (Gemma 2): scores are ``cap * tanh(score / cap)`` before the
+    #: softmax. It shapes the patterns; the writes stay additive. None when the model has none.
+    attn_softcap: float | None = None
 
     def forward_bytes(self, batch: int, pos: int, itemsize: int = 4) -> int:
         """Bytes a recorded forward of ``[batch, pos]`` tokens holds at its peak, a lower bound
@@ -44,6 +51,25 @@ class Config:
         record = batch * pos * per_pos * itemsize
         transient = batch * (self.n_heads * pos * pos + 3 * pos * self.d_mlp) * 4 + batch * self.d_vocab * 4
         return record + transient
+
+
+def soft_cap(z: Tensor, cap: float | None) -> Tensor:
+    """The logits a soft-capped model produces from its linear readout ``z`` ``[..., d_vocab]``:
+    ``cap * tanh(z / cap)`` (Gemma 2's ``final_logit_softcapping``); ``z`` itself for ``cap=None``.
+    The one definition every analysis that reports the model's own logits, probabilities,
+    losses or entropies applies. Monotonic, so it changes no ranking of tokens; not additive,
+    so contributions to ``z`` (direct logit attribution) do not carry over to the capped logit."""
+    return z if cap is None else cap * torch.tanh(z / cap)
+
+
+def enabled_cap(value: Any) -> float | None:
+    """A TransformerLens soft-cap setting as interp records it: a positive float, else None
+    (TransformerLens writes -1.0 or 0 for "no cap")."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 and v == v and v != float("inf") else None
 
 
 class Weights:

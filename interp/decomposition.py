@@ -65,7 +65,7 @@ def decompose(
         directions: what to project each write onto, giving a ``proj_<name>`` column: a
             tensor ``[d_model]`` or ``[k, d_model]`` (unit-normalised; signed component;
             names ``0``, ``1``, ...), a token string (the direction its logit reads from the
-            stream, ``ln_final.w * W_U[:, id]``), an object with a ``.basis [d_model, k]``
+            stream, ``ln_final.w * W_U[:, id]``; the pre-cap logit for a soft-capped model), an object with a ``.basis [d_model, k]``
             tensor such as a probe's subspace (norm of the projection onto its span; named
             by its ``.name``), or a list or ``{name: direction}`` dict of these.
         top_k: keep only the ``top_k`` largest-norm rows at each position, largest first.

@@ -26,6 +26,7 @@ from interp.checkpoint_checks import (
     read_config,
     weight_shapes,
 )
+from interp.config import enabled_cap
 from interp.errors import CheckpointError, InterpError, ModelNotFoundError, UnsafeCheckpointError
 from interp.gguf import NAMED_MODELS, converted_checkpoint, find_gguf, named_checkpoint, named_model_file
 from interp.model import PROCESSING, Model
@@ -94,7 +95,12 @@ def load(
         device: "cpu", "cuda", ... (default: cuda when available, else cpu).
         dtype: torch.float32 (default), float16, bfloat16 or float64.
         processing: "compat" (default): TransformerLens compatibility processing, folded
-            LayerNorm and centred writing weights, the convention of published numbers.
+            LayerNorm and centred writing weights, the convention of published numbers. The
+            unembedding is centred too, except for a model whose logits are soft-capped
+            (Gemma 2, ``cfg.logit_softcap``): ``cap * tanh(z / cap)`` is not invariant to a
+            constant added to every logit, so its ``W_U`` is kept as it is; direct logit
+            attribution rows then depend on that constant (a component that raises every
+            logit alike gets a non-zero row), and a logit difference removes it.
             "raw": the checkpoint's own weights.
         tokenizer: a tokenizer for an in-memory model (else it is found from the model's path).
         allow_pickle: permit ``.bin``/``.pt`` checkpoints, which run pickle. Default False.
@@ -392,7 +398,8 @@ def _own_logits(hf: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_logits(model: Model, probe: torch.Tensor, want: torch.Tensor) -> None:
     """The model TransformerLens built must compute the checkpoint's logits (up to a constant
-    per position, which compatibility processing's centred unembedding removes)."""
+    per position, which compatibility processing's centred unembedding removes; a soft-capped
+    model's unembedding is not centred, and its logits are compared as they are)."""
     if not torch.isfinite(want).all():
         raise ValueError(
             f"model={model.cfg.name!r}: the checkpoint's own forward pass gives NaN or inf logits; its "
@@ -402,8 +409,9 @@ def _check_logits(model: Model, probe: torch.Tensor, want: torch.Tensor) -> None
         )
     tol = logit_tolerance(model.cfg.dtype, want.dtype, model.cfg.n_layers)
     got = model.logits(probe).double()
-    got, want = got - got.mean(-1, keepdim=True), want.double().to(got.device)
-    want = want - want.mean(-1, keepdim=True)
+    want = want.double().to(got.device)
+    if model.cfg.logit_softcap is None:
+        got, want = got - got.mean(-1, keepdim=True), want - want.mean(-1, keepdim=True)
     err = float((got - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt().clamp_min(1e-30))
     if not err <= tol:
         low = model.cfg.dtype in (torch.float16, torch.bfloat16)
@@ -417,7 +425,11 @@ def _check_logits(model: Model, probe: torch.Tensor, want: torch.Tensor) -> None
 
 
 def _finish(bridge: Any, processing: str, name: str, raw_hf: Any, origin: dict[str, Any] | None = None) -> Model:
-    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=processing == "raw")
+    # A soft-capped model's unembedding is not centred (the cap is not shift-invariant): asked
+    # for here rather than left to TransformerLens, which would log the refusal as a warning.
+    capped = enabled_cap(getattr(bridge.cfg, "output_logits_soft_cap", None)) is not None
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=processing == "raw",
+                                     center_unembed=not capped)
     return Model(bridge, processing=processing, name=name, raw_hf=raw_hf, source=origin)
 
 

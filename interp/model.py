@@ -24,7 +24,7 @@ from torch import Tensor
 
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_memory, check_stream
 from interp.capture import FastCapture, hf_module_paths
-from interp.config import Config, Weights, block_structure
+from interp.config import Config, Weights, block_structure, enabled_cap
 from interp.recording import (
     bridge_record,
     make_writes,
@@ -85,6 +85,8 @@ class Model:
             parallel=parallel, gated=gated,
             eps=float(getattr(c, "eps", 1e-5)), processing=processing,
             dtype=bridge.W_E.dtype, quantization=self.source.get("quantization"), post_norm=post_norm,
+            logit_softcap=enabled_cap(getattr(c, "output_logits_soft_cap", None)),
+            attn_softcap=enabled_cap(getattr(c, "attn_scores_soft_cap", None)),
         )
         self.weights = Weights(bridge, self.cfg)
         self.weights.refusal = refusal
@@ -233,7 +235,8 @@ class Model:
         return (
             f"Model({c.name!r}, layers={c.n_layers}, heads={c.n_heads}, d_model={c.d_model}, "
             f"d_mlp={c.d_mlp}, vocab={c.d_vocab}, n_ctx={c.n_ctx}, processing={c.processing!r}, "
-            f"device={self.device}, dtype={c.dtype})"
+            f"device={self.device}, dtype={c.dtype}"
+            + (f", logit_softcap={c.logit_softcap}" if c.logit_softcap is not None else "") + ")"
         )
 
     # ---- tokens ------------------------------------------------------------------------
@@ -336,7 +339,9 @@ class Model:
 
     def logits(self, inputs: Any, *, prepend_bos: bool | None = None, chunk: bool = False,
                split_special_tokens: bool | None = None) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]`` (centred unembedding under ``"compat"``); the
+        """Logits ``[batch, pos, d_vocab]`` as the model produces them: soft-capped where the model
+        caps them (``cfg.logit_softcap``); centred unembedding under ``"compat"`` except for a
+        soft-capped model (the cap is not invariant to a constant shift, ``interp.load``); the
         options: see ``to_tokens``."""
         toks = self.to_tokens(inputs, prepend_bos=prepend_bos, chunk=chunk, split_special_tokens=split_special_tokens)
         return self._forward(toks.tokens, return_type="logits")

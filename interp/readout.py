@@ -8,7 +8,7 @@ DataFrames, one row per real (not padded) position.
 Examples:
     >>> w = model.run_with_writes("def add(a, b):\\n    return a + b")
     >>> dla = logit_attribution(w, by="head")  # the actual next token at every position
-    >>> logit = dla.groupby("pos").attribution.sum()  # the model's own logit at each position
+    >>> logit = dla.groupby("pos").attribution.sum()  # the logit at each position (pre-cap if capped)
     >>> lens = logit_lens(w, k=3)
     >>> lens.columns[:5].tolist()
     ['layer', 'where', 'batch', 'pos', 'token']
@@ -45,6 +45,7 @@ from interp._components import (
     token_categorical,
     token_id,
 )
+from interp.config import soft_cap
 from interp.writes import ResidualWrites
 
 LN_SCALE = ("frozen", "recompute")
@@ -65,7 +66,13 @@ def logit_attribution(
     A write ``c`` contributes ``norm(c) . W_U[:, t]``, where ``norm`` is the final norm's
     linear part: centring (LayerNorm only), division by the scale, the norm's weight. The
     norm's bias and ``b_U`` form one extra row, ``unembed_bias``; the rows of a position
-    then sum to the model's own logit (or logit difference) there.
+    then sum to the linear readout ``z`` there (or a difference of two), which is the model's
+    own logit except for a soft-capped model (Gemma 2, ``attrs["logit_softcap"]`` not None):
+    its logit is ``cap * tanh(z / cap)``, not additive, so the rows are contributions to the
+    pre-cap logit ``z``. The cap is monotonic: a larger ``z`` is a larger logit, but the
+    logit moves less than ``z`` where ``|z|`` nears the cap. Such a model's unembedding is not
+    centred (``interp.load``), so a single logit's rows also carry each write's shift of
+    every logit alike; a logit difference ``(correct, incorrect)`` removes it.
 
     Args:
         writes: from ``model.run_with_writes``; padded positions give no rows.
@@ -88,7 +95,9 @@ def logit_attribution(
         One row per (batch, pos, component): the columns of ``decompose`` (component, kind,
         layer, head, neuron, batch, pos, token) plus target (categorical: the correct
         token), ``incorrect`` (only for a pair) and attribution:float. Components also
-        include ``unembed_bias`` (kind ``unembed_bias``).
+        include ``unembed_bias`` (kind ``unembed_bias``). ``attrs["logit_softcap"]``: the
+        model's final-logit cap (None: the rows sum to the logit itself);
+        ``attrs["quantity"]``: ``"logit"`` or ``"pre-cap logit z"``.
     Raises:
         ValueError: a target outside the vocabulary, not a single token, or of the wrong
             shape; no position has a next token; an unknown ``by`` or ``ln_scale``.
@@ -141,7 +150,9 @@ def logit_attribution(
     if inc is not None:
         extra["incorrect"] = token_categorical(inc.to(dev)[sel], decode)
     df = frame(table, sel, tokens, {"attribution": attr}, top_k=top_k, key=attr.abs(), extra=extra)
-    return stamp(df, writes, by=by, ln_scale=ln_scale)
+    cap = writes.logit_softcap
+    return stamp(df, writes, by=by, ln_scale=ln_scale, logit_softcap=cap,
+                 quantity="logit" if cap is None else "pre-cap logit z")
 
 
 def _targets(name: str, target: Any, writes: ResidualWrites, model: Any) -> tuple[Tensor, Tensor]:
@@ -199,7 +210,9 @@ def logit_lens(
 
     Each partial stream goes through the final norm with its scale recomputed from that
     stream (the forward pass's final scale would make early layers look uniform), then
-    ``W_U`` and ``b_U``.
+    ``W_U`` and ``b_U``, then the model's final-logit soft-cap where it has one
+    (``cap * tanh(z / cap)``, Gemma 2; ``interp.config.soft_cap``): the probabilities are those
+    the model would give. The cap changes no ranking, only the probabilities.
 
     Args:
         writes: from ``model.run_with_writes``; padded positions give no rows.
@@ -216,7 +229,8 @@ def logit_lens(
         top_probs (lists of ``k``, most probable first), next_token:str, next_prob:float and
         next_rank (nullable int; 0 = most probable, counting only strictly larger logits)
         for the actual next token (NA at each row's last position), and kl_to_final:float,
-        ``KL(final || this stream)`` in nats.
+        ``KL(final || this stream)`` in nats. ``attrs["logit_softcap"]``: the cap applied
+        (None: none).
     """
     check_writes(writes, model)
     d_vocab = writes.weights.W_U.shape[-1]
@@ -234,6 +248,7 @@ def logit_lens(
     nxt, has_next = nxt.to(dev)[sel], has_next.to(dev)[sel] & writes.mask.to(dev)[sel]
     W_U, b_U = writes._w(writes.weights.W_U), writes._w(writes.weights.b_U)
     chunk = chunk_rows or max(1, 2**24 // d_vocab)
+    cap = writes.logit_softcap
     with torch.no_grad():
         final = stream_at(writes, stream_layer(writes, None), sel)
         labelled = list(streams(writes, where, sel))
@@ -241,10 +256,10 @@ def logit_lens(
         out: dict[str, list[list[Tensor]]] = {key: [[] for _ in labelled] for key in keys}
         for s in range(0, n, chunk):
             rows = slice(s, s + chunk)
-            logp_f = torch.log_softmax(final_norm(writes, final[rows]) @ W_U + b_U, dim=-1)
+            logp_f = torch.log_softmax(soft_cap(final_norm(writes, final[rows]) @ W_U + b_U, cap), dim=-1)
             t = nxt[rows, None]
             for i, (_, _, x) in enumerate(labelled):
-                logp = torch.log_softmax(final_norm(writes, x[rows]) @ W_U + b_U, dim=-1)
+                logp = torch.log_softmax(soft_cap(final_norm(writes, x[rows]) @ W_U + b_U, cap), dim=-1)
                 top = torch.topk(logp, k, dim=-1)
                 lp_t = logp.gather(1, t)
                 out["top_ids"][i].append(top.indices)
@@ -286,4 +301,4 @@ def logit_lens(
         "next_prob": np.where(hn, stack("next_prob"), np.nan),
         "next_rank": pd.arrays.IntegerArray(np.where(hn, rank, 0).astype(np.int32), ~hn),
         "kl_to_final": stack("kl"),
-    }), writes, where=where, ln_scale="recompute")
+    }), writes, where=where, ln_scale="recompute", logit_softcap=cap)

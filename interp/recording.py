@@ -47,7 +47,8 @@ def make_writes(model: Any, toks: Tokens, rec: dict[Any, Tensor], layers: Sequen
             quantization=model.cfg.quantization,
             n_layers=model.cfg.n_layers, parallel=model.cfg.parallel, normalization=model.cfg.normalization,
             eps=model.cfg.eps, prepend_bos=prepend_bos, d_model=model.cfg.d_model,
-            post_norm=model.cfg.post_norm,
+            post_norm=model.cfg.post_norm, logit_softcap=model.cfg.logit_softcap,
+            attn_softcap=model.cfg.attn_softcap,
         ),
         decode_=model.decode_token if model.tokenizer is not None else None,
     )

@@ -3,6 +3,7 @@ experiments. Nothing here downloads anything.
 
 >>> model = random_model("llama", n_layers=2, d_model=64)   # RMSNorm, gated MLP, GQA
 >>> model = random_model("gemma3")   # sandwich norms (gain 1 + w), QK-norm, sliding window, GeGLU
+>>> model = random_model("gemma2")   # Gemma 3's blocks without QK-norm, plus logit soft-caps
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("gpt2", "neox", "llama", "gemma3", "olmo2")
+FAMILIES = ("gpt2", "neox", "llama", "gemma3", "olmo2", "gemma2")
+#: Families whose logits (and attention scores) are soft-capped, ``cap * tanh(x / cap)``: their
+#: logit is not the sum of its writes (``interp.config.soft_cap``).
+SOFTCAP_FAMILIES = ("gemma2",)
 #: Families whose blocks normalise each sublayer's output before adding it (post-norms).
-POST_NORM_FAMILIES = ("gemma3", "olmo2")
+POST_NORM_FAMILIES = ("gemma3", "olmo2", "gemma2")
+#: Gemma 2's caps for the random weights here: their linear readouts ``|z|`` reach about 0.7 and
+#: their attention scores about 0.1 (trained Gemma 2 reaches its caps of 30 and 50), so caps of
+#: 0.5 and 0.05 bend both by tens of percent where they are largest.
+GEMMA2_CAPS = dict(final_logit_softcapping=0.5, attn_logit_softcapping=0.05)
 _CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
@@ -58,7 +66,14 @@ def hf_config(
     n_ctx: int = 128,
 ) -> Any:
     """A Hugging Face config for ``family`` in ``FAMILIES``."""
-    from transformers import Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Olmo2Config
+    from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        Olmo2Config,
+    )
 
     if family not in FAMILIES:
         raise ValueError(f"family={family!r} is not supported; use one of {', '.join(FAMILIES)}")
@@ -81,6 +96,15 @@ def hf_config(
             max_position_embeddings=n_ctx, query_pre_attn_scalar=d_head, sliding_window=6,
             layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)],
             pad_token_id=None, tie_word_embeddings=True, **common,
+        )
+    if family == "gemma2":  # Gemma 3's layout without QK-norm; sliding window on even layers; caps
+        d_head = d_model // n_heads
+        return Gemma2Config(
+            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            num_key_value_heads=n_kv_heads or max(1, n_heads // 2), head_dim=d_head, intermediate_size=d_mlp,
+            max_position_embeddings=n_ctx, query_pre_attn_scalar=d_head, sliding_window=6,
+            layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)],
+            pad_token_id=None, tie_word_embeddings=True, **GEMMA2_CAPS, **common,
         )
     if family == "olmo2":
         return Olmo2Config(

@@ -146,6 +146,13 @@ class ResidualWrites:
             )
         return layer
 
+    @property
+    def logit_softcap(self) -> float | None:
+        """The model's final-logit soft-cap (``Config.logit_softcap``): its logits are
+        ``cap * tanh(z / cap)`` of the linear readout ``z`` these writes sum to; None: no cap
+        (also for records saved before caps were recorded)."""
+        return self.meta.get("logit_softcap")
+
     # ---- post-norm scales -------------------------------------------------------------
     @property
     def post_norm(self) -> bool:

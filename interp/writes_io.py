@@ -180,6 +180,11 @@ def _check_meta(path: Path, sidecar: Path, meta: dict[str, Any]) -> None:
     if not isinstance(meta.get("post_norm", False), bool):
         raise ValueError(f"path={str(path)!r}: {sidecar.name} has post_norm={meta['post_norm']!r}, not true or "
                          "false; write the record again with writes.save()")
+    for name in ("logit_softcap", "attn_softcap"):
+        v = meta.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf")):
+            raise ValueError(f"path={str(path)!r}: {sidecar.name} has {name}={v!r}, not a positive number or "
+                             "null; write the record again with writes.save()")
     if meta["processing"] not in ("compat", "raw"):
         raise ValueError(f"path={str(path)!r}: {sidecar.name} has processing={meta['processing']!r}; expected "
                          "'compat' or 'raw': write the record again with writes.save()")

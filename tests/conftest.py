@@ -35,7 +35,8 @@ def pytest_collection_modifyitems(items):
 def tiny_model(request) -> interp.Model:
     """One tiny random model per family: gpt2 (LayerNorm, learned positions), neox (rotary,
     parallel attention+MLP), llama (RMSNorm, gated MLP, grouped-query attention), gemma3 (sandwich
-    norms with gain 1 + w, QK-norm, sliding window, GeGLU), olmo2 (post-norms only, QK-norm)."""
+    norms with gain 1 + w, QK-norm, sliding window, GeGLU), olmo2 (post-norms only, QK-norm),
+    gemma2 (gemma3's blocks without QK-norm, final-logit and attention soft-caps)."""
     return random_model(request.param)
 
 

@@ -20,7 +20,7 @@ def test_patterns_match_eager_attention_and_transformer_lens(tiny_model):
     pats = interp.attention_patterns(model, toks)
     assert sorted(pats) == list(range(model.cfg.n_layers)) and source(model) == "checkpoint"
     family = {"GPT2LMHeadModel": "gpt2", "GPTNeoXForCausalLM": "neox", "LlamaForCausalLM": "llama",
-              "Gemma3ForCausalLM": "gemma3", "Olmo2ForCausalLM": "olmo2"}[model.cfg.name]
+              "Gemma3ForCausalLM": "gemma3", "Olmo2ForCausalLM": "olmo2", "Gemma2ForCausalLM": "gemma2"}[model.cfg.name]
     hf = random_hf_model(family).eval()  # the same seed: the same weights, built afresh
     hf.config._attn_implementation = "eager"
     ref = hf_patterns(hf, toks.tokens)

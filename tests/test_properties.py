@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from reference import own_stream, stream_error
 
 import interp
-from interp.testing import FAMILIES, random_hf_model, random_model, tiny_tokenizer
+from interp.testing import (
+    FAMILIES,
+    POST_NORM_FAMILIES,
+    SOFTCAP_FAMILIES,
+    random_hf_model,
+    random_model,
+    tiny_tokenizer,
+)
 from interp.tokens import pad_rows
 
 EXAMPLES = 100
@@ -27,8 +34,8 @@ D_VOCAB = 300
 @st.composite
 def configs(draw) -> dict:
     """A tiny config: family (LayerNorm + learned positions / rotary + parallel-or-not /
-    RMSNorm + gated MLP + grouped-query attention / those with sandwich norms (Gemma-3) or
-    post-norms only (OLMo-2)), depth, heads, head width, MLP width,
+    RMSNorm + gated MLP + grouped-query attention / those with sandwich norms (Gemma-3, and
+    Gemma-2 with logit soft-caps) or post-norms only (OLMo-2)), depth, heads, head width, MLP width,
     weight processing, seed, and a right-padded batch of token ids."""
     family = draw(st.sampled_from(FAMILIES))
     n_heads = draw(st.sampled_from([1, 2, 4]))
@@ -37,7 +44,7 @@ def configs(draw) -> dict:
         n_layers=draw(st.integers(1, 3)), n_heads=n_heads, d_model=n_heads * d_head,
         d_mlp=draw(st.sampled_from([16, 48, 96])), d_vocab=D_VOCAB, n_ctx=32,
     )
-    if family in ("llama", "gemma3"):
+    if family in ("llama", "gemma3", "gemma2"):
         kw["n_kv_heads"] = draw(st.sampled_from([g for g in (1, 2, 4) if n_heads % g == 0]))
     if family == "neox":
         kw["parallel"] = draw(st.booleans())
@@ -63,9 +70,10 @@ def test_reconstruction_and_dla_sum_on_random_configs(c):
         return
     cfg, kw = model.cfg, c["kw"]
     assert (cfg.n_layers, cfg.n_heads, cfg.d_head) == (kw["n_layers"], kw["n_heads"], kw["d_model"] // kw["n_heads"])
-    rms = c["family"] in ("llama", "gemma3", "olmo2")
+    rms = c["family"] in ("llama", "gemma3", "olmo2", "gemma2")
     assert cfg.gated == rms and (cfg.normalization == "RMS") == rms
-    assert cfg.post_norm == (c["family"] in ("gemma3", "olmo2"))
+    assert cfg.post_norm == (c["family"] in POST_NORM_FAMILIES)
+    assert (cfg.logit_softcap is not None) == (c["family"] in SOFTCAP_FAMILIES)
     assert cfg.n_kv_heads == kw.get("n_kv_heads", kw["n_heads"]) and cfg.parallel == kw.get("parallel", False)
     batch = pad_rows(c["rows"], pad_id=model.bos_id)
 
@@ -79,7 +87,8 @@ def test_reconstruction_and_dla_sum_on_random_configs(c):
     assert torch.equal(w.resid(cfg.n_layers), w.resid(cfg.n_layers - 1, "post"))
 
     # DLA: the rows of every position (plus the unembedding bias) sum to the model's logit,
-    # which is the checkpoint's own (centred over the vocabulary under "compat")
+    # which is the checkpoint's own (centred over the vocabulary under "compat"); for a
+    # soft-capped model they sum to the pre-cap logit z, and cap * tanh(z / cap) is the logit
     df = interp.logit_attribution(w, by=c["by"])
     got = df.groupby(["batch", "pos"], observed=True)["attribution"].sum()
     has_next = mask[:, :-1] & mask[:, 1:]
@@ -89,8 +98,10 @@ def test_reconstruction_and_dla_sum_on_random_configs(c):
     got = torch.tensor(got.to_numpy(), dtype=torch.float64)
     with torch.no_grad():
         own = hf(w.tokens).logits.double()
-    if c["processing"] == "compat":
+    if c["processing"] == "compat" and cfg.logit_softcap is None:  # a capped unembedding is not centred
         own = own - own.mean(-1, keepdim=True)
+    if cfg.logit_softcap is not None:  # tanh is 1-Lipschitz: the sum's error bound carries over
+        got = cfg.logit_softcap * torch.tanh(got / cfg.logit_softcap)
     for logits in (model.logits(w.tokens).double(), own):
         scale = float(logits[b, p].pow(2).mean().sqrt().clamp_min(1.0))
         torch.testing.assert_close(got, logits[b, p, w.tokens[b, p + 1]], atol=1e-4 * scale, rtol=0)

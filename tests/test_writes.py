@@ -29,6 +29,8 @@ def test_final_stream_gives_the_models_logits(tiny_model):
     if w.weights.ln_final_w is not None:  # a final norm processing could not fold (OLMo-2)
         x = x * w.weights.ln_final_w
     logits = x @ w.weights.W_U + w.weights.b_U
+    if w.logit_softcap is not None:  # Gemma 2: the model's logits are the capped readout
+        logits = w.logit_softcap * torch.tanh(logits / w.logit_softcap)
     want = tiny_model.logits(TEXTS)
     assert rel_err(logits, want, w.mask) < 1e-4
 

@@ -24,7 +24,9 @@ of every prediction, with almost no direct effect on the logits.
   ``verdict = "entropy"`` when ``rho_z >= min_rho_z`` and ``norm_mediated >= min_mediated``,
   else ``"none"``; unmeasured neurons: ``"unmeasured"``.
 
-Logits are made ``chunk`` tokens at a time: ``[chunk, d_vocab]``, never ``[tokens, d_vocab]``.
+A soft-capped model's (Gemma 2) losses and entropies are those of its capped logits
+``cap * tanh(z / cap)`` (``interp.config.soft_cap``); the screen reads the linear ``W_U``, which
+the monotonic cap does not change. Logits are made ``chunk`` tokens at a time: ``[chunk, d_vocab]``, never ``[tokens, d_vocab]``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch import Tensor
 from interp._checks import check_float, check_indices, check_int
 from interp._degenerate import check_usable_dims
 from interp._threads import with_analysis_threads
+from interp.config import soft_cap
 from interp.memory.data import describe, records, require_compat
 
 COLUMNS = ["layer", "neuron", "label", "norm", "rho", "rho_z", "null_norm", "role", "verdict", "total_effect",
@@ -97,9 +100,10 @@ def _scale(x: Tensor, model: Any) -> Tensor:
     return (_centre(x, model).pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
 
 
-def _stats(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Per token: loss of the target and entropy, from ``[c, vocab]`` logits."""
-    lp = torch.log_softmax(logits, -1)
+def _stats(z: Tensor, targets: Tensor, cap: float | None) -> tuple[Tensor, Tensor]:
+    """Per token: loss of the target and entropy, from ``[c, vocab]`` linear readouts ``z``
+    through the model's final-logit soft-cap (``cap``, None: none)."""
+    lp = torch.log_softmax(soft_cap(z, cap), -1)
     loss = -lp.gather(-1, targets[:, None])[:, 0]
     ent = -(lp.exp() * lp).sum(-1)
     return loss, ent
@@ -192,7 +196,7 @@ def entropy_neurons(
     df.attrs.update(k=k, singular_values={"top": float(sv[0]), "bottom": sv[-k:].tolist()},
                     expected_rho=k / c.d_model, n_tokens_data=effects.get("_n_tokens", 0),
                     min_rho_z=min_rho_z, min_mediated=min_mediated, data=describe(data, max_tokens),
-                    effect="mean ablation at the final norm; loss in nats per token")
+                    effect="mean ablation at the final norm; loss in nats per token", logit_softcap=c.logit_softcap)
     return df
 
 
@@ -223,6 +227,7 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
     vec = torch.stack([model.weights.mlp_out(int(ly))[int(n)].double() for ly, n in zip(lay, idx)])  # [j, d]
     vec_c = _centre(vec, model)
     bw = vec_c @ W_U  # [j, vocab]: the neuron's write through the unembedding
+    cap = model.cfg.logit_softcap  # losses and entropies of the logits the model produces
     tot = np.zeros((len(labels), 4))  # |dloss| total, |dloss| direct, dH total, count
     for w in recs:
         x, s_frozen, targets, sel = _logits_parts(model, w)
@@ -232,14 +237,14 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
             s = s_frozen[a0:a0 + chunk] if s_frozen is not None else _scale(xs, model)
             xc = _centre(xs, model)
             base = xc @ W_U  # [c, vocab]
-            loss0, ent0 = _stats(base / s + b, targets[a0:a0 + chunk])
+            loss0, ent0 = _stats(base / s + b, targets[a0:a0 + chunk], cap)
             dc = torch.as_tensor(mean_act)[None] - a_all[a0:a0 + chunk]  # [c, j]
             for j in range(len(labels)):
                 y = xc + dc[:, j:j + 1] * vec_c[j]
                 s_new = _scale(y, model)
                 num = base + dc[:, j:j + 1] * bw[j]
-                lt, et = _stats(num / s_new + b, targets[a0:a0 + chunk])
-                ld, _ = _stats(num / s + b, targets[a0:a0 + chunk])
+                lt, et = _stats(num / s_new + b, targets[a0:a0 + chunk], cap)
+                ld, _ = _stats(num / s + b, targets[a0:a0 + chunk], cap)
                 tot[j, 0] += float((lt - loss0).abs().sum())
                 tot[j, 1] += float((ld - loss0).abs().sum())
                 tot[j, 2] += float((et - ent0).sum())

@@ -14,7 +14,7 @@ read at its own position when ``removed_self`` carries at least half of the medi
 ``W_V @ W_O`` (+1: writes minus what it reads), ``z`` against the **cross-head null** (the same
 score for mismatched ``W_V``/``W_O`` pairs of the model's own trained heads, median and
 1.4826 MAD). ``copy_suppression`` (after McDougall et al. 2023): where the full OV circuit
-``W_E[t] W_V W_O W_U`` ranks token ``t``'s own logit, in ``[-1, 1]`` (+1: pushed down the
+``W_E[t] W_V W_O W_U`` ranks token ``t``'s own (pre-cap, for a soft-capped model) logit, in ``[-1, 1]`` (+1: pushed down the
 most), read through the ``d_head`` bottleneck with a Gaussian approximation over the
 vocabulary (no ``[tokens, vocab]`` matrix). Neither decides the verdict.
 

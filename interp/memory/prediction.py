@@ -3,7 +3,9 @@ models"): neurons whose output vector, read through the unembedding, raises (pre
 lowers (suppression) the logits of a few tokens.
 
 For neuron ``n``, ``y = W_U^T w_out[n]`` (``[d_vocab]``, the final norm's gain included) is its
-direct effect on every logit per unit of activation. Its shape over the vocabulary:
+direct effect on every logit per unit of activation (for a soft-capped model, Gemma 2: on the
+pre-cap logit ``z``, whose cap ``cap * tanh(z / cap)`` is applied per position to the whole
+readout and so belongs to no single neuron). Its shape over the vocabulary:
 
 - ``vocab_kurtosis`` (``m4 / m2^2``; 3 for a Gaussian): heavy tails, a few tokens singled out;
 - ``vocab_skew`` (``m3 / m2^1.5``): positive when the singled-out tokens are raised (prediction),

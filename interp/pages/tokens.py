@@ -3,7 +3,9 @@ token-only OV and QK circuits of a head.
 
 Logits are read through the final norm's gain (folded into ``W_U`` under ``"compat"``;
 applied here under ``"raw"``, after centring for LayerNorm); the norm's per-position scale is
-a positive number, which changes no ranking, so it is left out. Every product is ``[k,
+a positive number, which changes no ranking, so it is left out. For a soft-capped model
+(Gemma 2) the values are changes of the pre-cap logit ``z``; the cap ``cap * tanh(z / cap)``
+is monotonic, so the rankings are those of the capped logits. Every product is ``[k,
 d_vocab]`` for a handful of directions ``k``, in vocabulary chunks where the embedding is
 involved: never ``[d_vocab, d_vocab]`` nor ``[tokens, d_vocab]`` (a 262k vocabulary fits).
 """

@@ -21,7 +21,9 @@ convention. ``to_compat`` maps a raw stream into the processed one where a direc
 involved (a subspace patch, a projection).
 
 Logits come back in the model's convention: the compat logits are the raw ones minus
-their mean over the vocabulary (the centred unembedding).
+their mean over the vocabulary (the centred unembedding), except for a model whose logits
+are soft-capped (``cfg.logit_softcap``, Gemma 2), whose unembedding is not centred; both
+backends' logits are the capped ones the model produces.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Runner:
         self.backend = backend or ("raw" if fast is not None else "bridge")
         if self.backend == "raw" and fast is None:
             raise ValueError("backend='raw' needs a model loaded with its raw Hugging Face weights")
-        self.centre = c.processing == "compat" and c.normalization in ("LN", "LNPre")
+        self.centre = c.processing == "compat" and c.normalization in ("LN", "LNPre") and c.logit_softcap is None
         if self.backend == "raw":
             self.hf = fast.hf
             self._mods = dict(self.hf.named_modules())

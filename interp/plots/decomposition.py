@@ -98,7 +98,8 @@ def write_norms(df: pd.DataFrame, *, batch: int | None = None) -> go.Figure:
 def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | None = None) -> go.Figure:
     """Layer x head heatmap of direct logit attribution, from ``interp.logit_attribution``
     with ``by="head"`` or ``"component"``; each cell is the mean over the selected positions
-    (``pos=None``: all of them)."""
+    (``pos=None``: all of them). The colour bar names ``df.attrs["quantity"]`` (the pre-cap logit
+    ``z`` of a soft-capped model)."""
     _need(df, ("component", "kind", "layer", "head", "attribution"), "head_attribution", "interp.logit_attribution")
     d = _rows(df, batch)
     d = d[d["kind"].astype(str) == "head"]
@@ -114,7 +115,7 @@ def head_attribution(df: pd.DataFrame, *, batch: int | None = None, pos: int | N
     where = "all positions" if pos is None else f"position {pos}"
     fig = go.Figure(go.Heatmap(
         z=z, x=heads, y=layers, colorscale=DIVERGING, zmid=0, zmin=-lim, zmax=lim,
-        hovertext=hover, hoverinfo="text", colorbar=dict(title="logit"),
+        hovertext=hover, hoverinfo="text", colorbar=dict(title=df.attrs.get("quantity", "logit")),
     ))
     title = f"Direct logit attribution per head (mean over {where})"
     width, height = grid_size(len(layers), len(heads), title=title)

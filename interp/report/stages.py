@@ -66,6 +66,15 @@ def _layer_summary(df: pd.DataFrame) -> pd.DataFrame:
     return g.rename(columns={"norm": "mean_norm", "frac": "mean_frac"})
 
 
+def _capped_note(dla: Any) -> str:
+    """What a soft-capped model's attributions are contributions to ('' for an uncapped model)."""
+    cap = dla.attrs.get("logit_softcap")
+    return "" if cap is None else (
+        f" The model soft-caps its logits (cap * tanh(z / cap), cap {cap:g}): the attributions are "
+        "contributions to the pre-cap logit z, which add up; the capped logit moves less than z where "
+        "|z| nears the cap.")
+
+
 def _top_heads(df: pd.DataFrame, k: int) -> pd.DataFrame:
     heads = df[df["kind"] == "head"] if "kind" in df.columns else df
     g = heads.groupby("component", observed=True)["attribution"].agg(["mean", "sum"]).reset_index()
@@ -96,7 +105,7 @@ def decomposition(ctx: Any, section: Section, bar: tqdm) -> None:
         section.attempt("Head logit attribution", lambda: find("plots.head_attribution")(dla),
                         caption="Direct contribution of each head to the logit of the actual next token, "
                                 "through the final norm (its scale frozen from the forward pass), "
-                                "averaged over the example's positions.")
+                                "averaged over the example's positions." + _capped_note(dla))
         section.attempt("Top heads by direct logit attribution", lambda: _top_heads(dla, s.top_k))
     bar.update(1)
 
@@ -105,7 +114,7 @@ def decomposition(ctx: Any, section: Section, bar: tqdm) -> None:
     if neurons is not None:
         section.attempt("Top neurons", lambda: find("plots.top_neurons")(neurons, k=s.top_k),
                         caption="Neurons with the largest mean direct logit attribution to the actual "
-                                "next token over the example's positions.")
+                                "next token over the example's positions." + _capped_note(neurons))
     bar.update(1)
 
     lens = _run(section, "Logit lens", lambda: find("logit_lens")(writes, k=5, model=model))
