@@ -71,7 +71,7 @@ def test_conversion_is_cached_and_computes_the_gguf_models_logits(gguf_file, tmp
     assert [e.name for e in entries] == [gguf.file_sha256(gguf_file)[:16]]
     source = json.loads((entries[0] / gguf.SOURCE_FILE).read_text())
     assert source["quantization"] == "Q4_1" and source["tensor_types"]["Q4_1"] > 200
-    assert sorted(p.name for p in entries[0].glob("*.safetensors")) == ["model.safetensors"]
+    assert sorted(p.name for p in entries[0].glob("model*.safetensors")) == ["model.safetensors"]
     from safetensors import safe_open
 
     with safe_open(entries[0] / "model.safetensors", "pt") as f:  # the tied matrix under its source name
@@ -87,6 +87,10 @@ def test_conversion_is_cached_and_computes_the_gguf_models_logits(gguf_file, tmp
     monkeypatch.setattr(gguf, "_convert", no_conversion)
     again = interp.load(linked / gguf_file.name, cache_dir=cache)
     assert again.model_id == model.model_id
+    # the second load read TransformerLens's processing from the entry: the same weights, bit for bit
+    assert len(list(entries[0].glob("processed-*.safetensors"))) == 1
+    first, second = model.bridge.state_dict(), again.bridge.state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
     tokens = torch.tensor([[1, 563, 2723, 30, 216, 2283, 314, 1789, 28, 1156]])
     with torch.no_grad():
