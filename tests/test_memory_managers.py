@@ -168,6 +168,42 @@ def test_prediction_and_suppression_found_and_decoy_not(gpt2_model):
     assert any(t.name.startswith("prediction") for t in fig.data)
 
 
+def test_vocab_moments_blocked_equal_the_whole_readout_in_float64():
+    """Blocks of rows and vocabulary slices (a vocabulary not a multiple of the slice, a row
+    chunk not dividing the rows) against the moments of the whole ``y`` in float64. The only
+    float32 step is the matmul: each ``y`` is off by at most ``e = gamma(d) * |v| . |u|``
+    (Higham 3.5, the sum of d products), so the k-th power sum moves by at most
+    ``k * sum |y|^(k-1) e`` to first order; skew and kurtosis move by the sums' relative
+    changes times their size (x2 for the margin of second-order terms)."""
+    from interp.memory import prediction
+
+    g = torch.Generator().manual_seed(0)
+    d, vocab = 48, 5000
+    W_U = torch.randn(d, vocab, generator=g) * torch.rand(d, 1, generator=g) * 3 + 0.5
+    W_U[:, 7] *= 40  # a heavy tail
+    v = torch.randn(37, d, generator=g)
+    old, prediction.BLOCK = prediction.BLOCK, 64 * 10  # 64-column slices for a 10-row chunk
+    try:
+        skew, kurt, arg = prediction.vocab_moments(v, W_U, chunk=10)
+    finally:
+        prediction.BLOCK = old
+    y = v.double() @ W_U.double()
+    y = y - y.mean(-1, keepdim=True)
+    m2, m3, m4 = (y.pow(k).mean(-1) for k in (2, 3, 4))
+    u = torch.finfo(torch.float32).eps / 2
+    e = (d * u / (1 - d * u)) * (v.double().abs() @ (W_U.double() - W_U.double().mean(1, keepdim=True)).abs())
+    dm = {k: k * (y.abs().pow(k - 1) * e).mean(-1) for k in (2, 3, 4)}
+    skew_bound = 2 * (dm[3] / m2.pow(1.5) + 1.5 * m3.abs() / m2.pow(2.5) * dm[2])
+    kurt_bound = 2 * (dm[4] / m2.pow(2) + 2 * m4 / m2.pow(3) * dm[2])
+    assert ((skew.double() - m3 / m2.pow(1.5)).abs() <= skew_bound).all()
+    assert ((kurt.double() - m4 / m2.pow(2)).abs() <= kurt_bound).all()
+    top = y.abs().max(-1)
+    # the argmax is exact wherever the top two are further apart than the readout's rounding
+    second = y.abs().topk(2, -1).values[:, 1]
+    clear = (top.values - second) > 2 * e.max(-1).values
+    assert clear.sum() >= 30 and (arg[clear] == top.indices[clear]).all()
+
+
 def test_docstring_examples_run():
     import doctest
 

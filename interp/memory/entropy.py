@@ -100,13 +100,17 @@ def _scale(x: Tensor, model: Any) -> Tensor:
     return (_centre(x, model).pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
 
 
-def _stats(z: Tensor, targets: Tensor, cap: float | None) -> tuple[Tensor, Tensor]:
-    """Per token: loss of the target and entropy, from ``[c, vocab]`` linear readouts ``z``
-    through the model's final-logit soft-cap (``cap``, None: none)."""
-    lp = torch.log_softmax(soft_cap(z, cap), -1)
-    loss = -lp.gather(-1, targets[:, None])[:, 0]
-    ent = -(lp.exp() * lp).sum(-1)
-    return loss, ent
+def _stats(z: Tensor, targets: Tensor, cap: float | None, entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Per token: loss of the target and (``entropy``) the prediction's entropy, from
+    ``[c, vocab]`` linear readouts ``z`` through the model's final-logit soft-cap (``cap``,
+    None: none). ``z`` is overwritten."""
+    z = soft_cap(z, cap)
+    lse = torch.logsumexp(z, -1)
+    loss = lse - z.gather(-1, targets[:, None])[:, 0]
+    if not entropy:
+        return loss, None
+    lp = z.sub_(lse[:, None])  # log-probabilities, in place
+    return loss, -(lp.exp() * lp).sum(-1)
 
 
 @with_analysis_threads
@@ -244,7 +248,7 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
                 s_new = _scale(y, model)
                 num = base + dc[:, j:j + 1] * bw[j]
                 lt, et = _stats(num / s_new + b, targets[a0:a0 + chunk], cap)
-                ld, _ = _stats(num / s + b, targets[a0:a0 + chunk], cap)
+                ld, _ = _stats(num.div_(s).add_(b), targets[a0:a0 + chunk], cap, entropy=False)
                 tot[j, 0] += float((lt - loss0).abs().sum())
                 tot[j, 1] += float((ld - loss0).abs().sum())
                 tot[j, 2] += float((et - ent0).sum())

@@ -18,8 +18,9 @@ outliers) give random directions a kurtosis above 3, and the cut must beat that.
 exceeds the null's largest ``|skew|``; ``suppression`` with ``vocab_skew`` below minus it; else ``none``. This is a
 property of the weights (the paper's definition), not a measurement on data.
 
-``y`` is made for ``chunk`` neurons at a time (``[chunk, d_vocab]``); with a 262,144-token
-vocabulary the default chunk keeps each block near 64 MB.
+``y`` is made in blocks of ``chunk`` neurons by a slice of the vocabulary (``vocab_moments``),
+about 8 MB each whatever the vocabulary: Gemma 3's 262,144 tokens never make a ``[neurons,
+d_vocab]`` matrix.
 """
 
 from __future__ import annotations
@@ -47,19 +48,42 @@ def _effective_unembed(model: Any) -> Tensor:
     return W
 
 
+#: Numbers in one ``[rows, columns]`` block of ``y`` (8 MB of float32): small enough to stay in
+#: cache between the matmul that makes it and the three passes that read it.
+BLOCK = 1 << 21
+
+
 def vocab_moments(vectors: Tensor, W_U: Tensor, *, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(skew, kurtosis, argmax |y - mean|)`` of ``y = vectors @ W_U`` over the vocabulary, for
-    ``vectors [n, d_model]``; ``chunk`` rows at a time, moments in float64."""
+    ``vectors [n, d_model]`` and ``W_U [d_model, d_vocab]``.
+
+    ``chunk`` rows at a time, and within them ``BLOCK // chunk`` vocabulary columns at a time:
+    ``y`` is never materialised whole (a 262k vocabulary makes it 1 MB per row). ``W_U`` is
+    centred over the vocabulary first (its mean taken in float64), so each block of ``y`` is
+    already centred; the power sums are accumulated in float64."""
+    W_U = W_U.float()
+    centre = W_U.mean(1, dtype=torch.float64).float()[:, None]  # [d_model, 1]
+    n_vocab = W_U.shape[1]
     skew, kurt, arg = [], [], []
     for a in range(0, vectors.shape[0], chunk):
-        y = (vectors[a:a + chunk].float() @ W_U).double()  # [c, vocab]
-        y = y - y.mean(-1, keepdim=True)
-        m2 = y.pow(2).mean(-1)
-        m3 = y.pow(3).mean(-1)
-        m4 = y.pow(4).mean(-1)
+        v = vectors[a:a + chunk].float()
+        cols = max(64, BLOCK // v.shape[0])
+        s2, s3, s4 = (torch.zeros(v.shape[0], dtype=torch.float64) for _ in range(3))
+        best = torch.full((v.shape[0],), -1.0)
+        where = torch.zeros(v.shape[0], dtype=torch.long)
+        for b in range(0, n_vocab, cols):
+            y = v @ (W_U[:, b:b + cols] - centre)  # [rows, cols]
+            y2 = y * y
+            s2 += y2.sum(-1, dtype=torch.float64)
+            s3 += (y2 * y).sum(-1, dtype=torch.float64)
+            s4 += y2.pow_(2).sum(-1, dtype=torch.float64)
+            top, at = y.abs().max(-1)
+            better = top > best  # strict: the first column wins a tie, as argmax does
+            best, where = torch.where(better, top, best), torch.where(better, at + b, where)
+        m2, m3, m4 = s2 / n_vocab, s3 / n_vocab, s4 / n_vocab
         skew.append(m3 / m2.clamp_min(1e-300).pow(1.5))
         kurt.append(m4 / m2.clamp_min(1e-300).pow(2))
-        arg.append(y.abs().argmax(-1))
+        arg.append(where)
     return torch.cat(skew), torch.cat(kurt), torch.cat(arg)
 
 
@@ -78,7 +102,8 @@ def prediction_neurons(
         model: an ``interp.Model``.
         layers: layers to read (default all; the cost is ``n_layers x d_mlp x d_model x d_vocab``).
         n_null: random directions in the null.
-        chunk: neurons per ``[chunk, d_vocab]`` block (default: about 16M numbers a block).
+        chunk: neurons per block (default: a whole layer; the vocabulary is sliced to keep a
+            block at ``BLOCK`` numbers).
         seed: the null's directions.
     Returns:
         One row per neuron, by kurtosis (largest first): layer, neuron, label, kind, vocab_skew,
@@ -99,7 +124,7 @@ def prediction_neurons(
     c = model.cfg
     layers = check_indices("layers", layers, c.n_layers, "layer")
     n_null = check_int("n_null", n_null, minimum=2)
-    chunk = max(1, (1 << 24) // c.d_vocab) if chunk is None else check_int("chunk", chunk, minimum=1)
+    chunk = c.d_mlp if chunk is None else check_int("chunk", chunk, minimum=1)
     seed = check_int("seed", seed)
     W_U = _effective_unembed(model)
     g = torch.Generator().manual_seed(seed)
