@@ -60,13 +60,17 @@ def vocab_moments(vectors: Tensor, W_U: Tensor, *, chunk: int) -> tuple[Tensor, 
     ``chunk`` rows at a time, and within them ``BLOCK // chunk`` vocabulary columns at a time:
     ``y`` is never materialised whole (a 262k vocabulary makes it 1 MB per row). ``W_U`` is
     centred over the vocabulary first (its mean taken in float64), so each block of ``y`` is
-    already centred; the power sums are accumulated in float64."""
+    already centred; each vector is scaled to unit norm first (the moments' ratios do not depend
+    on it, and weights near float32's smallest normal would underflow when cubed); the power sums
+    are accumulated in float64."""
     W_U = W_U.float()
     centre = W_U.mean(1, dtype=torch.float64).float()[:, None]  # [d_model, 1]
     n_vocab = W_U.shape[1]
     skew, kurt, arg = [], [], []
     for a in range(0, vectors.shape[0], chunk):
-        v = vectors[a:a + chunk].float()
+        v = vectors[a:a + chunk].double()
+        v = (v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-300)).float()  # skew and
+        # kurtosis do not depend on the scale, and a unit vector's powers neither under- nor overflow
         cols = max(64, BLOCK // v.shape[0])
         s2, s3, s4 = (torch.zeros(v.shape[0], dtype=torch.float64) for _ in range(3))
         best = torch.full((v.shape[0],), -1.0)
