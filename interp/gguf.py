@@ -9,7 +9,8 @@ SHA-256. Later loads read that directory like any local checkpoint.
 The cache lives in ``$INTERP_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/interp`` (default
 ``~/.cache/interp``), under ``gguf/<sha256[:16]>/``; ``interp.load(..., cache_dir=...)`` overrides
 both. Each entry holds ``interp_source.json``: the source file, its hash, the quantization type
-and, for a named model, the package that shipped it.
+and, for a named model, the package that shipped it; after the first load, TransformerLens's
+processed weights (``interp.processed_cache``).
 
 Named models (``NAMED_MODELS``) resolve to a GGUF file inside an installed Python package,
 found through ``importlib.metadata`` without importing the package. A file too large for one
