@@ -9,19 +9,17 @@ removed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
 import torch
-import xxhash
 from torch import Tensor
 
+from interp import identity
 from interp._checks import check_bool, check_choice, check_device, check_indices, check_memory, check_stream
 from interp.capture import FastCapture, hf_module_paths
 from interp.config import Config, Weights, block_structure, enabled_cap
@@ -144,59 +142,16 @@ class Model:
 
     @property
     def model_id(self) -> str:
-        """Fingerprint of the model: a 128-bit xxHash (XXH3) over the config (its name aside) and
-        the raw bytes of every parameter and buffer of the bridge, with their names, shapes and
-        dtypes, shown as 16 hex digits. Two models that differ in one weight get different ids.
-        Cached, and computed again when any tensor is modified in place (torch's per-tensor
-        version counter), e.g. by weight surgery. Cost: 0.2-0.3 s for SmolLM2-135M's 650 MB in
-        fp32 (SHA-256 took 0.9-1.4 s; a sampled or summed fingerprint would miss single-weight
-        edits). XXH3 is not a cryptographic hash: it tells models apart, it does not defend
-        against a record forged to collide. The list of tensors is taken once: a parameter
-        replaced by a new tensor object (rather than edited in place) is not seen; set
-        ``model._fingerprint = None`` after such a replacement."""
-        if self._fingerprint is None:
-            self._fingerprint = self._fingerprinted()
-        tensors = self._fingerprint
-        key = tuple((n, t.data_ptr(), t._version) for n, t in tensors)
-        with self._lock:
-            if self._model_id is None or self._model_id[0] != key:
-                h = xxhash.xxh3_128(repr(dataclasses.replace(self.cfg, name="")).encode())
-                for name, t in tensors:
-                    h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-                    t = t.detach().cpu().contiguous()
-                    if t.numel():
-                        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-                self._model_id = (key, h.hexdigest()[:16])
-            return self._model_id[1]
+        """Fingerprint of the model: 16 hex digits of an XXH3-128 over the config and every
+        parameter's and buffer's bytes, recomputed when a tensor is edited in place
+        (``interp.identity.model_id``)."""
+        return identity.model_id(self)
 
     @cached_property
     def n_params(self) -> int:
-        """Parameters of the checkpoint, each tensor counted once: tied weights (an unembedding
-        that is the embedding) once, and none of TransformerLens's split copies (the Q/K/V it
-        cuts from a fused projection). SmolLM2-135M: 134,515,008; the embedded model: 527,872."""
-        if self._raw_hf is not None:  # the checkpoint's own module: parameters() yields shared tensors once
-            return sum(p.numel() for p in self._raw_hf.parameters())
-        named = dict(self.bridge.original_model.named_parameters())
-        fused = {n.split(".qkv.")[0] for n in named if ".qkv." in n}
-        split = re.compile(r"^(.*)\.(q|k|v)\._original_component\.")
-        n = sum(p.numel() for n, p in named.items() if not ((m := split.match(n)) and m.group(1) in fused))
-        hf = self.bridge.original_model
-        if getattr(hf.config, "tie_word_embeddings", False):  # processing unties them: count one
-            out, emb = hf.get_output_embeddings(), hf.get_input_embeddings()
-            out = getattr(out, "_original_component", out)
-            if out is not None and out.weight is not getattr(emb, "weight", None):
-                n -= out.weight.numel()
-        return n
-
-    def _fingerprinted(self) -> list[tuple[str, Tensor]]:
-        seen: set[int] = set()
-        out = []
-        for name, t in [*self.bridge.named_parameters(), *self.bridge.named_buffers()]:
-            if t.data_ptr() in seen and t.numel():
-                continue
-            seen.add(t.data_ptr())
-            out.append((name, t))
-        return out
+        """Parameters of the checkpoint, each tensor counted once (``interp.identity.n_params``):
+        SmolLM2-135M: 134,515,008; the embedded model: 527,872."""
+        return identity.n_params(self)
 
     def refuse(self, reason: str) -> None:
         """Mark the model as one interp cannot decompose: from now on every writing weight, and so
