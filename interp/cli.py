@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp.cli_tables import print_table, tidy, write_table
 from interp.report.resolve import find
 
 EXIT_ERROR = 2
@@ -129,7 +130,7 @@ def _stats(model, args):
         dist.destroy_process_group()
     if args.examples and args.stats_rank == 0:
         ex = top_examples(df, args.neurons) if args.neurons else top_examples(df)
-        _write_table(_tidy(ex), Path(args.examples))
+        write_table(tidy(ex), Path(args.examples))
     if args.sort:
         df = df.sort_values(args.sort, ascending=False, kind="stable").reset_index(drop=True)
     return df
@@ -332,82 +333,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(df: Any, path: Path) -> None:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        df.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)  # a token "\r" unquoted reads back as a line end
-    elif suffix == ".json":
-        df.to_json(path, orient="records", indent=1, default_handler=str)
-    elif suffix == ".parquet":
-        from interp.records import PARQUET_ATTRS_CHARS
-
-        big = [k for k, v in df.attrs.items() if isinstance(v, str) and len(v) > PARQUET_ATTRS_CHARS]
-        if big:  # a footer this large could not be read back: the table goes, the record stays apart
-            logging.getLogger("interp").warning(
-                "%s: attrs %s left out (too large for a readable parquet footer); write the examples with "
-                "--examples FILE", path, ", ".join(big))
-            df = df.copy()
-            for k in big:
-                del df.attrs[k]
-        df.to_parquet(path, index=False)
-    else:
-        raise ValueError(f"{str(path)!r}: use a .csv, .json or .parquet file")
-
-
-def _listy(df: Any) -> list[str]:
-    """Columns holding lists or arrays (e.g. the logit lens's top_tokens)."""
-    import numpy as np
-
-    return [c for c in df.columns if df[c].dtype == object and len(df)
-            and isinstance(df[c].iloc[0], (list, tuple, np.ndarray))]
-
-
-def _tidy(df: Any) -> Any:
-    """Arrays in cells become lists, so csv / json hold ``[0.1, 0.2]`` rather than numpy's repr."""
-    cols = _listy(df)
-    if not cols:
-        return df
-    return df.assign(**{c: df[c].map(lambda v: v.tolist() if hasattr(v, "tolist") else list(v)) for c in cols})
-
-
-#: Tokens shown from a list column (e.g. the logit lens's top_tokens) in the terminal.
-_LIST_TOKENS = 3
-
-
-def terminal_view(df: Any) -> Any:
-    """The table as the terminal shows it: tokens drawn (``·`` a space, ``↵`` a newline),
-    token lists cut to their first three, number lists and a single-valued ``batch`` left
-    out (``--format csv`` and ``--table`` keep everything)."""
-    import pandas as pd
-
-    from interp.plots._frames import show_token
-
-    out = df
-    if "batch" in out.columns and out["batch"].nunique(dropna=False) <= 1:
-        out = out.drop(columns="batch")
-    for c in _listy(out):
-        if "token" in c:
-            out = out.assign(**{c: out[c].map(lambda v: " ".join(show_token(str(t)) for t in list(v)[:_LIST_TOKENS]))})
-        else:
-            out = out.drop(columns=c)
-    for c in out.columns:
-        if (c == "token" or c.endswith("_token")) and not pd.api.types.is_numeric_dtype(out[c]):
-            out = out.assign(**{c: out[c].astype(object).map(lambda v: v if v is None or v != v else show_token(str(v)))})
-    return out
-
-
-def _print_table(df: Any, rows: int) -> None:
-    import pandas as pd
-
-    shown = terminal_view(df.head(rows))
-    with pd.option_context("display.width", 120, "display.max_columns", 30, "display.max_colwidth", 30):
-        text = shown.to_string(index=False, float_format=lambda x: f"{x:.4g}")
-    sys.stdout.write(text + "\n")
-    if len(df) > rows:
-        sys.stdout.write(f"... {len(df) - rows:,} more rows ({len(df):,} in all; --rows N shows more, "
-                         "--format csv or --table FILE gives them all)\n")
-
-
 def _check_combinations(args: argparse.Namespace) -> None:
     """Options that take effect only with another are refused alone, not ignored."""
     if args.rows is not None and args.format != "table":
@@ -452,7 +377,7 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
         args.text = read_text_arg(args.text, args.file)
     model = load(args.model)
     with analysis_threads(model):
-        df = _tidy(cmd.table(model, args))
+        df = tidy(cmd.table(model, args))
     if getattr(args, "stats_rank", 0) != 0:  # under torchrun every rank computes; rank 0 reports
         return 0
     if args.format == "csv":
@@ -460,9 +385,9 @@ def _analysis(cmd: Command, args: argparse.Namespace) -> int:
     elif args.format == "json":
         sys.stdout.write(df.to_json(orient="records", default_handler=str) + "\n")
     else:
-        _print_table(df, args.rows)
+        print_table(df, args.rows)
     if table_path is not None:
-        _write_table(df, table_path)
+        write_table(df, table_path)
     if args.out is not None:
         from interp.export import export
 
