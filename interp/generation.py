@@ -27,7 +27,6 @@ True
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,11 +36,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp import _labels as labels
 from interp._checks import check_float, check_index, check_int
 from interp._threads import with_analysis_threads
 from interp.tokens import Tokens, pad_rows
 
-_LABEL = re.compile(r"^L(-?\d+)(?:([HN])(-?\d+)|_(attn|mlp))$")
 STOP_REASONS = ("stop_token", "stop_string", "max_new_tokens")
 FRAME_COLUMNS = ["row", "prompt", "completion", "n_prompt_tokens", "n_new_tokens", "stop_reason"]
 
@@ -99,17 +98,9 @@ class Generation:
 def _component(model: Any, name: str, label: Any) -> tuple[tuple[str, int], int | None]:
     """``"L1H2"`` -> (("z", 1), 2); ``"L1N5"`` -> (("act", 1), 5); ``"L1_attn"`` / ``"L1_mlp"``
     -> the layer's output, index None."""
-    m = _LABEL.match(label) if isinstance(label, str) else None
-    if m is None:
-        raise ValueError(f"{name} holds {label!r}; name components as 'L1H2' (a head), 'L1N5' (a neuron), "
-                         "'L1_attn' or 'L1_mlp' (a layer's output)")
-    c = model.cfg
-    layer = check_index(f"{name} {label!r}: layer", int(m.group(1)), c.n_layers, "layer")
-    if m.group(4):
-        return (m.group(4), layer), None
-    if m.group(2) == "H":
-        return ("z", layer), check_index(f"{name} {label!r}: head", int(m.group(3)), c.n_heads, "head")
-    return ("act", layer), check_index(f"{name} {label!r}: neuron", int(m.group(3)), c.d_mlp, "neuron")
+    comp = labels.parse(name, label, model.cfg, kinds=("head", "neuron", "attn", "mlp"))
+    site = {"head": "z", "neuron": "act"}.get(comp.kind, comp.kind)
+    return (site, comp.layer), comp.index
 
 
 def _value(model: Any, label: str, site: tuple[str, int], v: Any) -> Tensor:

@@ -127,7 +127,7 @@ def test_selection_and_errors(default_model):
     b = interp.deletion_effect(m, dn.head(2), TEXTS, n_controls=1, progress=False)
     assert a["deleter"].unique().tolist() == [dn.iloc[0]["label"]]
     assert b["deleter"].unique().tolist() == dn["label"].head(2).tolist()
-    with pytest.raises(ValueError, match="not a neuron or head label"):
+    with pytest.raises(ValueError, match="deleter holds .*name components as"):
         interp.deletion_effect(m, "L1X3", TEXTS)
     with pytest.raises(interp.IndexOutOfRangeError):
         interp.deletion_effect(m, "L9N3", TEXTS)

@@ -23,7 +23,6 @@ Streams are rebuilt from the factored record; no ``[pos, d_mlp, d_model]`` tenso
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp import _labels as labels
 from interp._checks import check_basis, check_index, check_int, check_stream
 from interp._columns import head_and_neuron
 from interp._threads import with_analysis_threads
@@ -39,7 +39,6 @@ from interp.stats.base import Sums
 from interp.stats.distributed import is_distributed, rank_and_world, shard_budget, shard_records
 from interp.writes import ResidualWrites
 
-_LABEL = {"neuron": re.compile(r"^L(-?\d+)N(-?\d+)$"), "head": re.compile(r"^L(-?\d+)H(-?\d+)$")}
 COLUMNS = ["deleter", "kind", "layer", "index", "n_tokens", "firing_rate", "removed_fraction",
            "writer", "writer_kind", "writer_layer", "share", "rank"]
 
@@ -60,11 +59,11 @@ def _select(name: str, value: Any, kind: str, n_layers: int, size: int) -> list[
     for k, item in enumerate(value):
         given = item
         if isinstance(item, str):
-            m = _LABEL[kind].match(item)
-            if m is None:
+            got = labels.split(item)
+            if got is None or got[0] != kind:
                 raise ValueError(f"{name} has the label {item!r}; {kind} labels look like "
                                  f"{'L3N120' if kind == 'neuron' else 'L1H3'!r}")
-            item = (int(m.group(1)), int(m.group(2)))
+            item = got[1:]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"{name} has the item {item!r}; pass (layer, {col}) pairs")
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,30 +9,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp._checks import check_bool, check_index, check_int, check_stream
+from interp import _labels as labels
+from interp._checks import check_bool, check_int, check_stream
 from interp._threads import with_analysis_threads
 from interp.pages import links, tokens
 from interp.pages.corpus import Feature, Scan, dedup, scan
 from interp.pages.page import HeadPage, NeuronPage, Page
 from interp.stats.moments import Histogram
 
-_LABEL = re.compile(r"^L(-?\d+)([NH])(-?\d+)$")
 QUANTILES = (0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999)
 DETECTORS = ("previous_token", "induction", "duplicate_token", "bos", "self")
 N_BINS = 40
 
 
 def parse(model: Any, name: str, label: Any) -> Feature:
-    """``"L18N183"`` / ``"L1H2"`` or a ``(layer, index)`` pair with ``kind`` from the label."""
-    m = _LABEL.match(label) if isinstance(label, str) else None
-    if m is None:
-        raise ValueError(f"{name}={label!r} is not a component label; pass one like 'L1N5' (a neuron) or 'L1H2' "
-                         "(a head)")
-    c = model.cfg
-    layer = check_index(f"{name} {label!r}: layer", int(m.group(1)), c.n_layers, "layer")
-    kind = "neuron" if m.group(2) == "N" else "head"
-    size = c.d_mlp if kind == "neuron" else c.n_heads
-    return Feature(kind, layer, check_index(f"{name} {label!r}: {kind}", int(m.group(3)), size, kind))
+    """``"L18N183"`` (a neuron) or ``"L1H2"`` (a head) as a ``Feature``."""
+    comp = labels.parse(name, label, model.cfg)
+    return Feature(comp.kind, comp.layer, comp.index)
 
 
 def _distribution(s: Scan, j: int) -> tuple[pd.DataFrame, pd.DataFrame]:

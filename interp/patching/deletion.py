@@ -24,7 +24,6 @@ its survival and change are large and noisy: read a deleter against its controls
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp._checks import check_choice, check_fraction, check_index, check_indices, check_int, check_stream
+from interp import _labels as labels
+from interp._checks import check_choice, check_fraction, check_indices, check_int, check_stream
 from interp._columns import head_and_neuron
 from interp._degenerate import undefined_rows
 from interp._progress import tqdm
@@ -40,7 +40,6 @@ from interp._threads import with_analysis_threads
 from interp.patching._runner import Runner
 
 MODES = ("zero", "mean")
-_LABEL = re.compile(r"^L(-?\d+)([NH])(-?\d+)$")
 COLUMNS = ["deleter", "component", "role", "draw", "kind", "layer", "index", "site", "site_layer", "where",
            "n_tokens", "survival_clean", "survival_ablated", "change", "predicted"]
 
@@ -81,13 +80,8 @@ def _parse(model: Any, deleter: Any) -> list[_Comp]:
                         "row / frame of find_deleting_neurons or find_deleting_heads")
     out: list[_Comp] = []
     for item in items:
-        m = _LABEL.match(item)
-        if m is None:
-            raise ValueError(f"deleter={item!r} is not a neuron or head label; they look like 'L1N154' or 'L1H3'")
-        kind = "neuron" if m.group(2) == "N" else "head"
-        ly = check_index("deleter layer", int(m.group(1)), c.n_layers, "layer")
-        idx = check_index(f"deleter {kind}", int(m.group(3)), c.d_mlp if kind == "neuron" else c.n_heads, kind)
-        comp = _Comp(kind, ly, idx)
+        parsed = labels.parse("deleter", item, c)
+        comp = _Comp(parsed.kind, parsed.layer, parsed.index)
         if comp not in out:
             out.append(comp)
     if not out:
