@@ -100,17 +100,51 @@ def _scale(x: Tensor, model: Any) -> Tensor:
     return (_centre(x, model).pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
 
 
-def _stats(z: Tensor, targets: Tensor, cap: float | None, entropy: bool = True) -> tuple[Tensor, Tensor | None]:
-    """Per token: loss of the target and (``entropy``) the prediction's entropy, from
-    ``[c, vocab]`` linear readouts ``z`` through the model's final-logit soft-cap (``cap``,
-    None: none). ``z`` is overwritten."""
-    z = soft_cap(z, cap)
-    lse = torch.logsumexp(z, -1)
-    loss = lse - z.gather(-1, targets[:, None])[:, 0]
+def _baseline(z0: Tensor, cap: float | None) -> dict[str, Tensor]:
+    """Per ``[c, vocab]`` float64 linear readout ``z0``: what each neuron's change is measured
+    against, from the model's (capped) logits. Vocabulary-wide arrays in float32: ``p0`` and
+    ``lp0`` (probabilities and their logs), with a cap ``t0 = tanh(z0 / cap)`` and
+    ``sech2 = 1 - t0^2``; per token in float64: the entropy ``H0``."""
+    g = soft_cap(z0, cap)
+    lp = g - torch.logsumexp(g, -1, keepdim=True)
+    p = lp.exp()
+    out = {"p0": p.float(), "lp0": lp.float(), "H0": -(p * lp).sum(-1)}
+    if cap is not None:
+        t = torch.tanh(z0 / cap)
+        out["t0"] = t.float()
+        out["sech2"] = ((1 - t) * (1 + t)).float()
+    return out
+
+
+def _change(dz: Tensor, base: dict[str, Tensor], cap: float | None) -> Tensor:
+    """The change of the model's logits ``[c, vocab]`` (float32) for a change ``dz`` of the linear
+    readout: ``dz`` itself, or through the cap without cancellation,
+    ``cap (tanh(a + d) - tanh(a)) = cap tanh(d) (1 - tanh(a)^2) / (1 + tanh(a) tanh(d))``.
+    ``dz`` is overwritten."""
+    if cap is None:
+        return dz
+    td = dz.div_(cap).tanh_()
+    den = torch.addcmul(torch.ones_like(td), td, base["t0"])
+    return td.mul_(base["sech2"]).div_(den).mul_(cap)
+
+
+def _shift(d: Tensor, base: dict[str, Tensor], targets: Tensor, entropy: bool) -> tuple[Tensor, Tensor | None]:
+    """Per token (float64): the change of the loss of ``targets`` and (``entropy``) of the
+    entropy when the logits change by ``d`` ``[c, vocab]`` (float32, overwritten). With
+    ``E = expm1(d)``, ``S = sum p0 E`` (the new partition function over the old, minus 1):
+    ``dloss = log1p(S) - d[target]``; ``dH = log1p(S) - (sum p0 e^d d + sum p0 E lp0 + S H0) / (1 + S)``
+    (first order: ``-cov_p0(d, lp0)``), every sum in float64."""
+    f64 = torch.float64
+    dt = d.gather(-1, targets[:, None])[:, 0].double()
     if not entropy:
-        return loss, None
-    lp = z.sub_(lse[:, None])  # log-probabilities, in place
-    return loss, -(lp.exp() * lp).sum(-1)
+        S = torch.special.expm1(d).mul_(base["p0"]).sum(-1, dtype=f64)
+        return torch.log1p(S) - dt, None
+    pE = torch.special.expm1(d).mul_(base["p0"])
+    S = pE.sum(-1, dtype=f64)
+    B = (pE * base["lp0"]).sum(-1, dtype=f64)
+    A = pE.add_(base["p0"]).mul_(d).sum(-1, dtype=f64)  # sum p0 e^d d
+    L = torch.log1p(S)
+    return L - dt, L - (A + B + S * base["H0"]) / (1 + S)
 
 
 @with_analysis_threads
@@ -232,26 +266,37 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
     vec_c = _centre(vec, model)
     bw = vec_c @ W_U  # [j, vocab]: the neuron's write through the unembedding
     cap = model.cfg.logit_softcap  # losses and entropies of the logits the model produces
+    bw32 = bw.float()
+    vv = vec_c.pow(2).sum(-1)  # [j]
+    normed = model.cfg.normalization.startswith(("LN", "RMS"))
+    mean_t = torch.as_tensor(mean_act)[None]
     tot = np.zeros((len(labels), 4))  # |dloss| total, |dloss| direct, dH total, count
     for w in recs:
         x, s_frozen, targets, sel = _logits_parts(model, w)
         a_all = torch.stack([w.write_acts(int(ly))[..., int(n)][sel].double() for ly, n in zip(lay, idx)], -1)
         for a0 in range(0, x.shape[0], chunk):
-            xs = x[a0:a0 + chunk]
-            s = s_frozen[a0:a0 + chunk] if s_frozen is not None else _scale(xs, model)
+            xs, tg = x[a0:a0 + chunk], targets[a0:a0 + chunk]
+            s_lin = _scale(xs, model)  # [c, 1]
+            s = s_frozen[a0:a0 + chunk] if s_frozen is not None else s_lin
             xc = _centre(xs, model)
             base = xc @ W_U  # [c, vocab]
-            loss0, ent0 = _stats(base / s + b, targets[a0:a0 + chunk], cap)
-            dc = torch.as_tensor(mean_act)[None] - a_all[a0:a0 + chunk]  # [c, j]
+            bl = _baseline(base / s + b, cap)
+            base32 = base.float()
+            del base
+            dc = mean_t - a_all[a0:a0 + chunk]  # [c, j]
+            # the ablated scale s_new = sqrt(s_lin^2 + ds2) and 1/s_new - 1/s without cancellation
+            ds2 = ((2 * dc) * (xc @ vec_c.T) + dc.pow(2) * vv) / xc.shape[-1] if normed else torch.zeros_like(dc)
+            s_new = (s_lin.pow(2) + ds2).sqrt()
+            alpha = ((s - s_lin) - ds2 / (s_lin + s_new)) / (s * s_new)  # [c, j]
+            beta, gamma = (dc / s_new).float(), (dc / s).float()
+            alpha = alpha.float()
             for j in range(len(labels)):
-                y = xc + dc[:, j:j + 1] * vec_c[j]
-                s_new = _scale(y, model)
-                num = base + dc[:, j:j + 1] * bw[j]
-                lt, et = _stats(num / s_new + b, targets[a0:a0 + chunk], cap)
-                ld, _ = _stats(num.div_(s).add_(b), targets[a0:a0 + chunk], cap, entropy=False)
-                tot[j, 0] += float((lt - loss0).abs().sum())
-                tot[j, 1] += float((ld - loss0).abs().sum())
-                tot[j, 2] += float((et - ent0).sum())
+                dz = torch.addcmul(base32 * alpha[:, j:j + 1], beta[:, j:j + 1], bw32[j])
+                lt, et = _shift(_change(dz, bl, cap), bl, tg, True)
+                ld, _ = _shift(_change(gamma[:, j:j + 1] * bw32[j], bl, cap), bl, tg, False)
+                tot[j, 0] += float(lt.abs().sum())
+                tot[j, 1] += float(ld.abs().sum())
+                tot[j, 2] += float(et.sum())
                 tot[j, 3] += xs.shape[0]
     out: dict[str, Any] = {"_n_tokens": int(tot[0, 3]) if len(labels) else 0}
     for j, lab in enumerate(labels):
