@@ -100,19 +100,34 @@ def _scale(x: Tensor, model: Any) -> Tensor:
     return (_centre(x, model).pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
 
 
-def _baseline(z0: Tensor, cap: float | None) -> dict[str, Tensor]:
-    """Per ``[c, vocab]`` float64 linear readout ``z0``: what each neuron's change is measured
-    against, from the model's (capped) logits. Vocabulary-wide arrays in float32: ``p0`` and
-    ``lp0`` (probabilities and their logs), with a cap ``t0 = tanh(z0 / cap)`` and
-    ``sech2 = 1 - t0^2``; per token in float64: the entropy ``H0``."""
-    g = soft_cap(z0, cap)
-    lp = g - torch.logsumexp(g, -1, keepdim=True)
-    p = lp.exp()
-    out = {"p0": p.float(), "lp0": lp.float(), "H0": -(p * lp).sum(-1)}
+def _fsum(t: Tensor, part: Tensor) -> Tensor:
+    """Row sums ``[c]`` in float64 of a float32 ``t [c, n]``: blocks of 8 float32 terms
+    (``t[:, i::m]`` for ``i < 8``, added in float32 into ``part [c, m]``, ``m = n // 8``),
+    then the ``m`` partial sums and the ``n % 8`` left over in float64 (what a float64 sum of
+    float32 costs on CPU, a tenth)."""
+    c, n = t.shape
+    m = n // 8
+    out = torch.sum(t[:, : 8 * m].view(c, 8, m), 1, out=part[:c, :m]).sum(-1, dtype=torch.float64)
+    return out + t[:, 8 * m:].sum(-1, dtype=torch.float64) if n % 8 else out
+
+
+def _baseline(z: Tensor, cap: float | None, bufs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per ``[c, vocab]`` float64 linear readout ``z`` (overwritten): what each neuron's change is
+    measured against, from the model's (capped) logits, in ``bufs``' float32 ``[c, vocab]``
+    arrays: ``p0`` and ``lp0`` (probabilities and their logs), with a cap ``t0 = tanh(z / cap)``
+    and ``sech2 = 1 - t0^2``; per token in float64: the entropy ``H0``."""
+    c = z.shape[0]
+    out = {k: v[:c] for k, v in bufs.items()}
     if cap is not None:
-        t = torch.tanh(z0 / cap)
-        out["t0"] = t.float()
-        out["sech2"] = ((1 - t) * (1 + t)).float()
+        zc = z / cap
+        out["t0"].copy_(torch.tanh(zc))
+        out["sech2"].copy_(zc.cosh_().pow_(-2))  # 1 - tanh^2 without cancellation
+        z = soft_cap(z, cap)
+    lp = z.sub_(torch.logsumexp(z, -1, keepdim=True))
+    out["lp0"].copy_(lp)
+    p = lp.exp()
+    out["p0"].copy_(p)
+    out["H0"] = -torch.linalg.vecdot(p, lp)
     return out
 
 
@@ -120,31 +135,70 @@ def _change(dz: Tensor, base: dict[str, Tensor], cap: float | None) -> Tensor:
     """The change of the model's logits ``[c, vocab]`` (float32) for a change ``dz`` of the linear
     readout: ``dz`` itself, or through the cap without cancellation,
     ``cap (tanh(a + d) - tanh(a)) = cap tanh(d) (1 - tanh(a)^2) / (1 + tanh(a) tanh(d))``.
-    ``dz`` is overwritten."""
+    ``dz`` is overwritten; ``base["T"]`` is scratch."""
     if cap is None:
         return dz
     td = dz.div_(cap).tanh_()
-    den = torch.addcmul(torch.ones_like(td), td, base["t0"])
+    den = torch.mul(td, base["t0"], out=base["T"]).add_(1)
     return td.mul_(base["sech2"]).div_(den).mul_(cap)
 
 
 def _shift(d: Tensor, base: dict[str, Tensor], targets: Tensor, entropy: bool) -> tuple[Tensor, Tensor | None]:
     """Per token (float64): the change of the loss of ``targets`` and (``entropy``) of the
-    entropy when the logits change by ``d`` ``[c, vocab]`` (float32, overwritten). With
-    ``E = expm1(d)``, ``S = sum p0 E`` (the new partition function over the old, minus 1):
+    entropy when the logits change by ``d`` ``[c, vocab]`` (float32). With ``E = expm1(d)``,
+    ``S = sum p0 E`` (the new partition function over the old, minus 1):
     ``dloss = log1p(S) - d[target]``; ``dH = log1p(S) - (sum p0 e^d d + sum p0 E lp0 + S H0) / (1 + S)``
-    (first order: ``-cov_p0(d, lp0)``), every sum in float64."""
-    f64 = torch.float64
+    (first order: ``-cov_p0(d, lp0)``), every sum in float64 over float32 blocks of 8
+    (``_fsum``). ``base["E"]``, ``base["T"]`` and ``base["part"]`` are scratch."""
     dt = d.gather(-1, targets[:, None])[:, 0].double()
-    if not entropy:
-        S = torch.special.expm1(d).mul_(base["p0"]).sum(-1, dtype=f64)
-        return torch.log1p(S) - dt, None
-    pE = torch.special.expm1(d).mul_(base["p0"])
-    S = pE.sum(-1, dtype=f64)
-    B = (pE * base["lp0"]).sum(-1, dtype=f64)
-    A = pE.add_(base["p0"]).mul_(d).sum(-1, dtype=f64)  # sum p0 e^d d
+    pE = torch.special.expm1(d, out=base["E"]).mul_(base["p0"])
+    S = _fsum(pE, base["part"])
     L = torch.log1p(S)
+    if not entropy:
+        return L - dt, None
+    B = _fsum(torch.mul(pE, base["lp0"], out=base["T"]), base["part"])
+    A = _fsum(pE.add_(base["p0"]).mul_(d), base["part"])  # sum p0 e^d d
     return L - dt, L - (A + B + S * base["H0"]) / (1 + S)
+
+
+def _buffers(c: int, d_vocab: int, cap: float | None) -> dict[str, Tensor]:
+    """Float32 scratch for ``_chunk_effects``: reused, since fresh ``[c, vocab]`` arrays cost
+    their page faults on every neuron."""
+    names = ["base", "p0", "lp0", "D", "E", "T"] + (["t0", "sech2"] if cap is not None else [])
+    out = {k: torch.empty(c, d_vocab) for k in names}
+    out["part"] = torch.empty(c, d_vocab // 8)
+    return out
+
+
+def _chunk_effects(xc: Tensor, s: Tensor, s_lin: Tensor, dc: Tensor, targets: Tensor, W_U: Tensor, b: Tensor,
+                   vec_c: Tensor, bw32: Tensor, cap: float | None, normed: bool,
+                   bufs: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per token and neuron ``[c, j]`` (float64): the change of the loss with the final scale
+    recomputed (total) and frozen (direct), and of the entropy (total), when the (centred) final
+    stream ``xc [c, d]`` gains ``dc [c, j]`` times the neurons' centred writes ``vec_c [j, d]``.
+    ``s`` is the baseline's scale, ``s_lin`` the one ``xc`` implies (they differ where the scale
+    was recorded), ``bw32 = vec_c W_U`` in float32; ``[c, vocab]`` arrays only (``bufs``:
+    ``_buffers`` of at least ``c`` rows)."""
+    c = xc.shape[0]
+    bufs = _buffers(c, W_U.shape[1], cap) if bufs is None else bufs
+    base = xc @ W_U  # [c, vocab], float64
+    base32 = bufs["base"][:c].copy_(base)
+    bl = _baseline(base.div_(s).add_(b), cap, {k: bufs[k] for k in ("p0", "lp0", "t0", "sech2") if k in bufs})
+    del base
+    bl.update(E=bufs["E"][:c], T=bufs["T"][:c], part=bufs["part"])
+    D = bufs["D"][:c]
+    # the ablated scale s_new = sqrt(s_lin^2 + ds2), and 1/s_new - 1/s without cancellation
+    ds2 = ((2 * dc) * (xc @ vec_c.T) + dc.pow(2) * vec_c.pow(2).sum(-1)) / xc.shape[-1] if normed else 0 * dc
+    s_new = (s_lin.pow(2) + ds2).sqrt()
+    alpha = (((s - s_lin) - ds2 / (s_lin + s_new)) / (s * s_new)).float()  # [c, j]
+    beta, gamma = (dc / s_new).float(), (dc / s).float()
+    out = torch.empty(3, *dc.shape, dtype=torch.float64)
+    for j in range(dc.shape[1]):
+        dz = torch.mul(base32, alpha[:, j:j + 1], out=D).addcmul_(beta[:, j:j + 1], bw32[j])
+        out[0, :, j], out[2, :, j] = _shift(_change(dz, bl, cap), bl, targets, True)
+        dz = torch.mul(bw32[j], gamma[:, j:j + 1], out=D)
+        out[1, :, j] = _shift(_change(dz, bl, cap), bl, targets, False)[0]
+    return out[0], out[1], out[2]
 
 
 @with_analysis_threads
@@ -267,37 +321,25 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
     bw = vec_c @ W_U  # [j, vocab]: the neuron's write through the unembedding
     cap = model.cfg.logit_softcap  # losses and entropies of the logits the model produces
     bw32 = bw.float()
-    vv = vec_c.pow(2).sum(-1)  # [j]
     normed = model.cfg.normalization.startswith(("LN", "RMS"))
     mean_t = torch.as_tensor(mean_act)[None]
     tot = np.zeros((len(labels), 4))  # |dloss| total, |dloss| direct, dH total, count
+    bufs = None
     for w in recs:
         x, s_frozen, targets, sel = _logits_parts(model, w)
         a_all = torch.stack([w.write_acts(int(ly))[..., int(n)][sel].double() for ly, n in zip(lay, idx)], -1)
+        if bufs is None or bufs["D"].shape[0] < min(chunk, x.shape[0]):
+            bufs = _buffers(min(chunk, x.shape[0]), W_U.shape[1], cap)
         for a0 in range(0, x.shape[0], chunk):
-            xs, tg = x[a0:a0 + chunk], targets[a0:a0 + chunk]
+            xs = x[a0:a0 + chunk]
             s_lin = _scale(xs, model)  # [c, 1]
             s = s_frozen[a0:a0 + chunk] if s_frozen is not None else s_lin
-            xc = _centre(xs, model)
-            base = xc @ W_U  # [c, vocab]
-            bl = _baseline(base / s + b, cap)
-            base32 = base.float()
-            del base
-            dc = mean_t - a_all[a0:a0 + chunk]  # [c, j]
-            # the ablated scale s_new = sqrt(s_lin^2 + ds2) and 1/s_new - 1/s without cancellation
-            ds2 = ((2 * dc) * (xc @ vec_c.T) + dc.pow(2) * vv) / xc.shape[-1] if normed else torch.zeros_like(dc)
-            s_new = (s_lin.pow(2) + ds2).sqrt()
-            alpha = ((s - s_lin) - ds2 / (s_lin + s_new)) / (s * s_new)  # [c, j]
-            beta, gamma = (dc / s_new).float(), (dc / s).float()
-            alpha = alpha.float()
-            for j in range(len(labels)):
-                dz = torch.addcmul(base32 * alpha[:, j:j + 1], beta[:, j:j + 1], bw32[j])
-                lt, et = _shift(_change(dz, bl, cap), bl, tg, True)
-                ld, _ = _shift(_change(gamma[:, j:j + 1] * bw32[j], bl, cap), bl, tg, False)
-                tot[j, 0] += float(lt.abs().sum())
-                tot[j, 1] += float(ld.abs().sum())
-                tot[j, 2] += float(et.sum())
-                tot[j, 3] += xs.shape[0]
+            lt, ld, et = _chunk_effects(_centre(xs, model), s, s_lin, mean_t - a_all[a0:a0 + chunk],
+                                        targets[a0:a0 + chunk], W_U, b, vec_c, bw32, cap, normed, bufs)
+            tot[:, 0] += lt.abs().sum(0).numpy()
+            tot[:, 1] += ld.abs().sum(0).numpy()
+            tot[:, 2] += et.sum(0).numpy()
+            tot[:, 3] += xs.shape[0]
     out: dict[str, Any] = {"_n_tokens": int(tot[0, 3]) if len(labels) else 0}
     for j, lab in enumerate(labels):
         n = max(tot[j, 3], 1)
