@@ -27,6 +27,20 @@ of every prediction, with almost no direct effect on the logits.
 A soft-capped model's (Gemma 2) losses and entropies are those of its capped logits
 ``cap * tanh(z / cap)`` (``interp.config.soft_cap``); the screen reads the linear ``W_U``, which
 the monotonic cap does not change. Logits are made ``chunk`` tokens at a time: ``[chunk, d_vocab]``, never ``[tokens, d_vocab]``.
+
+**Precision.** Per chunk the baseline's readout ``z0 = xc W_U / s + b`` and its (capped) log-softmax
+are computed once in float64; per neuron only the *change* of the logits ``d`` is formed, in
+float32 ``[chunk, d_vocab]`` arrays (total: ``base (1/s_new - 1/s) + dc bw / s_new``, the scalar
+``1/s_new - 1/s`` from ``s^2 - s_new^2`` without cancellation; direct: ``dc bw / s``; through a
+cap: ``cap tanh(d/cap) sech^2(z0/cap) / (1 + tanh(z0/cap) tanh(d/cap))``). Then ``dloss =
+log1p(sum p0 expm1(d)) - d[target]`` and the entropy's change from the same weights, every sum over
+the vocabulary accumulated in float64 (float32 blocks of 8 terms, added in float64). Each
+per-token change errs by a few float32 roundoffs (``u = 2^-24``) of the magnitudes that form it,
+not of the logits: at most ``2 max_v D_v`` for a loss and ``2 log(d_vocab) max_v D_v`` for an
+entropy, ``D_v = 4u (|base_v (1/s_new - 1/s)| + |dc bw_v / s_new|)`` (with a cap
+``+ (10u + 7u |t0 td| / (1 + t0 td)) |d_v|``, ``t0 td = tanh(z0/cap) tanh(d/cap)``), plus
+``13u``-``15u`` of the sums' absolute terms. The derivation, and the check against the float64
+computation this replaced, are in ``tests/test_memory_entropy_precision.py``.
 """
 
 from __future__ import annotations
