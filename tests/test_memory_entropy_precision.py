@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_memory_managers import ENTROPY, ENTROPY_DECOY, entropy_model  # noqa: F401 (the planted model)
 
 import interp
 from interp.config import soft_cap
@@ -203,16 +204,7 @@ def test_effects_match_the_float64_computation(family):
 
 
 def test_effects_of_a_planted_entropy_neuron_match(request):
-    from tests.test_memory_managers import ENTROPY, ENTROPY_DECOY
-
-    model = request.getfixturevalue("entropy_model")
-    _check(model, [ENTROPY, ENTROPY_DECOY, 0, 3], chunk=7)
+    model = request.getfixturevalue("entropy_model")  # test_memory_managers' planted null-space neuron and decoy
+    assert _check(model, [ENTROPY, ENTROPY_DECOY, 0, 3], chunk=7) > 1e3
     df = interp.entropy_neurons(model, TEXTS, top=3, controls=4, k=1)
     assert set(df.loc[df["verdict"] == "entropy", "neuron"]) == {ENTROPY}
-
-
-@pytest.fixture(scope="module")
-def entropy_model():
-    from tests.test_memory_managers import entropy_model as planted
-
-    return planted.__wrapped__()
