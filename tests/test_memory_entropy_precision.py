@@ -208,3 +208,16 @@ def test_effects_of_a_planted_entropy_neuron_match(request):
     assert _check(model, [ENTROPY, ENTROPY_DECOY, 0, 3], chunk=7) > 1e3
     df = interp.entropy_neurons(model, TEXTS, top=3, controls=4, k=1)
     assert set(df.loc[df["verdict"] == "entropy", "neuron"]) == {ENTROPY}
+
+
+@pytest.mark.parametrize("n", [5, 8, 1003, 4096])
+def test_fsum_is_a_float64_sum_of_float32_blocks(n):
+    """``_fsum``: float32 sums of 8 terms (``gamma(7, u)`` of their absolute terms), added in
+    float64 (``n u64``), against the float64 sum (``n u64`` of its own)."""
+    from interp.memory.entropy import _fsum
+
+    t = torch.randn(3, n, generator=torch.Generator().manual_seed(n)) * 10.0 ** torch.arange(-3, 3).repeat(n)[:n]
+    got = _fsum(t, torch.empty(3, max(n // 8, 1)))
+    want = t.double().sum(-1)
+    assert got.dtype == torch.float64
+    assert ((got - want).abs() <= (gamma(7, U) + 2 * gamma(n, U64)) * t.double().abs().sum(-1)).all()
