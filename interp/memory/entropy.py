@@ -34,7 +34,8 @@ float32 ``[chunk, d_vocab]`` arrays (total: ``base (1/s_new - 1/s) + dc bw / s_n
 ``1/s_new - 1/s`` from ``s^2 - s_new^2`` without cancellation; direct: ``dc bw / s``; through a
 cap: ``cap tanh(d/cap) sech^2(z0/cap) / (1 + tanh(z0/cap) tanh(d/cap))``). Then ``dloss =
 log1p(sum p0 expm1(d)) - d[target]`` and the entropy's change from the same weights, every sum over
-the vocabulary accumulated in float64 (float32 blocks of 8 terms, added in float64). Each
+the vocabulary accumulated in float64 (float32 blocks of 8 terms, added in float64), slice by slice
+of ``SLICE`` vocabulary columns (which stay in cache across the neurons). Each
 per-token change errs by a few float32 roundoffs (``u = 2^-24``) of the magnitudes that form it,
 not of the logits: at most ``2 max_v D_v`` for a loss and ``2 log(d_vocab) max_v D_v`` for an
 entropy, ``D_v = 4u (|base_v (1/s_new - 1/s)| + |dc bw_v / s_new|)`` (with a cap
@@ -125,63 +126,48 @@ def _fsum(t: Tensor, part: Tensor) -> Tensor:
     return out + t[:, 8 * m:].sum(-1, dtype=torch.float64) if n % 8 else out
 
 
-def _baseline(z: Tensor, cap: float | None, bufs: dict[str, Tensor]) -> dict[str, Tensor]:
+def _baseline(z: Tensor, cap: float | None, bufs: dict[str, Tensor]) -> Tensor:
     """Per ``[c, vocab]`` float64 linear readout ``z`` (overwritten): what each neuron's change is
-    measured against, from the model's (capped) logits, in ``bufs``' float32 ``[c, vocab]``
+    measured against, from the model's (capped) logits, into ``bufs``' float32 ``[c, vocab]``
     arrays: ``p0`` and ``lp0`` (probabilities and their logs), with a cap ``t0 = tanh(z / cap)``
-    and ``sech2 = 1 - t0^2``; per token in float64: the entropy ``H0``."""
+    and ``sech2 = 1 - t0^2``. Returns the entropy ``H0 [c]`` (float64)."""
     c = z.shape[0]
-    out = {k: v[:c] for k, v in bufs.items()}
     if cap is not None:
         zc = z / cap
-        out["t0"].copy_(torch.tanh(zc))
-        out["sech2"].copy_(zc.cosh_().pow_(-2))  # 1 - tanh^2 without cancellation
+        bufs["t0"][:c].copy_(torch.tanh(zc))
+        bufs["sech2"][:c].copy_(zc.cosh_().pow_(-2))  # 1 - tanh^2 without cancellation
         z = soft_cap(z, cap)
     lp = z.sub_(torch.logsumexp(z, -1, keepdim=True))
-    out["lp0"].copy_(lp)
+    bufs["lp0"][:c].copy_(lp)
     p = lp.exp()
-    out["p0"].copy_(p)
-    out["H0"] = -torch.linalg.vecdot(p, lp)
-    return out
+    bufs["p0"][:c].copy_(p)
+    return -torch.linalg.vecdot(p, lp)
 
 
-def _change(dz: Tensor, base: dict[str, Tensor], cap: float | None) -> Tensor:
-    """The change of the model's logits ``[c, vocab]`` (float32) for a change ``dz`` of the linear
-    readout: ``dz`` itself, or through the cap without cancellation,
-    ``cap (tanh(a + d) - tanh(a)) = cap tanh(d) (1 - tanh(a)^2) / (1 + tanh(a) tanh(d))``.
-    ``dz`` is overwritten; ``base["T"]`` is scratch."""
+def _change(dz: Tensor, t0: Tensor | None, sech2: Tensor | None, cap: float | None, scratch: Tensor) -> Tensor:
+    """The change of the model's logits (float32) for a change ``dz`` of the linear readout
+    (overwritten): ``dz`` itself, or through the cap without cancellation,
+    ``cap (tanh(a + d) - tanh(a)) = cap tanh(d) (1 - tanh(a)^2) / (1 + tanh(a) tanh(d))`` with
+    ``t0 = tanh(a)``, ``sech2 = 1 - tanh(a)^2`` (``scratch``: ``dz``'s shape)."""
     if cap is None:
         return dz
     td = dz.div_(cap).tanh_()
-    den = torch.mul(td, base["t0"], out=base["T"]).add_(1)
-    return td.mul_(base["sech2"]).div_(den).mul_(cap)
-
-
-def _shift(d: Tensor, base: dict[str, Tensor], targets: Tensor, entropy: bool) -> tuple[Tensor, Tensor | None]:
-    """Per token (float64): the change of the loss of ``targets`` and (``entropy``) of the
-    entropy when the logits change by ``d`` ``[c, vocab]`` (float32). With ``E = expm1(d)``,
-    ``S = sum p0 E`` (the new partition function over the old, minus 1):
-    ``dloss = log1p(S) - d[target]``; ``dH = log1p(S) - (sum p0 e^d d + sum p0 E lp0 + S H0) / (1 + S)``
-    (first order: ``-cov_p0(d, lp0)``), every sum in float64 over float32 blocks of 8
-    (``_fsum``). ``base["E"]``, ``base["T"]`` and ``base["part"]`` are scratch."""
-    dt = d.gather(-1, targets[:, None])[:, 0].double()
-    pE = torch.special.expm1(d, out=base["E"]).mul_(base["p0"])
-    S = _fsum(pE, base["part"])
-    L = torch.log1p(S)
-    if not entropy:
-        return L - dt, None
-    B = _fsum(torch.mul(pE, base["lp0"], out=base["T"]), base["part"])
-    A = _fsum(pE.add_(base["p0"]).mul_(d), base["part"])  # sum p0 e^d d
-    return L - dt, L - (A + B + S * base["H0"]) / (1 + S)
+    den = torch.mul(td, t0, out=scratch).add_(1)
+    return td.mul_(sech2).div_(den).mul_(cap)
 
 
 def _buffers(c: int, d_vocab: int, cap: float | None) -> dict[str, Tensor]:
-    """Float32 scratch for ``_chunk_effects``: reused, since fresh ``[c, vocab]`` arrays cost
-    their page faults on every neuron."""
-    names = ["base", "p0", "lp0", "D", "E", "T"] + (["t0", "sech2"] if cap is not None else [])
+    """Float32 scratch for ``_chunk_effects``, reused (fresh ``[c, vocab]`` arrays cost their page
+    faults every time): the baseline ``[c, vocab]`` and, per vocabulary slice, ``[c, SLICE]``."""
+    names = ["base", "p0", "lp0"] + (["t0", "sech2"] if cap is not None else [])
     out = {k: torch.empty(c, d_vocab) for k in names}
-    out["part"] = torch.empty(c, d_vocab // 8)
+    w = min(SLICE, d_vocab)
+    out.update(D=torch.empty(c, w), E=torch.empty(c, w), T=torch.empty(c, w), part=torch.empty(c, max(w // 8, 1)))
     return out
+
+
+#: Vocabulary columns per slice: a slice's float32 arrays stay in cache across the neurons.
+SLICE = 8192
 
 
 def _chunk_effects(xc: Tensor, s: Tensor, s_lin: Tensor, dc: Tensor, targets: Tensor, W_U: Tensor, b: Tensor,
@@ -192,27 +178,51 @@ def _chunk_effects(xc: Tensor, s: Tensor, s_lin: Tensor, dc: Tensor, targets: Te
     stream ``xc [c, d]`` gains ``dc [c, j]`` times the neurons' centred writes ``vec_c [j, d]``.
     ``s`` is the baseline's scale, ``s_lin`` the one ``xc`` implies (they differ where the scale
     was recorded), ``bw32 = vec_c W_U`` in float32; ``[c, vocab]`` arrays only (``bufs``:
-    ``_buffers`` of at least ``c`` rows)."""
-    c = xc.shape[0]
-    bufs = _buffers(c, W_U.shape[1], cap) if bufs is None else bufs
+    ``_buffers`` of at least ``c`` rows).
+
+    With the logits' change ``d``, ``E = expm1(d)`` and ``S = sum p0 E`` (the new partition
+    function over the old, minus 1): ``dloss = log1p(S) - d[target]`` and ``dH = log1p(S) -
+    (sum p0 e^d d + sum p0 E lp0 + S H0) / (1 + S)`` (first order: ``-cov_p0(d, lp0)``), every sum
+    in float64 over float32 blocks of 8 (``_fsum``), slice by slice of the vocabulary."""
+    c, V = xc.shape[0], W_U.shape[1]
+    bufs = _buffers(c, V, cap) if bufs is None else bufs
     base = xc @ W_U  # [c, vocab], float64
     base32 = bufs["base"][:c].copy_(base)
-    bl = _baseline(base.div_(s).add_(b), cap, {k: bufs[k] for k in ("p0", "lp0", "t0", "sech2") if k in bufs})
+    H0 = _baseline(base.div_(s).add_(b), cap, bufs)
     del base
-    bl.update(E=bufs["E"][:c], T=bufs["T"][:c], part=bufs["part"])
-    D = bufs["D"][:c]
+    p0, lp0 = bufs["p0"][:c], bufs["lp0"][:c]
+    t0, sech2 = (bufs["t0"][:c], bufs["sech2"][:c]) if cap is not None else (None, None)
     # the ablated scale s_new = sqrt(s_lin^2 + ds2), and 1/s_new - 1/s without cancellation
     ds2 = ((2 * dc) * (xc @ vec_c.T) + dc.pow(2) * vec_c.pow(2).sum(-1)) / xc.shape[-1] if normed else 0 * dc
     s_new = (s_lin.pow(2) + ds2).sqrt()
     alpha = (((s - s_lin) - ds2 / (s_lin + s_new)) / (s * s_new)).float()  # [c, j]
     beta, gamma = (dc / s_new).float(), (dc / s).float()
-    out = torch.empty(3, *dc.shape, dtype=torch.float64)
-    for j in range(dc.shape[1]):
-        dz = torch.mul(base32, alpha[:, j:j + 1], out=D).addcmul_(beta[:, j:j + 1], bw32[j])
-        out[0, :, j], out[2, :, j] = _shift(_change(dz, bl, cap), bl, targets, True)
-        dz = torch.mul(bw32[j], gamma[:, j:j + 1], out=D)
-        out[1, :, j] = _shift(_change(dz, bl, cap), bl, targets, False)[0]
-    return out[0], out[1], out[2]
+    sums = torch.zeros(4, *dc.shape, dtype=torch.float64)  # S, sum p0 E lp0, sum p0 e^d d (total); S (direct)
+    part = bufs["part"]
+    for v0 in range(0, V, SLICE):
+        v1 = min(v0 + SLICE, V)
+        w = v1 - v0
+        b_, p_, l_ = base32[:, v0:v1], p0[:, v0:v1], lp0[:, v0:v1]
+        t_, h_ = (t0[:, v0:v1], sech2[:, v0:v1]) if cap is not None else (None, None)
+        D, E, T = bufs["D"][:c, :w], bufs["E"][:c, :w], bufs["T"][:c, :w]
+        for j in range(dc.shape[1]):
+            d = _change(torch.mul(b_, alpha[:, j:j + 1], out=D).addcmul_(beta[:, j:j + 1], bw32[j, v0:v1]),
+                        t_, h_, cap, T)
+            pE = torch.special.expm1(d, out=E).mul_(p_)
+            sums[0, :, j] += _fsum(pE, part)
+            sums[1, :, j] += _fsum(torch.mul(pE, l_, out=T), part)
+            sums[2, :, j] += _fsum(pE.add_(p_).mul_(d), part)
+            d = _change(torch.mul(bw32[j, v0:v1], gamma[:, j:j + 1], out=D), t_, h_, cap, T)
+            sums[3, :, j] += _fsum(torch.special.expm1(d, out=E).mul_(p_), part)
+    # the changes at the targets, by the same float32 operations on the gathered columns
+    tg = targets[:, None]
+    bw_t = bw32[:, targets].T  # [c, j]
+    g_t = (t0.gather(-1, tg), sech2.gather(-1, tg)) if cap is not None else (None, None)
+    d_tot = _change(torch.mul(base32.gather(-1, tg), alpha).addcmul_(beta, bw_t), *g_t, cap, torch.empty_like(bw_t))
+    d_dir = _change(torch.mul(bw_t, gamma), *g_t, cap, torch.empty_like(bw_t))
+    S, B, A, Sd = sums
+    L = torch.log1p(S)
+    return L - d_tot.double(), torch.log1p(Sd) - d_dir.double(), L - (A + B + S * H0[:, None]) / (1 + S)
 
 
 @with_analysis_threads
