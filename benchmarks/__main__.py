@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import analyses, capture, gemma3, heads, load, patching, smollm2, stats, stream
+from benchmarks import analyses, capture, entropy, gemma3, heads, load, patching, smollm2, stats, stream
 from benchmarks.common import machine
 
 SUITES = {
@@ -27,6 +27,7 @@ SUITES = {
     "heads": lambda q: heads.run(old_layers=1 if q else 2),
     "smollm2": lambda q: smollm2.run(repeats=3 if q else 5, toy=not q),
     "gemma3": lambda q: gemma3.run(repeats=3 if q else 5, load=not q),
+    "entropy": lambda q: entropy.run(tokens=64 if q else 512, repeats=1 if q else 3),
 }
 
 

@@ -27,6 +27,21 @@ of every prediction, with almost no direct effect on the logits.
 A soft-capped model's (Gemma 2) losses and entropies are those of its capped logits
 ``cap * tanh(z / cap)`` (``interp.config.soft_cap``); the screen reads the linear ``W_U``, which
 the monotonic cap does not change. Logits are made ``chunk`` tokens at a time: ``[chunk, d_vocab]``, never ``[tokens, d_vocab]``.
+
+**Precision.** Per chunk the baseline's readout ``z0 = xc W_U / s + b`` and its (capped) log-softmax
+are computed once in float64; per neuron only the *change* of the logits ``d`` is formed, in
+float32 ``[chunk, d_vocab]`` arrays (total: ``base (1/s_new - 1/s) + dc bw / s_new``, the scalar
+``1/s_new - 1/s`` from ``s^2 - s_new^2`` without cancellation; direct: ``dc bw / s``; through a
+cap: ``cap tanh(d/cap) sech^2(z0/cap) / (1 + tanh(z0/cap) tanh(d/cap))``). Then ``dloss =
+log1p(sum p0 expm1(d)) - d[target]`` and the entropy's change from the same weights, every sum over
+the vocabulary accumulated in float64 (float32 blocks of 8 terms, added in float64), slice by slice
+of ``SLICE`` vocabulary columns (which stay in cache across the neurons). Each
+per-token change errs by a few float32 roundoffs (``u = 2^-24``) of the magnitudes that form it,
+not of the logits: at most ``2 max_v D_v`` for a loss and ``2 log(d_vocab) max_v D_v`` for an
+entropy, ``D_v = 4u (|base_v (1/s_new - 1/s)| + |dc bw_v / s_new|)`` (with a cap
+``+ (10u + 7u |t0 td| / (1 + t0 td)) |d_v|``, ``t0 td = tanh(z0/cap) tanh(d/cap)``), plus
+``13u``-``15u`` of the sums' absolute terms. The derivation, and the check against the float64
+computation this replaced, are in ``tests/test_memory_entropy_precision.py``.
 """
 
 from __future__ import annotations
@@ -100,17 +115,114 @@ def _scale(x: Tensor, model: Any) -> Tensor:
     return (_centre(x, model).pow(2).mean(-1, keepdim=True) + c.eps).sqrt()
 
 
-def _stats(z: Tensor, targets: Tensor, cap: float | None, entropy: bool = True) -> tuple[Tensor, Tensor | None]:
-    """Per token: loss of the target and (``entropy``) the prediction's entropy, from
-    ``[c, vocab]`` linear readouts ``z`` through the model's final-logit soft-cap (``cap``,
-    None: none). ``z`` is overwritten."""
-    z = soft_cap(z, cap)
-    lse = torch.logsumexp(z, -1)
-    loss = lse - z.gather(-1, targets[:, None])[:, 0]
-    if not entropy:
-        return loss, None
-    lp = z.sub_(lse[:, None])  # log-probabilities, in place
-    return loss, -(lp.exp() * lp).sum(-1)
+def _fsum(t: Tensor, part: Tensor) -> Tensor:
+    """Row sums ``[c]`` in float64 of a float32 ``t [c, n]``: ``m = n // 8`` blocks of 8 terms
+    (columns ``k + i m``, ``i < 8``) added in float32 into ``part [c, m]`` (error at most
+    ``gamma(7, u)`` of their absolute terms), then the partial sums and the ``n % 8`` left over in
+    float64: a tenth of the time of ``t.sum(-1, dtype=torch.float64)``."""
+    c, n = t.shape
+    m = n // 8
+    out = torch.sum(t[:, : 8 * m].view(c, 8, m), 1, out=part[:c, :m]).sum(-1, dtype=torch.float64)
+    return out + t[:, 8 * m:].sum(-1, dtype=torch.float64) if n % 8 else out
+
+
+def _baseline(z: Tensor, cap: float | None, bufs: dict[str, Tensor]) -> Tensor:
+    """Per ``[c, vocab]`` float64 linear readout ``z`` (overwritten): what each neuron's change is
+    measured against, from the model's (capped) logits, into ``bufs``' float32 ``[c, vocab]``
+    arrays: ``p0`` and ``lp0`` (probabilities and their logs), with a cap ``t0 = tanh(z / cap)``
+    and ``sech2 = 1 - t0^2``. Returns the entropy ``H0 [c]`` (float64)."""
+    c = z.shape[0]
+    if cap is not None:
+        zc = z / cap
+        bufs["t0"][:c].copy_(torch.tanh(zc))
+        bufs["sech2"][:c].copy_(zc.cosh_().pow_(-2))  # 1 - tanh^2 without cancellation
+        z = soft_cap(z, cap)
+    lp = z.sub_(torch.logsumexp(z, -1, keepdim=True))
+    bufs["lp0"][:c].copy_(lp)
+    p = lp.exp()
+    bufs["p0"][:c].copy_(p)
+    return -torch.linalg.vecdot(p, lp)
+
+
+def _change(dz: Tensor, t0: Tensor | None, sech2: Tensor | None, cap: float | None, scratch: Tensor) -> Tensor:
+    """The change of the model's logits (float32) for a change ``dz`` of the linear readout
+    (overwritten): ``dz`` itself, or through the cap without cancellation,
+    ``cap (tanh(a + d) - tanh(a)) = cap tanh(d) (1 - tanh(a)^2) / (1 + tanh(a) tanh(d))`` with
+    ``t0 = tanh(a)``, ``sech2 = 1 - tanh(a)^2`` (``scratch``: ``dz``'s shape)."""
+    if cap is None:
+        return dz
+    td = dz.div_(cap).tanh_()
+    den = torch.mul(td, t0, out=scratch).add_(1)
+    return td.mul_(sech2).div_(den).mul_(cap)
+
+
+def _buffers(c: int, d_vocab: int, cap: float | None) -> dict[str, Tensor]:
+    """Float32 scratch for ``_chunk_effects``, reused (fresh ``[c, vocab]`` arrays cost their page
+    faults every time): the baseline ``[c, vocab]`` and, per vocabulary slice, ``[c, SLICE]``."""
+    names = ["base", "p0", "lp0"] + (["t0", "sech2"] if cap is not None else [])
+    out = {k: torch.empty(c, d_vocab) for k in names}
+    w = min(SLICE, d_vocab)
+    out.update(D=torch.empty(c, w), E=torch.empty(c, w), T=torch.empty(c, w), part=torch.empty(c, max(w // 8, 1)))
+    return out
+
+
+#: Vocabulary columns per slice: a slice's float32 arrays stay in cache across the neurons.
+SLICE = 8192
+
+
+def _chunk_effects(xc: Tensor, s: Tensor, s_lin: Tensor, dc: Tensor, targets: Tensor, W_U: Tensor, b: Tensor,
+                   vec_c: Tensor, bw32: Tensor, cap: float | None, normed: bool,
+                   bufs: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per token and neuron ``[c, j]`` (float64): the change of the loss with the final scale
+    recomputed (total) and frozen (direct), and of the entropy (total), when the (centred) final
+    stream ``xc [c, d]`` gains ``dc [c, j]`` times the neurons' centred writes ``vec_c [j, d]``.
+    ``s`` is the baseline's scale, ``s_lin`` the one ``xc`` implies (they differ where the scale
+    was recorded), ``bw32 = vec_c W_U`` in float32; ``[c, vocab]`` arrays only (``bufs``:
+    ``_buffers`` of at least ``c`` rows).
+
+    With the logits' change ``d``, ``E = expm1(d)`` and ``S = sum p0 E`` (the new partition
+    function over the old, minus 1): ``dloss = log1p(S) - d[target]`` and ``dH = log1p(S) -
+    (sum p0 e^d d + sum p0 E lp0 + S H0) / (1 + S)`` (first order: ``-cov_p0(d, lp0)``), every sum
+    in float64 over float32 blocks of 8 (``_fsum``), slice by slice of the vocabulary."""
+    c, V = xc.shape[0], W_U.shape[1]
+    bufs = _buffers(c, V, cap) if bufs is None else bufs
+    base = xc @ W_U  # [c, vocab], float64
+    base32 = bufs["base"][:c].copy_(base)
+    H0 = _baseline(base.div_(s).add_(b), cap, bufs)
+    del base
+    p0, lp0 = bufs["p0"][:c], bufs["lp0"][:c]
+    t0, sech2 = (bufs["t0"][:c], bufs["sech2"][:c]) if cap is not None else (None, None)
+    # the ablated scale s_new = sqrt(s_lin^2 + ds2), and 1/s_new - 1/s without cancellation
+    ds2 = ((2 * dc) * (xc @ vec_c.T) + dc.pow(2) * vec_c.pow(2).sum(-1)) / xc.shape[-1] if normed else 0 * dc
+    s_new = (s_lin.pow(2) + ds2).sqrt()
+    alpha = (((s - s_lin) - ds2 / (s_lin + s_new)) / (s * s_new)).float()  # [c, j]
+    beta, gamma = (dc / s_new).float(), (dc / s).float()
+    sums = torch.zeros(4, *dc.shape, dtype=torch.float64)  # S, sum p0 E lp0, sum p0 e^d d (total); S (direct)
+    part = bufs["part"]
+    for v0 in range(0, V, SLICE):
+        v1 = min(v0 + SLICE, V)
+        w = v1 - v0
+        b_, p_, l_ = base32[:, v0:v1], p0[:, v0:v1], lp0[:, v0:v1]
+        t_, h_ = (t0[:, v0:v1], sech2[:, v0:v1]) if cap is not None else (None, None)
+        D, E, T = bufs["D"][:c, :w], bufs["E"][:c, :w], bufs["T"][:c, :w]
+        for j in range(dc.shape[1]):
+            d = _change(torch.mul(b_, alpha[:, j:j + 1], out=D).addcmul_(beta[:, j:j + 1], bw32[j, v0:v1]),
+                        t_, h_, cap, T)
+            pE = torch.special.expm1(d, out=E).mul_(p_)
+            sums[0, :, j] += _fsum(pE, part)
+            sums[1, :, j] += _fsum(torch.mul(pE, l_, out=T), part)
+            sums[2, :, j] += _fsum(pE.add_(p_).mul_(d), part)
+            d = _change(torch.mul(bw32[j, v0:v1], gamma[:, j:j + 1], out=D), t_, h_, cap, T)
+            sums[3, :, j] += _fsum(torch.special.expm1(d, out=E).mul_(p_), part)
+    # the changes at the targets, by the same float32 operations on the gathered columns
+    tg = targets[:, None]
+    bw_t = bw32[:, targets].T  # [c, j]
+    g_t = (t0.gather(-1, tg), sech2.gather(-1, tg)) if cap is not None else (None, None)
+    d_tot = _change(torch.mul(base32.gather(-1, tg), alpha).addcmul_(beta, bw_t), *g_t, cap, torch.empty_like(bw_t))
+    d_dir = _change(torch.mul(bw_t, gamma), *g_t, cap, torch.empty_like(bw_t))
+    S, B, A, Sd = sums
+    L = torch.log1p(S)
+    return L - d_tot.double(), torch.log1p(Sd) - d_dir.double(), L - (A + B + S * H0[:, None]) / (1 + S)
 
 
 @with_analysis_threads
@@ -232,27 +344,26 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
     vec_c = _centre(vec, model)
     bw = vec_c @ W_U  # [j, vocab]: the neuron's write through the unembedding
     cap = model.cfg.logit_softcap  # losses and entropies of the logits the model produces
+    bw32 = bw.float()
+    normed = model.cfg.normalization.startswith(("LN", "RMS"))
+    mean_t = torch.as_tensor(mean_act)[None]
     tot = np.zeros((len(labels), 4))  # |dloss| total, |dloss| direct, dH total, count
+    bufs = None
     for w in recs:
         x, s_frozen, targets, sel = _logits_parts(model, w)
         a_all = torch.stack([w.write_acts(int(ly))[..., int(n)][sel].double() for ly, n in zip(lay, idx)], -1)
+        if bufs is None or bufs["D"].shape[0] < min(chunk, x.shape[0]):
+            bufs = _buffers(min(chunk, x.shape[0]), W_U.shape[1], cap)
         for a0 in range(0, x.shape[0], chunk):
             xs = x[a0:a0 + chunk]
-            s = s_frozen[a0:a0 + chunk] if s_frozen is not None else _scale(xs, model)
-            xc = _centre(xs, model)
-            base = xc @ W_U  # [c, vocab]
-            loss0, ent0 = _stats(base / s + b, targets[a0:a0 + chunk], cap)
-            dc = torch.as_tensor(mean_act)[None] - a_all[a0:a0 + chunk]  # [c, j]
-            for j in range(len(labels)):
-                y = xc + dc[:, j:j + 1] * vec_c[j]
-                s_new = _scale(y, model)
-                num = base + dc[:, j:j + 1] * bw[j]
-                lt, et = _stats(num / s_new + b, targets[a0:a0 + chunk], cap)
-                ld, _ = _stats(num.div_(s).add_(b), targets[a0:a0 + chunk], cap, entropy=False)
-                tot[j, 0] += float((lt - loss0).abs().sum())
-                tot[j, 1] += float((ld - loss0).abs().sum())
-                tot[j, 2] += float((et - ent0).sum())
-                tot[j, 3] += xs.shape[0]
+            s_lin = _scale(xs, model)  # [c, 1]
+            s = s_frozen[a0:a0 + chunk] if s_frozen is not None else s_lin
+            lt, ld, et = _chunk_effects(_centre(xs, model), s, s_lin, mean_t - a_all[a0:a0 + chunk],
+                                        targets[a0:a0 + chunk], W_U, b, vec_c, bw32, cap, normed, bufs)
+            tot[:, 0] += lt.abs().sum(0).numpy()
+            tot[:, 1] += ld.abs().sum(0).numpy()
+            tot[:, 2] += et.sum(0).numpy()
+            tot[:, 3] += xs.shape[0]
     out: dict[str, Any] = {"_n_tokens": int(tot[0, 3]) if len(labels) else 0}
     for j, lab in enumerate(labels):
         n = max(tot[j, 3], 1)
