@@ -22,7 +22,8 @@ if os.environ.get("INTERP_TEST_MKLDNN", "1") == "0":
 #: rankings, the real model): marked ``numerics``, which `make test-numerics` reruns under
 #: other MKL code paths (MKL_CBWR), without oneDNN, and at 1 and 2 threads.
 NUMERICS = {"test_numerics.py", "test_linalg.py", "test_heads_planted.py", "test_patching_attribution.py",
-            "test_patching_activation.py", "test_properties.py", "test_writes.py", "test_smollm2.py"}
+            "test_patching_activation.py", "test_properties.py", "test_writes.py", "test_smollm2.py",
+            "test_memory_entropy_precision.py", "test_softcap.py", "test_processed_cache.py"}
 
 
 def pytest_collection_modifyitems(items):
