@@ -108,6 +108,11 @@ def capture_hooks(model: Any, sites: Sequence[Site], store: dict[Site, Tensor]) 
     return hooks
 
 
+#: Log-probabilities made at a time for a loss (numbers): 128M, 512 MB of float32, so a batch of a
+#: 262k-token vocabulary's logits is not copied whole.
+LOSS_BLOCK = 1 << 27
+
+
 def stream_at_sites(writes: Any, sites: Sequence[Site]) -> dict[Site, Tensor]:
     """The stream at each site, ``[batch, pos, d_model]`` float32, summed from a record."""
     acc = writes.accumulated_resid()  # [n_layers + 1, batch, pos, d_model]
@@ -320,11 +325,13 @@ def collect(
             else:  # plain streaming: the fast record, summed into the stream at each site
                 store = stream_at_sites(model.run_with_writes(Tokens(batch.tokens, batch.mask)), sites)
             if loss:
-                lp = result.float().log_softmax(-1)[:, :-1]
-                tgt = batch.tokens[:, 1:].to(lp.device)
-                ok = (batch.mask[:, 1:] & batch.mask[:, :-1]).to(lp.device)
-                nll = -lp.gather(-1, tgt.unsqueeze(-1))[..., 0]
-                out.loss_sum += float(nll[ok].sum())
+                tgt = batch.tokens[:, 1:].to(result.device)
+                ok = (batch.mask[:, 1:] & batch.mask[:, :-1]).to(result.device)
+                rows = max(1, LOSS_BLOCK // max(1, result.shape[1] * result.shape[2]))
+                for r in range(0, result.shape[0], rows):  # [rows, pos, d_vocab] at a time, never the batch
+                    lp = result[r:r + rows, :-1].float().log_softmax(-1)
+                    nll = -lp.gather(-1, tgt[r:r + rows].unsqueeze(-1))[..., 0]
+                    out.loss_sum += float(nll[ok[r:r + rows]].sum())
                 out.loss_count += int(ok.sum())
             if max_tokens is not None and kept + int(mask.sum()) > max_tokens:
                 flat = mask.flatten().nonzero()[max_tokens - kept :, 0]
