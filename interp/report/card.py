@@ -29,7 +29,8 @@ def model_card(ctx: Any, section: Section) -> None:
     from interp.report.build import parameter_count
 
     rows["parameters"] = f"{parameter_count(ctx.model):,}"
-    section.attempt("Configuration", lambda: pd.DataFrame(list(rows.items()), columns=["field", "value"]))
+    section.attempt("Configuration", lambda: pd.DataFrame(list(rows.items()), columns=["field", "value"]),
+                    max_rows=len(rows))  # every field: the card is where a reader checks the config
 
 
 _SHORT_DTYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float64": "fp64"}
