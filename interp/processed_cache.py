@@ -116,7 +116,8 @@ def _write(path: Path, state_dict: dict[str, Any], key: str) -> None:
 def reuse_processing(directory: Path | None) -> Iterator[None]:
     """Within the block, ``ProcessWeights.process_weights`` reads its output from ``directory``
     when stored there under the inputs' key, and stores it there otherwise. ``None``: no effect.
-    One block at a time per process (a lock); stale entries of the same directory are removed."""
+    One block at a time per process (a lock), and only the calling thread's processing is read
+    or stored; stale entries of the same directory are removed."""
     if directory is None:
         yield
         return
@@ -125,7 +126,11 @@ def reuse_processing(directory: Path | None) -> Iterator[None]:
     original = ProcessWeights.__dict__["process_weights"]
     compute = original.__func__ if isinstance(original, staticmethod) else original
 
+    owner = threading.get_ident()
+
     def process_weights(state_dict: dict[str, Any], cfg: Any, **options: Any) -> dict[str, Any]:
+        if threading.get_ident() != owner:  # another thread's model: computed, never stored here
+            return compute(state_dict, cfg, **options)
         path = Path(directory) / f"{PREFIX}{cache_key(state_dict, cfg, options)}.safetensors"
         key = path.stem.removeprefix(PREFIX)
         stored = _read(path, key)

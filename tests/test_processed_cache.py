@@ -86,3 +86,22 @@ def test_an_unwritable_directory_only_costs_the_saving(tmp_path):
     missing = tmp_path / "absent"  # the write fails: the load still succeeds
     model = _load(missing)
     assert model.cfg.n_layers == 2 and not missing.exists()
+
+
+def test_another_threads_processing_is_neither_read_nor_stored(tmp_path, monkeypatch):
+    import threading
+
+    from transformer_lens.weight_processing import ProcessWeights
+
+    monkeypatch.setattr(ProcessWeights, "process_weights", staticmethod(lambda sd, cfg, **kw: dict(sd)))
+    seen = []
+    with processed_cache.reuse_processing(tmp_path):
+        def other():  # a model processed on another thread while the block is open
+            seen.append(ProcessWeights.process_weights({"w": torch.ones(2)}, object()))
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert seen and not list(tmp_path.iterdir())
+        ProcessWeights.process_weights({"w": torch.ones(2)}, object())  # the block's own thread: stored
+        assert len(list(tmp_path.glob("processed-*.safetensors"))) == 1
