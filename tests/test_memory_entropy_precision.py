@@ -51,8 +51,7 @@ from test_memory_managers import ENTROPY, ENTROPY_DECOY, entropy_model  # noqa: 
 import interp
 from interp.config import soft_cap
 from interp.memory import entropy
-from interp.memory.data import records
-from interp.memory.entropy import _centre, _effects, _logits_parts, _scale
+from interp.memory.entropy import _centre, _effects, _logits_parts, _scale, ablation_inputs
 from interp.reconstruction import gamma
 from interp.testing import random_model
 
@@ -107,29 +106,9 @@ def _bound(z0, dz, G, cap, loss: bool):
 
 def _effects_float64(model, data, measured, chunk, max_tokens, n_ctx, batch_size):
     """The replaced implementation (a copy of its math), plus the bound summed like each effect."""
-    ws = model.write_weights
-    recs = list(records(model, data, max_tokens=max_tokens, n_ctx=n_ctx, batch_size=batch_size, progress=False,
-                        what="entropy_neurons"))
     labels = measured["label"].tolist()
-    lay = measured["layer"].to_numpy()
-    idx = measured["neuron"].to_numpy()
-    acts_sum = np.zeros(len(labels))
-    n_real = 0
-    for w in recs:
-        m = w.mask
-        n_real += int(m.sum())
-        for j, (ly, n) in enumerate(zip(lay, idx)):
-            acts_sum[j] += float(w.write_acts(int(ly))[..., int(n)][m].double().sum())
-    mean_act = acts_sum / max(n_real, 1)
-    W_U = ws.W_U.double()
-    if ws.ln_final_w is not None:
-        W_U = W_U * ws.ln_final_w.double()[:, None]
-    b = (ws.b_U.double() if ws.b_U is not None else torch.zeros(W_U.shape[1], dtype=torch.float64))
-    if ws.ln_final_b is not None:
-        b = b + ws.ln_final_b.double() @ ws.W_U.double()
-    vec = torch.stack([model.weights.mlp_out(int(ly))[int(n)].double() for ly, n in zip(lay, idx)])
-    vec_c = _centre(vec, model)
-    bw = vec_c @ W_U
+    recs, lay, idx, mean_act, W_U, b, vec_c, bw = ablation_inputs(model, data, measured, max_tokens, n_ctx,
+                                                                 batch_size)
     cap = model.cfg.logit_softcap
     g64 = gamma(2 * model.cfg.d_model + 16, U64)
     tot = np.zeros((len(labels), 4))

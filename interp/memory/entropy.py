@@ -316,17 +316,18 @@ def entropy_neurons(
     return df
 
 
-def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_tokens: int, n_ctx: int,
-             batch_size: int) -> dict[str, Any]:
-    """Mean-ablation effects of ``measured`` neurons (two passes: the mean activation, then the
-    effects)."""
+def ablation_inputs(model: Any, data: Any, measured: pd.DataFrame, max_tokens: int, n_ctx: int,
+                    batch_size: int) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, Tensor, Tensor, Tensor, Tensor]:
+    """What the mean ablation of ``measured`` neurons reads, in float64: ``(records, layers,
+    neurons, mean_act [j], W_U [d, vocab] with the final norm's gain, b [vocab] (b_U and the
+    norm's bias), vec_c [j, d] (the output vectors, centred for LayerNorm), bw [j, vocab]
+    (``vec_c @ W_U``))``. The first of ``_effects``' two passes: the mean activations."""
     ws = model.write_weights
     recs = list(records(model, data, max_tokens=max_tokens, n_ctx=n_ctx, batch_size=batch_size, progress=False,
                         what="entropy_neurons"))
-    labels = measured["label"].tolist()
     lay = measured["layer"].to_numpy()
     idx = measured["neuron"].to_numpy()
-    acts_sum = np.zeros(len(labels))
+    acts_sum = np.zeros(len(lay))
     n_real = 0
     for w in recs:
         m = w.mask
@@ -342,7 +343,16 @@ def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_toke
         b = b + ws.ln_final_b.double() @ ws.W_U.double()
     vec = torch.stack([model.weights.mlp_out(int(ly))[int(n)].double() for ly, n in zip(lay, idx)])  # [j, d]
     vec_c = _centre(vec, model)
-    bw = vec_c @ W_U  # [j, vocab]: the neuron's write through the unembedding
+    return recs, lay, idx, mean_act, W_U, b, vec_c, vec_c @ W_U  # bw: each write through the unembedding
+
+
+def _effects(model: Any, data: Any, measured: pd.DataFrame, chunk: int, max_tokens: int, n_ctx: int,
+             batch_size: int) -> dict[str, Any]:
+    """Mean-ablation effects of ``measured`` neurons (two passes: the mean activation, then the
+    effects)."""
+    labels = measured["label"].tolist()
+    recs, lay, idx, mean_act, W_U, b, vec_c, bw = ablation_inputs(model, data, measured, max_tokens, n_ctx,
+                                                                 batch_size)
     cap = model.cfg.logit_softcap  # losses and entropies of the logits the model produces
     bw32 = bw.float()
     normed = model.cfg.normalization.startswith(("LN", "RMS"))
