@@ -88,24 +88,18 @@ def hf_config(
             use_parallel_residual=True if parallel is None else parallel, **common,
         )
     # no padding_idx: token 0 is BOS here, and a zeroed BOS embedding would leave position 0 empty
-    if family == "gemma3":  # query_pre_attn_scalar = d_head; every 2nd layer global, a 6-token window
+    if family in ("gemma3", "gemma2"):  # query_pre_attn_scalar = d_head; every 2nd layer global, a 6-token window
         d_head = d_model // n_heads
-        return Gemma3TextConfig(
+        gemma = dict(
             hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
             num_key_value_heads=n_kv_heads or max(1, n_heads // 2), head_dim=d_head, intermediate_size=d_mlp,
             max_position_embeddings=n_ctx, query_pre_attn_scalar=d_head, sliding_window=6,
             layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)],
             pad_token_id=None, tie_word_embeddings=True, **common,
         )
-    if family == "gemma2":  # Gemma 3's layout without QK-norm; sliding window on even layers; caps
-        d_head = d_model // n_heads
-        return Gemma2Config(
-            hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-            num_key_value_heads=n_kv_heads or max(1, n_heads // 2), head_dim=d_head, intermediate_size=d_mlp,
-            max_position_embeddings=n_ctx, query_pre_attn_scalar=d_head, sliding_window=6,
-            layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)],
-            pad_token_id=None, tie_word_embeddings=True, **GEMMA2_CAPS, **common,
-        )
+        if family == "gemma3":
+            return Gemma3TextConfig(**gemma)
+        return Gemma2Config(**gemma, **GEMMA2_CAPS)  # Gemma 3's layout without QK-norm, with the soft-caps
     if family == "olmo2":
         return Olmo2Config(
             hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
