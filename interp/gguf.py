@@ -323,9 +323,6 @@ def _declare_added_tokens(out: Path) -> None:
     config_file.write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-_PARSED: dict[tuple[str, str], Any] = {}
-
-
 @contextlib.contextmanager
 def _parsed_once() -> Iterator[None]:
     """Within the block, every ``gguf.GGUFReader`` of one file is the same parse. transformers
@@ -339,12 +336,13 @@ def _parsed_once() -> Iterator[None]:
     if getattr(original, "_interp_shared", False):  # already inside a block
         yield
         return
+    parsed: dict[tuple[str, str], Any] = {}
 
     def reader(path: Any, mode: str = "r") -> Any:
         key = (os.path.realpath(os.fspath(path)), mode)
-        if key not in _PARSED:
-            _PARSED[key] = original(path, mode)
-        return _PARSED[key]
+        if key not in parsed:
+            parsed[key] = original(path, mode)
+        return parsed[key]
 
     reader._interp_shared = True  # type: ignore[attr-defined]
     gguf.GGUFReader = reader
@@ -352,7 +350,6 @@ def _parsed_once() -> Iterator[None]:
         yield
     finally:
         gguf.GGUFReader = original
-        _PARSED.clear()
 
 
 def _convert(gguf_file: Path, out: Path, digest: str, named: NamedModel | None, progress: bool,
