@@ -16,6 +16,17 @@ def eps(norm: torch.nn.Module) -> float:
     return float(getattr(norm, "eps", None) or norm.variance_epsilon)
 
 
+def hooked_forward(hf, handles: list, **inputs) -> object:
+    """``hf(**inputs, use_cache=False)`` under ``no_grad`` with the hooks ``handles`` registered;
+    they are removed afterwards, also when the forward raises."""
+    try:
+        with torch.no_grad():
+            return hf(**inputs, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def layers(hf) -> list:
     return list(hf.model.layers)
 
@@ -35,12 +46,7 @@ def head_writes(hf, tokens: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict
             lambda m, a, o, i=i: o_out.__setitem__(i, o.detach())))
         handles.append(layer.post_attention_layernorm.register_forward_hook(
             lambda m, a, o, i=i: y.__setitem__(i, o.detach())))
-    try:
-        with torch.no_grad():
-            hf(input_ids=tokens, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(hf, handles, input_ids=tokens)
     writes = {}
     for i, layer in enumerate(layers(hf)):
         norm = layer.post_attention_layernorm
@@ -60,12 +66,7 @@ def streams(hf, tokens: torch.Tensor) -> list[torch.Tensor]:
         lambda m, a, kw: out.append((a[0] if a else kw["hidden_states"]).detach()), with_kwargs=True)
         for layer in layers(hf)]
     handles.append(hf.model.norm.register_forward_pre_hook(lambda m, a: out.append(a[0].detach())))
-    try:
-        with torch.no_grad():
-            hf(input_ids=tokens, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(hf, handles, input_ids=tokens)
     return out
 
 

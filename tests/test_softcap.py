@@ -31,6 +31,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from post_norm_truth import hooked_forward
 
 import interp
 from interp.capture import calibration_tolerance
@@ -51,12 +52,7 @@ def hf_readout(hf, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.
     got = {}
     hs = [hf.model.norm.register_forward_pre_hook(lambda m, a: got.__setitem__("x", a[0].detach())),
           hf.lm_head.register_forward_hook(lambda m, a, o: got.__setitem__("z", o.detach()))]
-    try:
-        with torch.no_grad():
-            got["logits"] = hf(input_ids=tokens, attention_mask=mask.long(), use_cache=False).logits.detach()
-    finally:
-        for h in hs:
-            h.remove()
+    got["logits"] = hooked_forward(hf, hs, input_ids=tokens, attention_mask=mask.long()).logits.detach()
     return got
 
 
@@ -217,12 +213,7 @@ def neuron_effects_by_hand(hf, tokens: torch.Tensor, neurons: list[int], cap: fl
     hs = [layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: got.__setitem__("act", a[0].detach())),
           layer.mlp.down_proj.register_forward_hook(lambda m, a, o: got.__setitem__("out", o.detach())),
           hf.model.norm.register_forward_pre_hook(lambda m, a: got.__setitem__("x", a[0].detach()))]
-    try:
-        with torch.no_grad():
-            hf(input_ids=tokens, use_cache=False)
-    finally:
-        for h in hs:
-            h.remove()
+    hooked_forward(hf, hs, input_ids=tokens)
     post, final = layer.post_feedforward_layernorm, hf.model.norm
     out = got["out"][0, :-1].double()
     s_post = (out.pow(2).mean(-1, keepdim=True) + post.eps).sqrt()
@@ -259,12 +250,7 @@ def hand_coef(hf, tokens: torch.Tensor, neurons: list[int]) -> torch.Tensor:
     got = {}
     hs = [layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: got.__setitem__("act", a[0].detach())),
           layer.mlp.down_proj.register_forward_hook(lambda m, a, o: got.__setitem__("out", o.detach()))]
-    try:
-        with torch.no_grad():
-            hf(input_ids=tokens, use_cache=False)
-    finally:
-        for h in hs:
-            h.remove()
+    hooked_forward(hf, hs, input_ids=tokens)
     s = (got["out"][0].double().pow(2).mean(-1, keepdim=True) + layer.post_feedforward_layernorm.eps).sqrt()
     return got["act"][0][:, neurons].double() / s
 
