@@ -25,7 +25,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +72,6 @@ def cache_key(state_dict: dict[str, Any], cfg: Any, options: dict[str, Any]) -> 
 def _read(path: Path, key: str) -> dict[str, torch.Tensor] | None:
     """The stored output, or None when absent, unreadable or written under another key."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     if not path.is_file():
         return None
@@ -81,17 +79,19 @@ def _read(path: Path, key: str) -> dict[str, torch.Tensor] | None:
         with safe_open(str(path), "pt") as f:
             if (f.metadata() or {}).get("interp_key") != key:
                 raise ValueError("its recorded key differs from its name")
-        return load_file(str(path))
+            return {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:  # a damaged file is recomputed, never trusted
         log.warning("ignoring the unreadable processed weights %s (%s); recomputing them", path.name, e)
         return None
 
 
 def _write(path: Path, state_dict: dict[str, Any], key: str) -> None:
-    """Atomically: a reader sees the whole file or none. Tensors that share memory are stored
-    as copies (safetensors keeps one name per buffer); a state dict holding anything but
-    tensors is not stored."""
+    """Atomically (``interp.records.atomic_path``): a reader sees the whole file or none.
+    Tensors that share memory are stored as copies (safetensors keeps one name per buffer); a
+    state dict holding anything but tensors is not stored."""
     from safetensors.torch import save_file
+
+    from interp.records import atomic_path
 
     if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         return
@@ -102,14 +102,10 @@ def _write(path: Path, state_dict: dict[str, Any], key: str) -> None:
         out[k] = v.detach().clone() if ptr in seen else v.detach().contiguous()
         seen.add(ptr)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        os.close(fd)
-        save_file(out, tmp, metadata={"format": "pt", "interp_key": key})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(out, str(tmp), metadata={"format": "pt", "interp_key": key})
     except OSError as e:  # a read-only or full cache only costs the next load the processing
         log.warning("could not keep the processed weights in %s (%s)", path.parent, e)
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -131,8 +127,8 @@ def reuse_processing(directory: Path | None) -> Iterator[None]:
     def process_weights(state_dict: dict[str, Any], cfg: Any, **options: Any) -> dict[str, Any]:
         if threading.get_ident() != owner:  # another thread's model: computed, never stored here
             return compute(state_dict, cfg, **options)
-        path = Path(directory) / f"{PREFIX}{cache_key(state_dict, cfg, options)}.safetensors"
-        key = path.stem.removeprefix(PREFIX)
+        key = cache_key(state_dict, cfg, options)
+        path = Path(directory) / f"{PREFIX}{key}.safetensors"
         stored = _read(path, key)
         if stored is not None:
             return stored

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +11,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from interp._checks import check_instance
+from interp.records import atomic_path
 
 
 @dataclass
@@ -47,14 +46,8 @@ class Page:
                                     "create it first")
         doc = dict(kind=self.kind, label=self.label, summary=self.summary,
                    frames={k: json.loads(v.to_json(orient="split", index=False)) for k, v in self.frames.items()})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            json.dump(doc, f)
         return path
 
     @classmethod
