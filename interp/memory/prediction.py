@@ -135,6 +135,7 @@ def prediction_neurons(
     null = torch.randn(n_null, c.d_model, generator=g).to(W_U)
     n_skew, n_kurt, _ = vocab_moments(null, W_U, chunk=chunk)
     k_cut, s_cut = float(n_kurt.max()), float(n_skew.abs().max())
+    vocab_mean = W_U.mean(1)  # [d_model]: a direction's mean logit change is its dot with it
     parts = []
     for ly in layers:
         W_out = model.weights.mlp_out(ly)
@@ -143,7 +144,7 @@ def prediction_neurons(
         for a in range(0, len(arg), 4096):
             rows = W_out[a:a + 4096].float()
             col = W_U[:, arg[a:a + 4096]].T  # [c, d]
-            mean = rows @ W_U.mean(1)
+            mean = rows @ vocab_mean
             top_val.append((rows * col).sum(-1) - mean)
         kind = np.where((kurt > k_cut) & (skew > s_cut), "prediction",
                         np.where((kurt > k_cut) & (skew < -s_cut), "suppression", "none"))
