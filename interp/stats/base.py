@@ -14,23 +14,25 @@ All three return ``self``. States live on the device of the samples and are redu
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
 from torch import Tensor
 
 
-class Statistic:
-    """Base class: ``update`` / ``merge`` / ``all_reduce``, each returning ``self``."""
+class Statistic(abc.ABC):
+    """Base class: ``update`` / ``merge`` / ``all_reduce``, each returning ``self``; a subclass
+    that lacks one cannot be instantiated."""
 
-    def update(self, *args: Any, **kwargs: Any) -> Statistic:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def update(self, *args: Any, **kwargs: Any) -> Statistic: ...
 
-    def merge(self, other: Statistic) -> Statistic:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def merge(self, other: Statistic) -> Statistic: ...
 
-    def all_reduce(self, group: Any = None) -> Statistic:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def all_reduce(self, group: Any = None) -> Statistic: ...
 
     def _check_other(self, other: Any, **same: Any) -> None:
         if type(other) is not type(self):
