@@ -24,8 +24,7 @@ N_BINS = 40
 
 def parse(model: Any, name: str, label: Any) -> Feature:
     """``"L18N183"`` (a neuron) or ``"L1H2"`` (a head) as a ``Feature``."""
-    comp = labels.parse(name, label, model.cfg)
-    return Feature(comp.kind, comp.layer, comp.index)
+    return labels.parse(name, label, model.cfg)
 
 
 def _distribution(s: Scan, j: int) -> tuple[pd.DataFrame, pd.DataFrame]:

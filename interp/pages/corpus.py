@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp._labels import Component
 from interp._progress import tqdm
 from interp.stats.distributed import shard_records
 from interp.stats.moments import Moments
@@ -28,17 +29,8 @@ EXAMPLE_COLUMNS = ["rank", "activation", "doc", "doc_index", "row", "pos", "toke
                    "center", "key_token", "key_offset", "key_weight"]
 
 
-@dataclass(frozen=True)
-class Feature:
-    """A component measured on the corpus: ``kind`` ``"neuron"`` or ``"head"``."""
-
-    kind: str
-    layer: int
-    index: int
-
-    @property
-    def label(self) -> str:
-        return f"L{self.layer}{'N' if self.kind == 'neuron' else 'H'}{self.index}"
+#: A component measured on the corpus (kind "neuron" or "head"): the one component record.
+Feature = Component
 
 
 @dataclass

@@ -24,7 +24,6 @@ its survival and change are large and noisy: read a deleter against its controls
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,15 +43,7 @@ COLUMNS = ["deleter", "component", "role", "draw", "kind", "layer", "index", "si
            "n_tokens", "survival_clean", "survival_ablated", "change", "predicted"]
 
 
-@dataclass(frozen=True)
-class _Comp:
-    kind: str  # "neuron" | "head"
-    layer: int
-    index: int
-
-    @property
-    def label(self) -> str:
-        return f"L{self.layer}{'N' if self.kind == 'neuron' else 'H'}{self.index}"
+_Comp = labels.Component  # kind "neuron" or "head"
 
 
 def _parse(model: Any, deleter: Any) -> list[_Comp]:
@@ -80,8 +71,7 @@ def _parse(model: Any, deleter: Any) -> list[_Comp]:
                         "row / frame of find_deleting_neurons or find_deleting_heads")
     out: list[_Comp] = []
     for item in items:
-        parsed = labels.parse("deleter", item, c)
-        comp = _Comp(parsed.kind, parsed.layer, parsed.index)
+        comp = labels.parse("deleter", item, c)
         if comp not in out:
             out.append(comp)
     if not out:
